@@ -1,0 +1,152 @@
+"""Backbones: ResNet-50/101 with Matterport's layer names, and a tiny CNN for CPU tests.
+
+Every backbone returns ``[C1, C2, C3, C4, C5]``, the last feature map of each stage; C2..C5
+have strides 4, 8, 16 and 32. The ResNet layer names (``conv1``, ``bn_conv1``,
+``res2a_branch2a``, ``bn2a_branch2a``, ``res2a_branch1``, ... ``res5c_branch2c``) and kernel
+shapes are Matterport's, which took them from the original Caffe ResNet, so a Matterport weight
+file (for example ``mask_rcnn_coco.h5``) loads by name.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from mrcnn_ohem._compat import import_tf_keras
+
+keras = import_tf_keras()
+KL = keras.layers
+
+#: Number of identity blocks after the first block of stage 4, per architecture.
+STAGE4_IDENTITY_BLOCKS = {"resnet50": 5, "resnet101": 22}
+#: Backbone names accepted in ``Config.BACKBONE`` besides a callable.
+BACKBONES = ("resnet50", "resnet101", "tiny")
+
+
+class BatchNorm(KL.BatchNormalization):
+    """Batch normalisation whose mode is fixed when the graph is built.
+
+    Matterport passes ``training=config.TRAIN_BN``: ``False`` freezes the statistics (the
+    usual choice, as batches of one or two images give poor estimates) and ``None`` lets Keras
+    follow the training phase. A layer set non-trainable also runs in inference mode
+    (TensorFlow 2 behaviour).
+    """
+
+    def call(self, inputs, training=None):
+        return super().call(inputs, training=training)
+
+
+def _bn_flag(train_bn: bool) -> bool | None:
+    """Matterport's TRAIN_BN -> the ``training`` argument of :class:`BatchNorm`."""
+    return None if train_bn else False
+
+
+def _block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int, block: str,
+           strides: int, shortcut_conv: bool, use_bias: bool, train_bn: bool):
+    """One bottleneck block: 1x1 -> kxk -> 1x1 convolutions plus a shortcut."""
+    conv = f"res{stage}{block}_branch"
+    bn = f"bn{stage}{block}_branch"
+    training = _bn_flag(train_bn)
+    f1, f2, f3 = filters
+    x = KL.Conv2D(f1, (1, 1), strides=strides, name=conv + "2a", use_bias=use_bias)(input_tensor)
+    x = BatchNorm(name=bn + "2a")(x, training=training)
+    x = KL.Activation("relu")(x)
+    x = KL.Conv2D(f2, (kernel_size, kernel_size), padding="same", name=conv + "2b",
+                  use_bias=use_bias)(x)
+    x = BatchNorm(name=bn + "2b")(x, training=training)
+    x = KL.Activation("relu")(x)
+    x = KL.Conv2D(f3, (1, 1), name=conv + "2c", use_bias=use_bias)(x)
+    x = BatchNorm(name=bn + "2c")(x, training=training)
+    shortcut = input_tensor
+    if shortcut_conv:
+        shortcut = KL.Conv2D(f3, (1, 1), strides=strides, name=conv + "1",
+                             use_bias=use_bias)(input_tensor)
+        shortcut = BatchNorm(name=bn + "1")(shortcut, training=training)
+    x = KL.Add()([x, shortcut])
+    return KL.Activation("relu", name=f"res{stage}{block}_out")(x)
+
+
+def identity_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int,
+                   block: str, use_bias: bool = True, train_bn: bool = True):
+    """Bottleneck block whose shortcut is the input itself (Matterport's ``identity_block``)."""
+    return _block(input_tensor, kernel_size, filters, stage, block, 1, False, use_bias, train_bn)
+
+
+def conv_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int, block: str,
+               strides: tuple[int, int] = (2, 2), use_bias: bool = True, train_bn: bool = True):
+    """Bottleneck block with a strided 1x1 convolution on the shortcut (``res*_branch1``)."""
+    return _block(input_tensor, kernel_size, filters, stage, block, strides, True, use_bias,
+                  train_bn)
+
+
+def resnet_graph(input_image, architecture: str, stage5: bool = False, train_bn: bool = True):
+    """ResNet-50 or ResNet-101 with Matterport's layer names.
+
+    Args:
+        input_image: [batch, height, width, 3] Keras tensor.
+        architecture: ``"resnet50"`` or ``"resnet101"`` (``"tiny"`` is routed to
+            :func:`tiny_graph`).
+        stage5: build stage 5 (C5); Mask R-CNN always does.
+        train_bn: train the batch-norm layers (else they are frozen).
+
+    Returns:
+        [C1, C2, C3, C4, C5] Keras tensors; C5 is None when ``stage5`` is False.
+
+    Raises:
+        ValueError: unknown ``architecture``.
+    """
+    if architecture == "tiny":
+        return tiny_graph(input_image, stage5=stage5, train_bn=train_bn)
+    if architecture not in STAGE4_IDENTITY_BLOCKS:
+        raise ValueError(
+            f"architecture must be one of {BACKBONES} or a callable Config.BACKBONE; "
+            f"received {architecture!r}")
+    x = KL.ZeroPadding2D((3, 3))(input_image)
+    x = KL.Conv2D(64, (7, 7), strides=(2, 2), name="conv1", use_bias=True)(x)
+    x = BatchNorm(name="bn_conv1")(x, training=_bn_flag(train_bn))
+    x = KL.Activation("relu")(x)
+    c1 = x = KL.MaxPooling2D((3, 3), strides=(2, 2), padding="same")(x)
+
+    def stage(x, number: int, filters: Sequence[int], blocks: int, strides):
+        x = conv_block(x, 3, filters, number, "a", strides=strides, train_bn=train_bn)
+        for i in range(blocks):
+            x = identity_block(x, 3, filters, number, chr(ord("b") + i), train_bn=train_bn)
+        return x
+
+    c2 = x = stage(x, 2, [64, 64, 256], 2, (1, 1))
+    c3 = x = stage(x, 3, [128, 128, 512], 3, (2, 2))
+    c4 = x = stage(x, 4, [256, 256, 1024], STAGE4_IDENTITY_BLOCKS[architecture], (2, 2))
+    c5 = stage(x, 5, [512, 512, 2048], 2, (2, 2)) if stage5 else None
+    return [c1, c2, c3, c4, c5]
+
+
+def tiny_graph(input_image, stage5: bool = True, train_bn: bool = True,
+               filters: Sequence[int] = (8, 16, 24, 32, 48)):
+    """A five-stage 3x3-convolution network for CPU tests and demos (~40k parameters).
+
+    Stage ``k`` is one stride-2 convolution, batch norm and ReLU, so C2..C5 have strides 4..32
+    like ResNet's. Layers are named ``conv1``/``bn_conv1`` and ``res{k}a_tiny``/``bn{k}a_tiny``
+    so the ``3+``/``4+``/``5+`` training presets select stages as they do for ResNet.
+
+    Returns:
+        [C1, C2, C3, C4, C5] Keras tensors; C5 is None when ``stage5`` is False.
+    """
+    training = _bn_flag(train_bn)
+    x = KL.Conv2D(filters[0], (3, 3), strides=2, padding="same", name="conv1")(input_image)
+    x = BatchNorm(name="bn_conv1")(x, training=training)
+    outputs = [KL.Activation("relu")(x)]
+    for number, width in zip(range(2, 6), filters[1:]):
+        if number == 5 and not stage5:
+            outputs.append(None)
+            break
+        x = KL.Conv2D(width, (3, 3), strides=2, padding="same",
+                      name=f"res{number}a_tiny")(outputs[-1])
+        x = BatchNorm(name=f"bn{number}a_tiny")(x, training=training)
+        outputs.append(KL.Activation("relu", name=f"res{number}a_out")(x))
+    return outputs
+
+
+def build_backbone(input_image, backbone: str | Callable[..., Any], train_bn: bool):
+    """C1..C5 for ``Config.BACKBONE``: a name from :data:`BACKBONES` or a callable taking
+    ``(input_image, stage5=True, train_bn=...)`` (Matterport's contract)."""
+    if callable(backbone):
+        return backbone(input_image, stage5=True, train_bn=train_bn)
+    return resnet_graph(input_image, backbone, stage5=True, train_bn=train_bn)
