@@ -1,0 +1,652 @@
+"""Datasets, image and mask resizing, box helpers and AP metrics (Matterport's ``mrcnn.utils``).
+
+Same names and signatures as matterport/Mask_RCNN ``mrcnn/utils.py``, with these fixes:
+masks are resized bool-safely (nearest neighbour, no anti-aliasing, so ``USE_MINI_MASK``
+works on current scikit-image), no ``np.bool``, no downloads, user errors raise
+``ValueError`` instead of ``assert``, and TensorFlow is imported only by the two graph
+helpers (``box_refinement_graph``, ``batch_slice``). Boxes are ``(y1, x1, y2, x2)`` in pixels
+with ``y2``/``x2`` exclusive.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import skimage.color
+import skimage.io
+import skimage.transform
+
+from mrcnn_ohem.boxes import box_refinement, compute_overlaps
+
+from .anchors import generate_anchors, generate_pyramid_anchors
+
+__all__ = [
+    "Dataset", "resize", "resize_image", "resize_mask", "minimize_mask", "expand_mask",
+    "unmold_mask", "extract_bboxes", "compute_iou", "compute_overlaps",
+    "compute_overlaps_masks", "non_max_suppression", "apply_box_deltas", "box_refinement",
+    "box_refinement_graph", "norm_boxes", "denorm_boxes", "batch_slice", "trim_zeros",
+    "compute_matches", "compute_ap", "compute_ap_range", "compute_recall",
+    "generate_anchors", "generate_pyramid_anchors",
+]
+
+logger = logging.getLogger(__name__)
+
+
+############################################################
+#  Dataset
+############################################################
+
+class Dataset:
+    """Base class of datasets: subclass it, register classes and images, override loaders.
+
+    A subclass adds its classes with :meth:`add_class` and images with :meth:`add_image`,
+    overrides :meth:`load_mask` (and :meth:`load_image` if images are not files), then calls
+    :meth:`prepare`. Internal ids are consecutive integers; class 0 is the background ``BG``.
+    Several sources (e.g. ``"coco"`` and ``"shapes"``) can live in one dataset.
+    """
+
+    def __init__(self, class_map: Any = None) -> None:
+        self._image_ids: np.ndarray = np.zeros([0], dtype=np.int64)
+        self.image_info: list[dict[str, Any]] = []
+        self.class_info: list[dict[str, Any]] = [{"source": "", "id": 0, "name": "BG"}]
+        self.source_class_ids: dict[str, list[int]] = {}
+
+    def add_class(self, source: str, class_id: int, class_name: str) -> None:
+        """Register class ``class_id`` of ``source``; a repeated (source, id) is ignored.
+
+        Raises:
+            ValueError: ``source`` contains a dot (ids are keyed ``"source.id"``).
+        """
+        if "." in source:
+            raise ValueError(f"source: expected a name without '.', received {source!r}")
+        for info in self.class_info:
+            if info["source"] == source and info["id"] == class_id:
+                return
+        self.class_info.append({"source": source, "id": class_id, "name": class_name})
+
+    def add_image(self, source: str, image_id: Any, path: str | None, **kwargs: Any) -> None:
+        """Register an image; extra keyword arguments are stored in its ``image_info`` dict."""
+        info = {"id": image_id, "source": source, "path": path}
+        info.update(kwargs)
+        self.image_info.append(info)
+
+    def image_reference(self, image_id: int) -> str:
+        """A link or description of the image for debugging; override in subclasses."""
+        return ""
+
+    def prepare(self, class_map: Any = None) -> None:
+        """Build the id tables; call after adding classes and images (and after any change).
+
+        Sets ``num_classes``, ``class_ids``, ``class_names``, ``num_images``, ``image_ids``,
+        ``class_from_source_map`` (``"source.id" -> class id``), ``image_from_source_map``
+        (``"source.id" -> image id``), ``sources`` and ``source_class_ids`` (``source ->
+        [class ids]``, the background included for every source). ``class_map`` is accepted
+        for Matterport compatibility and unused, as upstream.
+        """
+        self.num_classes = len(self.class_info)
+        self.class_ids = np.arange(self.num_classes)
+        # Keep the first comma-separated part of a name (COCO names are "a, b").
+        self.class_names = [str(c["name"]).split(",")[0] for c in self.class_info]
+        self.num_images = len(self.image_info)
+        self._image_ids = np.arange(self.num_images)
+        self.class_from_source_map = {f"{info['source']}.{info['id']}": int(class_id)
+                                      for info, class_id in zip(self.class_info, self.class_ids)}
+        self.image_from_source_map = {f"{info['source']}.{info['id']}": int(image_id)
+                                      for info, image_id in zip(self.image_info, self._image_ids)}
+        self.sources = sorted({info["source"] for info in self.class_info})
+        self.source_class_ids = {
+            source: [i for i, info in enumerate(self.class_info)
+                     if i == 0 or info["source"] == source]
+            for source in self.sources
+        }
+
+    def map_source_class_id(self, source_class_id: str) -> int:
+        """Internal class id of ``"source.id"``, e.g. ``"coco.12" -> 11``.
+
+        Raises:
+            KeyError: unknown id; the message lists a few known ones.
+        """
+        try:
+            return self.class_from_source_map[source_class_id]
+        except KeyError:
+            known = list(self.class_from_source_map)[:5]
+            raise KeyError(f"source_class_id: expected a registered 'source.id' such as "
+                           f"{known}, received {source_class_id!r}") from None
+
+    def get_source_class_id(self, class_id: int, source: str) -> Any:
+        """The id that ``source`` uses for internal class ``class_id``.
+
+        Raises:
+            ValueError: the class does not belong to ``source``.
+        """
+        info = self.class_info[class_id]
+        if info["source"] != source:
+            raise ValueError(f"class_id {class_id}: expected a class of source {source!r}, "
+                             f"received one of source {info['source']!r}")
+        return info["id"]
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        """[num_images] int, the internal image ids (set by :meth:`prepare`)."""
+        return self._image_ids
+
+    def source_image_link(self, image_id: int) -> str:
+        """Path or URL of the image."""
+        return self.image_info[image_id]["path"]
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """Read the image file; always returns RGB.
+
+        Returns:
+            [height, width, 3] uint8 (grayscale expanded to RGB, alpha dropped).
+        """
+        image = skimage.io.imread(self.image_info[image_id]["path"])
+        if image.ndim == 2:
+            image = skimage.color.gray2rgb(image)
+        elif image.ndim == 3 and image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        if image.shape[-1] == 4:
+            image = image[..., :3]
+        return image
+
+    def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Instance masks of an image; this base version has none and warns.
+
+        Override it to return:
+            masks: [height, width, instances] bool, one binary mask per instance.
+            class_ids: [instances] int32 internal class ids (negative for crowds).
+        """
+        logger.warning("Dataset.load_mask() was called for image %s and returns no "
+                       "instances; override load_mask() in your Dataset subclass.", image_id)
+        return np.empty([0, 0, 0], dtype=bool), np.empty([0], dtype=np.int32)
+
+
+############################################################
+#  Resizing
+############################################################
+
+def resize(image: np.ndarray, output_shape: Sequence[int], order: int = 1,
+           mode: str = "constant", cval: float = 0, clip: bool = True,
+           preserve_range: bool = False, anti_aliasing: bool = False,
+           anti_aliasing_sigma: Any = None) -> np.ndarray:
+    """``skimage.transform.resize`` with Matterport's default of no anti-aliasing."""
+    return skimage.transform.resize(
+        image, output_shape, order=order, mode=mode, cval=cval, clip=clip,
+        preserve_range=preserve_range, anti_aliasing=anti_aliasing,
+        anti_aliasing_sigma=anti_aliasing_sigma)
+
+
+def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | None = None,
+                 min_scale: float | None = None, mode: str = "square"
+                 ) -> tuple[np.ndarray, tuple[int, int, int, int], float,
+                            list[tuple[int, int]], tuple[int, int, int, int] | None]:
+    """Resize an image keeping its aspect ratio, then pad or crop it (Matterport's modes).
+
+    Args:
+        image: [height, width, channels] any dtype.
+        min_dim: scale up so the short side is at least this (never scales down).
+        max_dim: ``square`` mode: cap the long side at this, then pad to max_dim squared.
+        min_scale: scale up by at least this factor.
+        mode: ``none`` (unchanged), ``square``, ``pad64`` (pad both sides to multiples of
+            64) or ``crop`` (random ``min_dim`` squared crop; training only).
+
+    Returns:
+        image: the result, same dtype (integers rounded).
+        window: (y1, x1, y2, x2) of the image inside the padding.
+        scale: the scale factor applied.
+        padding: [(top, bottom), (left, right), (0, 0)] zero padding added.
+        crop: (y, x, height, width) of the crop in ``crop`` mode, else None.
+
+    Raises:
+        ValueError: unknown ``mode``, a missing size for the mode, or an image smaller than
+            the crop.
+    """
+    dtype = image.dtype
+    h, w = image.shape[:2]
+    window = (0, 0, h, w)
+    scale = 1
+    padding = [(0, 0), (0, 0), (0, 0)]
+    crop = None
+    if mode not in ("none", "square", "pad64", "crop"):
+        raise ValueError(f"mode: expected one of ['none', 'square', 'pad64', 'crop'], "
+                         f"received {mode!r}")
+    if mode == "none":
+        return image, window, scale, padding, crop
+    if mode == "square" and not max_dim:
+        raise ValueError(f"max_dim: expected a positive integer in mode 'square', "
+                         f"received {max_dim!r}")
+    if mode == "crop" and not min_dim:
+        raise ValueError(f"min_dim: expected a positive integer in mode 'crop', "
+                         f"received {min_dim!r}")
+
+    if min_dim:
+        scale = max(1, min_dim / min(h, w))
+    if min_scale and scale < min_scale:
+        scale = min_scale
+    if max_dim and mode == "square" and round(max(h, w) * scale) > max_dim:
+        scale = max_dim / max(h, w)
+    if scale != 1:
+        image = resize(image, (round(h * scale), round(w * scale)), order=1,
+                       mode="constant", preserve_range=True)
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            image = np.clip(np.round(image), info.min, info.max)
+        image = image.astype(dtype)
+
+    h, w = image.shape[:2]
+    if mode == "square":
+        top, left = (max_dim - h) // 2, (max_dim - w) // 2
+        padding = [(top, max_dim - h - top), (left, max_dim - w - left), (0, 0)]
+    elif mode == "pad64":
+        pad_h, pad_w = -h % 64, -w % 64
+        top, left = pad_h // 2, pad_w // 2
+        padding = [(top, pad_h - top), (left, pad_w - left), (0, 0)]
+    else:  # crop
+        if h < min_dim or w < min_dim:
+            raise ValueError(f"image: expected at least {min_dim}x{min_dim} pixels after "
+                             f"scaling for a crop of min_dim={min_dim}, received {h}x{w}")
+        y = np.random.randint(0, h - min_dim + 1)
+        x = np.random.randint(0, w - min_dim + 1)
+        crop = (y, x, min_dim, min_dim)
+        return image[y:y + min_dim, x:x + min_dim], (0, 0, min_dim, min_dim), scale, padding, crop
+    image = np.pad(image, padding[:image.ndim], mode="constant", constant_values=0)
+    window = (padding[0][0], padding[1][0], h + padding[0][0], w + padding[1][0])
+    return image, window, scale, padding, crop
+
+
+def resize_mask(mask: np.ndarray, scale: float, padding: Sequence[Sequence[int]],
+                crop: Sequence[int] | None = None) -> np.ndarray:
+    """Resize, then pad or crop, masks exactly as :func:`resize_image` did their image.
+
+    Nearest-neighbour without anti-aliasing, so values are copied, never blended: a bool
+    mask stays bool with the same values (the TF2 ports of Matterport interpolate bool masks,
+    which current scikit-image rejects).
+
+    Args:
+        mask: [height, width, instances] any dtype.
+        scale, padding, crop: as returned by :func:`resize_image`.
+
+    Returns:
+        [new_height, new_width, instances], same dtype as ``mask``.
+    """
+    mask = np.asarray(mask)
+    h, w = mask.shape[:2]
+    new_h, new_w = round(h * scale), round(w * scale)
+    if (new_h, new_w) != (h, w):
+        if mask.size == 0:
+            mask = np.zeros((new_h, new_w) + mask.shape[2:], dtype=mask.dtype)
+        else:
+            dtype = mask.dtype
+            source = mask.astype(np.uint8) if dtype == bool else mask
+            mask = skimage.transform.resize(
+                source, (new_h, new_w) + mask.shape[2:], order=0, mode="constant",
+                preserve_range=True, anti_aliasing=False).astype(dtype)
+    if crop is not None:
+        y, x, ch, cw = crop
+        return mask[y:y + ch, x:x + cw]
+    return np.pad(mask, [tuple(p) for p in padding][:mask.ndim], mode="constant",
+                  constant_values=0)
+
+
+def minimize_mask(bbox: np.ndarray, mask: np.ndarray,
+                  mini_shape: Sequence[int]) -> np.ndarray:
+    """Crop each mask to its box and resize it to ``mini_shape`` (to save memory).
+
+    Args:
+        bbox: [instances, (y1, x1, y2, x2)] int.
+        mask: [height, width, instances] bool or 0/1.
+        mini_shape: (height, width) of the mini masks.
+
+    Returns:
+        [mini_height, mini_width, instances] bool.
+
+    Raises:
+        ValueError: a box has zero area.
+    """
+    mini_shape = tuple(int(s) for s in mini_shape)
+    mini_mask = np.zeros(mini_shape + (mask.shape[-1],), dtype=bool)
+    for i in range(mask.shape[-1]):
+        y1, x1, y2, x2 = (int(v) for v in bbox[i][:4])
+        crop = mask[y1:y2, x1:x2, i].astype(np.float32)
+        if crop.size == 0:
+            raise ValueError(f"bbox[{i}]: expected a box with positive area inside the mask, "
+                             f"received {tuple(bbox[i][:4])}")
+        mini_mask[:, :, i] = resize(crop, mini_shape, order=1) >= 0.5
+    return mini_mask
+
+
+def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray,
+                image_shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`minimize_mask`: paste each mini mask back into its box.
+
+    Returns:
+        [image_height, image_width, instances] bool.
+    """
+    mask = np.zeros(tuple(image_shape[:2]) + (mini_mask.shape[-1],), dtype=bool)
+    for i in range(mask.shape[-1]):
+        y1, x1, y2, x2 = (int(v) for v in bbox[i][:4])
+        if y2 <= y1 or x2 <= x1:
+            continue
+        m = resize(mini_mask[:, :, i].astype(np.float32), (y2 - y1, x2 - x1), order=1)
+        mask[y1:y2, x1:x2, i] = m >= 0.5
+    return mask
+
+
+def unmold_mask(mask: np.ndarray, bbox: Sequence[int],
+                image_shape: Sequence[int]) -> np.ndarray:
+    """Turn a head's float mask (e.g. 28x28) into a full-image binary mask.
+
+    Args:
+        mask: [mask_height, mask_width] float in [0, 1].
+        bbox: (y1, x1, y2, x2) box the mask covers, in image pixels.
+        image_shape: (height, width[, channels]) of the image.
+
+    Returns:
+        [height, width] bool, True where the resized mask is >= 0.5.
+    """
+    y1, x1, y2, x2 = (int(v) for v in bbox)
+    full = np.zeros(tuple(image_shape[:2]), dtype=bool)
+    if y2 <= y1 or x2 <= x1:
+        return full
+    m = resize(np.asarray(mask, dtype=np.float32), (y2 - y1, x2 - x1), order=1)
+    full[y1:y2, x1:x2] = m >= 0.5
+    return full
+
+
+############################################################
+#  Boxes
+############################################################
+
+def extract_bboxes(mask: np.ndarray) -> np.ndarray:
+    """Tight boxes around masks.
+
+    Args:
+        mask: [height, width, instances] bool or 0/1.
+
+    Returns:
+        [instances, (y1, x1, y2, x2)] int32, ``y2``/``x2`` exclusive; all zeros for an empty
+        mask.
+    """
+    mask = np.asarray(mask)
+    boxes = np.zeros([mask.shape[-1], 4], dtype=np.int32)
+    rows = np.any(mask, axis=1)  # [height, instances]
+    cols = np.any(mask, axis=0)  # [width, instances]
+    for i in range(mask.shape[-1]):
+        ys = np.flatnonzero(rows[:, i])
+        xs = np.flatnonzero(cols[:, i])
+        if ys.size:
+            boxes[i] = (ys[0], xs[0], ys[-1] + 1, xs[-1] + 1)
+    return boxes
+
+
+def compute_iou(box: np.ndarray, boxes: np.ndarray, box_area: float,
+                boxes_area: np.ndarray) -> np.ndarray:
+    """IoU of one box [4] with each of ``boxes`` [N, 4], given precomputed areas.
+
+    Returns:
+        [N] float IoU.
+    """
+    y1 = np.maximum(box[0], boxes[:, 0])
+    y2 = np.minimum(box[2], boxes[:, 2])
+    x1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[3], boxes[:, 3])
+    intersection = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    union = box_area + boxes_area - intersection
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, intersection / union, 0.0)
+
+
+def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray:
+    """IoU of every mask pair.
+
+    Args:
+        masks1: [height, width, N1]; values > 0.5 count as inside.
+        masks2: [height, width, N2].
+
+    Returns:
+        [N1, N2] float IoU; 0 where both masks are empty.
+    """
+    if masks1.shape[-1] == 0 or masks2.shape[-1] == 0:
+        return np.zeros((masks1.shape[-1], masks2.shape[-1]))
+    m1 = np.reshape(masks1 > .5, (-1, masks1.shape[-1])).astype(np.float32)
+    m2 = np.reshape(masks2 > .5, (-1, masks2.shape[-1])).astype(np.float32)
+    intersections = m1.T @ m2  # [N1, N2]
+    union = m1.sum(axis=0)[:, None] + m2.sum(axis=0)[None, :] - intersections
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, intersections / union, 0.0)
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray,
+                        threshold: float) -> np.ndarray:
+    """Greedy NMS: keep the best box, drop boxes with IoU > ``threshold`` with it, repeat.
+
+    Returns:
+        [kept] int32 indices into ``boxes``, highest score first.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    order = np.argsort(scores)[::-1]
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        iou = compute_iou(boxes[i], boxes[order[1:]], area[i], area[order[1:]])
+        order = order[1:][iou <= threshold]
+    return np.array(keep, dtype=np.int32)
+
+
+def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+    """Apply [N, (dy, dx, log(dh), log(dw))] to [N, (y1, x1, y2, x2)]; inverse of
+    :func:`box_refinement`.
+
+    Returns:
+        [N, (y1, x1, y2, x2)] float32.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    deltas = np.asarray(deltas, dtype=np.float32)
+    height = boxes[:, 2] - boxes[:, 0]
+    width = boxes[:, 3] - boxes[:, 1]
+    center_y = boxes[:, 0] + 0.5 * height + deltas[:, 0] * height
+    center_x = boxes[:, 1] + 0.5 * width + deltas[:, 1] * width
+    height = height * np.exp(deltas[:, 2])
+    width = width * np.exp(deltas[:, 3])
+    y1 = center_y - 0.5 * height
+    x1 = center_x - 0.5 * width
+    return np.stack([y1, x1, y1 + height, x1 + width], axis=1)
+
+
+def box_refinement_graph(box: Any, gt_box: Any) -> Any:
+    """TensorFlow twin of :func:`box_refinement`: [N, 4] boxes -> [N, (dy, dx, dh, dw)]."""
+    import tensorflow as tf
+
+    box = tf.cast(box, tf.float32)
+    gt_box = tf.cast(gt_box, tf.float32)
+    height = box[:, 2] - box[:, 0]
+    width = box[:, 3] - box[:, 1]
+    gt_height = gt_box[:, 2] - gt_box[:, 0]
+    gt_width = gt_box[:, 3] - gt_box[:, 1]
+    dy = (gt_box[:, 0] + 0.5 * gt_height - box[:, 0] - 0.5 * height) / height
+    dx = (gt_box[:, 1] + 0.5 * gt_width - box[:, 1] - 0.5 * width) / width
+    dh = tf.math.log(gt_height / height)
+    dw = tf.math.log(gt_width / width)
+    return tf.stack([dy, dx, dh, dw], axis=1)
+
+
+def norm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Pixel boxes -> normalised boxes, where (y2, x2) becomes inclusive.
+
+    Args:
+        boxes: [N, (y1, x1, y2, x2)] in pixels.
+        shape: (height, width) in pixels.
+
+    Returns:
+        [N, (y1, x1, y2, x2)] float32 in [0, 1].
+    """
+    h, w = shape[:2]
+    scale = np.array([h - 1, w - 1, h - 1, w - 1], dtype=np.float64)
+    shift = np.array([0, 0, 1, 1], dtype=np.float64)
+    return ((np.asarray(boxes) - shift) / scale).astype(np.float32)
+
+
+def denorm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`norm_boxes`: [N, 4] normalised -> [N, 4] int32 pixels."""
+    h, w = shape[:2]
+    scale = np.array([h - 1, w - 1, h - 1, w - 1], dtype=np.float64)
+    shift = np.array([0, 0, 1, 1], dtype=np.float64)
+    return np.around(np.asarray(boxes) * scale + shift).astype(np.int32)
+
+
+############################################################
+#  Miscellaneous
+############################################################
+
+def trim_zeros(x: np.ndarray) -> np.ndarray:
+    """Drop the all-zero rows (padding) of [rows, columns] ``x``.
+
+    Raises:
+        ValueError: ``x`` is not 2-D.
+    """
+    if np.ndim(x) != 2:
+        raise ValueError(f"x: expected a 2-D array [rows, columns], received shape "
+                         f"{np.shape(x)}")
+    return x[~np.all(x == 0, axis=1)]
+
+
+def batch_slice(inputs: Any, graph_fn: Callable[..., Any], batch_size: int,
+                names: Sequence[str] | None = None) -> Any:
+    """Run ``graph_fn`` on each batch item of ``inputs`` and stack the results (TF).
+
+    Args:
+        inputs: a tensor or list of tensors sharing the first (batch) dimension.
+        graph_fn: called with one slice of every input; returns a tensor or a list.
+        batch_size: number of slices.
+        names: optional names of the stacked outputs.
+
+    Returns:
+        One stacked tensor, or a list of them when ``graph_fn`` returns several.
+    """
+    import tensorflow as tf
+
+    if not isinstance(inputs, list):
+        inputs = [inputs]
+    per_item = []
+    for i in range(batch_size):
+        result = graph_fn(*[x[i] for x in inputs])
+        per_item.append(list(result) if isinstance(result, (tuple, list)) else [result])
+    per_output = list(zip(*per_item))
+    names = list(names) if names is not None else [None] * len(per_output)
+    stacked = [tf.stack(values, axis=0, name=name) for values, name in zip(per_output, names)]
+    return stacked[0] if len(stacked) == 1 else stacked
+
+
+############################################################
+#  Evaluation
+############################################################
+
+def compute_matches(gt_boxes: np.ndarray, gt_class_ids: np.ndarray, gt_masks: np.ndarray,
+                    pred_boxes: np.ndarray, pred_class_ids: np.ndarray,
+                    pred_scores: np.ndarray, pred_masks: np.ndarray,
+                    iou_threshold: float = 0.5, score_threshold: float = 0.0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Match predictions to ground truth by mask IoU, best-scored prediction first.
+
+    A prediction matches the highest-IoU unmatched GT instance of its class with IoU >=
+    ``iou_threshold``. Unlike Matterport (which tests ``gt_match > 0``), a GT instance at
+    index 0 cannot be matched twice. Zero-padded rows of the boxes are trimmed first.
+
+    Returns:
+        gt_match: [num_gt] float, index of the matching prediction (in score order) or -1.
+        pred_match: [num_pred] float, index of the matched GT instance or -1, predictions
+            sorted by decreasing score.
+        overlaps: [num_pred, num_gt] mask IoU, predictions sorted by score.
+    """
+    gt_boxes = trim_zeros(gt_boxes)
+    gt_masks = gt_masks[..., :gt_boxes.shape[0]]
+    pred_boxes = trim_zeros(pred_boxes)
+    pred_scores = pred_scores[:pred_boxes.shape[0]]
+    order = np.argsort(pred_scores, kind="stable")[::-1]
+    pred_class_ids = np.asarray(pred_class_ids)[order]
+    pred_masks = pred_masks[..., order]
+    overlaps = compute_overlaps_masks(pred_masks, gt_masks)
+
+    pred_match = -1 * np.ones([order.shape[0]])
+    gt_match = -1 * np.ones([gt_boxes.shape[0]])
+    for i in range(order.shape[0]):
+        candidates = np.argsort(overlaps[i], kind="stable")[::-1]
+        candidates = candidates[overlaps[i, candidates] >= score_threshold]
+        for j in candidates:
+            if gt_match[j] > -1:
+                continue
+            if overlaps[i, j] < iou_threshold:
+                break
+            if pred_class_ids[i] == gt_class_ids[j]:
+                gt_match[j] = i
+                pred_match[i] = j
+                break
+    return gt_match, pred_match, overlaps
+
+
+def compute_ap(gt_boxes: np.ndarray, gt_class_ids: np.ndarray, gt_masks: np.ndarray,
+               pred_boxes: np.ndarray, pred_class_ids: np.ndarray, pred_scores: np.ndarray,
+               pred_masks: np.ndarray, iou_threshold: float = 0.5
+               ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """VOC-style average precision (all points, monotone precision envelope) of one image.
+
+    Returns:
+        mAP: the area under the precision/recall curve.
+        precisions: [num_pred + 2] the precision envelope, padded with 0 at both ends.
+        recalls: [num_pred + 2] recall at each prediction, padded with 0 and 1.
+        overlaps: [num_pred, num_gt] mask IoU.
+    """
+    gt_match, pred_match, overlaps = compute_matches(
+        gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pred_scores,
+        pred_masks, iou_threshold)
+    hits = np.cumsum(pred_match > -1)
+    precisions = hits / (np.arange(len(pred_match)) + 1)
+    recalls = hits.astype(np.float32) / max(len(gt_match), 1)
+    precisions = np.concatenate([[0], precisions, [0]])
+    recalls = np.concatenate([[0], recalls, [1]])
+    # Precision at recall r becomes the best precision at any recall >= r.
+    precisions = np.maximum.accumulate(precisions[::-1])[::-1]
+    steps = np.flatnonzero(recalls[:-1] != recalls[1:]) + 1
+    m_ap = float(np.sum((recalls[steps] - recalls[steps - 1]) * precisions[steps]))
+    return m_ap, precisions, recalls, overlaps
+
+
+def compute_ap_range(gt_box: np.ndarray, gt_class_id: np.ndarray, gt_mask: np.ndarray,
+                     pred_box: np.ndarray, pred_class_id: np.ndarray, pred_score: np.ndarray,
+                     pred_mask: np.ndarray, iou_thresholds: Sequence[float] | None = None,
+                     verbose: int = 1) -> float:
+    """Mean of :func:`compute_ap` over IoU thresholds (default 0.5, 0.55, ..., 0.95)."""
+    if iou_thresholds is None:
+        iou_thresholds = np.arange(0.5, 1.0, 0.05)
+    aps = []
+    for threshold in iou_thresholds:
+        ap = compute_ap(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score,
+                        pred_mask, iou_threshold=threshold)[0]
+        if verbose:
+            print(f"AP @{threshold:.2f}:\t {ap:.3f}")
+        aps.append(ap)
+    mean_ap = float(np.mean(aps))
+    if verbose:
+        print(f"AP @{iou_thresholds[0]:.2f}-{iou_thresholds[-1]:.2f}:\t {mean_ap:.3f}")
+    return mean_ap
+
+
+def compute_recall(pred_boxes: np.ndarray, gt_boxes: np.ndarray,
+                   iou: float) -> tuple[float, np.ndarray]:
+    """Fraction of GT boxes that some prediction overlaps with IoU >= ``iou``.
+
+    Returns:
+        recall: matched GT boxes / all GT boxes.
+        positive_ids: [M] indices of the predictions with IoU >= ``iou`` to some GT box.
+    """
+    overlaps = compute_overlaps(pred_boxes, gt_boxes)  # [num_pred, num_gt]
+    if overlaps.size == 0:
+        return 0.0, np.zeros([0], dtype=np.int64)
+    iou_max = overlaps.max(axis=1)
+    iou_argmax = overlaps.argmax(axis=1)
+    positive_ids = np.flatnonzero(iou_max >= iou)
+    recall = len(set(iou_argmax[positive_ids].tolist())) / gt_boxes.shape[0]
+    return recall, positive_ids
