@@ -1,0 +1,89 @@
+"""Independent NumPy references for the OHEM losses (float64, plain loops; no TensorFlow)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row cross-entropy of ``logits`` [N, C] against int ``labels`` [N], in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    top = z.max(axis=1, keepdims=True)
+    log_sum_exp = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    return log_sum_exp - z[np.arange(z.shape[0]), np.asarray(labels, dtype=np.int64)]
+
+
+def _hardest_first(indices: np.ndarray, losses: np.ndarray) -> list[int]:
+    """``indices`` ordered by loss, highest first, ties by lower index."""
+    return sorted(indices.tolist(), key=lambda i: (-losses[i], i))
+
+
+def ohem_rpn_kept(match, logits, top_k, per_image=True, positive_fraction=None):
+    """The (image, anchor) pairs the OHEM RPN loss keeps, and the per-anchor losses.
+
+    Returns:
+        kept: list of (image, anchor) tuples.
+        losses: [batch, anchors] float64 cross-entropy.
+    """
+    match = np.asarray(match).reshape(np.asarray(logits).shape[:2])
+    batch, anchors = match.shape
+    labels = (match == 1).astype(np.int64)
+    losses = softmax_cross_entropy(np.asarray(logits).reshape(-1, 2), labels.reshape(-1))
+    losses = losses.reshape(batch, anchors)
+
+    if per_image:
+        pools = [[(b, a) for a in range(anchors)] for b in range(batch)]
+        budget = top_k
+        cap = None if positive_fraction is None else math.floor(positive_fraction * top_k)
+    else:
+        pools = [[(b, a) for b in range(batch) for a in range(anchors)]]
+        budget = top_k * batch
+        cap = None if positive_fraction is None else math.floor(positive_fraction * top_k * batch)
+
+    kept = []
+    for pool in pools:
+        flat_losses = np.array([losses[b, a] for b, a in pool])
+        flat_match = np.array([match[b, a] for b, a in pool])
+        candidates = np.flatnonzero(flat_match != 0)
+        if cap is None:
+            chosen = _hardest_first(candidates, flat_losses)[:budget]
+        else:
+            pos = _hardest_first(np.flatnonzero(flat_match == 1), flat_losses)[:cap]
+            neg = _hardest_first(np.flatnonzero(flat_match == -1), flat_losses)[: budget - len(pos)]
+            chosen = pos + neg
+        kept.extend(pool[i] for i in chosen)
+    return kept, losses
+
+
+def ohem_rpn_loss(match, logits, top_k, per_image=True, positive_fraction=None) -> float:
+    """The OHEM RPN loss: mean of the kept anchors' cross-entropy, 0.0 when none is kept."""
+    kept, losses = ohem_rpn_kept(match, logits, top_k, per_image, positive_fraction)
+    if not kept:
+        return 0.0
+    return float(sum(losses[b, a] for b, a in kept) / len(kept))
+
+
+def matterport_rpn_loss(match, logits) -> float:
+    """Matterport's plain ``rpn_class_loss_graph``: mean cross-entropy of non-neutral anchors."""
+    match = np.asarray(match).reshape(-1)
+    logits = np.asarray(logits).reshape(-1, 2)
+    candidates = match != 0
+    if not candidates.any():
+        return 0.0
+    return float(softmax_cross_entropy(logits[candidates], (match[candidates] == 1)).mean())
+
+
+def topk_ce(labels, logits, top_k) -> float:
+    """Mean of the k largest cross-entropies; k = ceil(f * N) for a fraction, min(count, N)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    logits = logits.reshape(-1, logits.shape[-1])
+    losses = softmax_cross_entropy(logits, np.asarray(labels).reshape(-1))
+    n = losses.shape[0]
+    if n == 0:
+        return 0.0
+    if isinstance(top_k, int):
+        k = min(top_k, n)
+    else:
+        k = max(1, math.ceil(round(top_k * n, 9)))
+    return float(np.sort(losses)[::-1][:k].mean())

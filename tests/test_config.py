@@ -1,0 +1,61 @@
+"""mrcnn_ohem.config: the OHEM mixin's defaults, validation and display."""
+import pytest
+
+from mrcnn_ohem import OHEMConfig, OHEMConfigMixin, ohem_settings
+from mrcnn_ohem.maskrcnn.config import Config
+
+
+class UserConfig(OHEMConfigMixin, Config):
+    NAME = "user"
+    NUM_CLASSES = 3
+
+
+def test_defaults_resolve_top_k_from_rpn_budget():
+    settings = ohem_settings(UserConfig())
+    assert settings == (True, 256, True, None, None)
+
+
+def test_bundled_ohem_config_is_a_config():
+    class Mine(OHEMConfig):
+        NAME = "mine"
+        NUM_CLASSES = 2
+        OHEM_RPN_TOP_K = 64
+        OHEM_RPN_POSITIVE_FRACTION = 0.25
+
+    config = Mine()
+    assert isinstance(config, Config) and config.BATCH_SIZE == config.IMAGES_PER_GPU * config.GPU_COUNT
+    assert ohem_settings(config).top_k == 64 and ohem_settings(config).positive_fraction == 0.25
+
+
+def test_display_shows_ohem_settings(capsys):
+    UserConfig().display()
+    out = capsys.readouterr().out
+    for name in ("OHEM_RPN ", "OHEM_RPN_TOP_K", "OHEM_RPN_PER_IMAGE", "OHEM_RPN_POSITIVE_FRACTION", "OHEM_RPN_NEGATIVE_POOL"):
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "attribute,value,message",
+    [
+        ("OHEM_RPN", 1, r"OHEM_RPN must be True or False; received 1"),
+        ("OHEM_RPN_PER_IMAGE", "no", r"OHEM_RPN_PER_IMAGE must be True or False; received 'no'"),
+        ("OHEM_RPN_TOP_K", 0, r"OHEM_RPN_TOP_K must be None \(use RPN_TRAIN_ANCHORS_PER_IMAGE\) or an integer >= 1; received 0"),
+        ("OHEM_RPN_TOP_K", 12.0, r"OHEM_RPN_TOP_K must be .* received 12.0"),
+        ("OHEM_RPN_POSITIVE_FRACTION", 1.2, r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received 1.2"),
+        ("OHEM_RPN_POSITIVE_FRACTION", True, r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received True"),
+        ("OHEM_RPN_NEGATIVE_POOL", 0, r"OHEM_RPN_NEGATIVE_POOL must be None \(keep every negative\) or an integer >= 1; received 0"),
+    ],
+)
+def test_invalid_settings_raise_in_init(attribute, value, message):
+    bad = type("Bad", (UserConfig,), {attribute: value})
+    with pytest.raises(ValueError, match=message):
+        bad()
+
+
+def test_plain_config_object_uses_defaults():
+    class Plain:
+        RPN_TRAIN_ANCHORS_PER_IMAGE = 128
+
+    assert ohem_settings(Plain()).top_k == 128
+    with pytest.raises(ValueError, match=r"RPN_TRAIN_ANCHORS_PER_IMAGE must be an integer >= 1 when OHEM_RPN_TOP_K is None; received None"):
+        ohem_settings(object())
