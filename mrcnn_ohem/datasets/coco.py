@@ -1,0 +1,449 @@
+"""COCO-format instance segmentation for the bundled Mask R-CNN.
+
+:class:`CocoDataset` reads the official COCO layout (nothing is ever downloaded)::
+
+    <dataset_dir>/annotations/instances_<subset><year>.json
+    <dataset_dir>/<subset><year>/<file_name of each image>
+
+(``minival`` and ``valminusminival`` read their images from ``val<year>/``, as Matterport's
+``samples/coco`` does.) Categories can be restricted by COCO category id or by name; only images
+that contain at least one selected category are loaded, in ascending COCO image id order, so
+``limit`` always picks the same images. Non-contiguous COCO category ids (1..90 with gaps) become
+contiguous class ids 1..N in ascending category-id order once ``prepare()`` has run;
+:meth:`CocoDataset.get_coco_category_id` and :meth:`CocoDataset.get_class_id` map both ways.
+
+Corrupt or missing image files do not abort a long run: :meth:`CocoDataset.load_image` emits a
+:class:`CorruptImageWarning` naming the file, records it in ``skipped_images`` and returns the
+next readable image of the dataset instead; :meth:`CocoDataset.load_mask` follows the same
+substitution, so image and masks stay consistent for any data generator that calls
+``load_image`` before ``load_mask`` (Matterport's ``load_image_gt`` does). Evaluation uses the
+strict :meth:`CocoDataset.read_image` and leaves unreadable images out of the score. Set
+``skip_corrupt = False`` to raise :class:`CorruptImageError` instead.
+
+The COCO evaluation helpers live in :mod:`mrcnn_ohem.datasets.coco_eval` and are re-exported
+here (``build_coco_results``, ``evaluate_coco``). The dataset API follows Matterport's
+``samples/coco/coco.py`` (``load_coco``, ``annToRLE``, ``annToMask``, negative ids for crowds).
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+import json
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import skimage.color
+import skimage.io
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from mrcnn_ohem.maskrcnn import utils
+
+SOURCE = "coco"
+#: Subsets whose images live in another subset's folder (Matterport's 2014 minival split).
+IMAGE_FOLDER_ALIASES = {"minival": "val", "valminusminival": "val"}
+COCO_LAYOUT = (
+    "A COCO dataset folder is laid out as <dataset_dir>/annotations/instances_<subset><year>.json "
+    "plus the images in <dataset_dir>/<subset><year>/ (e.g. annotations/instances_val2017.json and "
+    "val2017/000000000139.jpg). Nothing is downloaded; fetch COCO from https://cocodataset.org or "
+    "write a synthetic folder with mrcnn_ohem.datasets.shapes.write_coco_folder."
+)
+_REQUIRED = {
+    "images": ("id", "file_name", "height", "width"),
+    "annotations": ("id", "image_id", "category_id"),
+    "categories": ("id", "name"),
+}
+
+
+class CorruptImageError(OSError):
+    """An image file is missing, truncated or not an image."""
+
+
+class CorruptImageWarning(UserWarning):
+    """An unreadable image was skipped (and replaced by the next readable one)."""
+
+
+############################################################
+#  Files and annotations
+############################################################
+
+
+def annotation_path(dataset_dir: str | Path, subset: str, year: str = "2017") -> Path:
+    """``<dataset_dir>/annotations/instances_<subset><year>.json``."""
+    return Path(dataset_dir) / "annotations" / f"instances_{subset}{year}.json"
+
+
+def image_folder(dataset_dir: str | Path, subset: str, year: str = "2017") -> Path:
+    """``<dataset_dir>/<subset><year>`` (``val<year>`` for ``minival``/``valminusminival``)."""
+    return Path(dataset_dir) / f"{IMAGE_FOLDER_ALIASES.get(subset, subset)}{year}"
+
+
+def load_coco_json(path: str | Path) -> COCO:
+    """Read and check a COCO instances file; return an indexed ``pycocotools`` ``COCO``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message shows the COCO layout).
+        ValueError: the file is not JSON, or not a COCO instances document (the message names
+            the missing keys or fields).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Expected the COCO annotation file {path}, which does not exist. {COCO_LAYOUT}")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); expected a COCO instances file.") from err
+    if not isinstance(document, dict):
+        raise ValueError(
+            f"{path} is not a COCO instances file: expected a JSON object with keys "
+            f"{sorted(_REQUIRED)}; received a JSON {type(document).__name__}."
+        )
+    missing = [key for key in _REQUIRED if not isinstance(document.get(key), list)]
+    if missing:
+        raise ValueError(
+            f"{path} is not a COCO instances file: missing list(s) {missing}; a COCO instances "
+            f"file is a JSON object with lists {sorted(_REQUIRED)}."
+        )
+    for key, fields in _REQUIRED.items():
+        for record in document[key]:
+            absent = [f for f in fields if not isinstance(record, dict) or f not in record]
+            if absent:
+                raise ValueError(
+                    f"{path} is not a COCO instances file: an entry of '{key}' lacks {absent} "
+                    f"(each needs {list(fields)}); received {str(record)[:120]}."
+                )
+    coco = COCO()
+    coco.dataset = document
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
+        coco.createIndex()
+    return coco
+
+
+def ann_to_rle(ann: dict, height: int, width: int) -> dict:
+    """Convert an annotation's segmentation (polygons, uncompressed or compressed RLE) to RLE.
+
+    Args:
+        ann: COCO annotation with a ``segmentation`` entry.
+        height, width: size of the image the annotation belongs to.
+
+    Returns:
+        A compressed RLE dict (``size``, ``counts``) that ``pycocotools.mask.decode`` accepts.
+    """
+    segm = ann.get("segmentation")
+    if isinstance(segm, list):
+        if not segm:
+            raise ValueError(f"annotation {ann.get('id')} has an empty polygon list as segmentation.")
+        # An object may be split into several polygons: merge them into one mask.
+        return mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        if isinstance(segm["counts"], list):  # uncompressed RLE
+            return mask_utils.frPyObjects(segm, *segm["size"])
+        return segm  # compressed RLE
+    raise ValueError(
+        f"annotation {ann.get('id')} has no usable 'segmentation': expected a list of polygons or "
+        f"an RLE dict with 'counts' and 'size'; received {str(segm)[:80]}."
+    )
+
+
+def ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
+    """Decode an annotation to a binary mask.
+
+    Returns:
+        [mask_height, mask_width] uint8 in {0, 1}; normally (height, width), but an RLE carries
+        its own ``size``.
+    """
+    return mask_utils.decode(ann_to_rle(ann, height, width))
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as [height, width, 3] uint8 RGB (grey is expanded, alpha dropped).
+
+    Raises:
+        CorruptImageError: the file is missing or cannot be decoded.
+    """
+    try:
+        image = skimage.io.imread(path)
+    except Exception as err:  # decoders raise OSError, ValueError, SyntaxError, ...
+        raise CorruptImageError(f"cannot read image file {path}: {err}") from err
+    if image.ndim == 2:
+        image = skimage.color.gray2rgb(image)
+    elif image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise CorruptImageError(f"image file {path} has unsupported shape {image.shape}.")
+    return np.ascontiguousarray(image[..., :3])
+
+
+############################################################
+#  Dataset
+############################################################
+
+
+class CocoDataset(utils.Dataset):
+    """A COCO-format dataset (source name ``"coco"``).
+
+    Attributes:
+        skip_corrupt: when True (default), an unreadable image is replaced by the next readable one
+            with a :class:`CorruptImageWarning`; when False, :class:`CorruptImageError` is raised.
+        skipped_images: ``{image_id: path}`` of images found unreadable so far.
+    """
+
+    def __init__(self, class_map: Any = None):
+        super().__init__(class_map)
+        self.skip_corrupt = True
+        self.skipped_images: dict[int, str] = {}
+        self._substitutes: dict[int, int] = {}
+
+    def load_coco(
+        self,
+        dataset_dir: str | Path,
+        subset: str,
+        year: str = "2017",
+        class_ids: Iterable[int] | None = None,
+        class_names: Iterable[str] | None = None,
+        limit: int | None = None,
+        return_coco: bool = False,
+    ) -> COCO | None:
+        """Add the images and categories of one COCO subset.
+
+        Args:
+            dataset_dir: COCO root folder (see the module docstring for the layout).
+            subset: ``"train"``, ``"val"``, ``"minival"``, ... as in the annotation file name.
+            year: ``"2017"``, ``"2014"``, ... (a string; an int is accepted).
+            class_ids: COCO category ids to keep (default: all categories).
+            class_names: category names to keep, e.g. ``["person", "dog"]``; combined with
+                ``class_ids`` when both are given.
+            limit: keep only the first ``limit`` images in ascending COCO image id order.
+            return_coco: return the ``pycocotools`` ``COCO`` object (needed for evaluation).
+
+        Returns:
+            The ``COCO`` object when ``return_coco`` is True, else None.
+
+        Raises:
+            FileNotFoundError: the folder, the annotation file or the image folder is missing.
+            ValueError: not a COCO file, unknown class id or name, bad ``limit``, or no image of
+                the subset contains a selected category.
+        """
+        dataset_dir = Path(dataset_dir)
+        year = str(year)
+        if not dataset_dir.is_dir():
+            raise FileNotFoundError(f"dataset_dir {dataset_dir} is not a folder. {COCO_LAYOUT}")
+        ann_file = annotation_path(dataset_dir, subset, year)
+        images_dir = image_folder(dataset_dir, subset, year)
+        if not ann_file.is_file():
+            present = sorted(p.name for p in (dataset_dir / "annotations").glob("instances_*.json"))
+            raise FileNotFoundError(
+                f"Expected the annotation file {ann_file} for subset={subset!r}, year={year!r}; it "
+                f"does not exist (found: {present or 'no instances_*.json'}). {COCO_LAYOUT}"
+            )
+        if not images_dir.is_dir():
+            raise FileNotFoundError(f"Expected the image folder {images_dir}; it does not exist. {COCO_LAYOUT}")
+        if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
+            raise ValueError(f"limit must be a positive integer or None; received {limit!r}.")
+        coco = load_coco_json(ann_file)
+        cat_ids = _select_categories(coco, class_ids, class_names, ann_file)
+        image_ids = sorted({i for c in cat_ids for i in coco.getImgIds(catIds=[c])})
+        if limit is not None:
+            image_ids = image_ids[: int(limit)]
+        if not image_ids:
+            names = [coco.cats[c]["name"] for c in cat_ids]
+            raise ValueError(
+                f"subset {subset}{year} in {ann_file} has zero images containing the selected "
+                f"categories {names}; choose other classes or another subset."
+            )
+        for cat_id in cat_ids:
+            self.add_class(SOURCE, cat_id, coco.cats[cat_id]["name"])
+        for image_id in image_ids:
+            record = coco.imgs[image_id]
+            self.add_image(
+                SOURCE,
+                image_id=image_id,
+                path=str(images_dir / record["file_name"]),
+                width=int(record["width"]),
+                height=int(record["height"]),
+                coco_url=record.get("coco_url"),
+                annotations=coco.loadAnns(coco.getAnnIds(imgIds=[image_id], catIds=cat_ids, iscrowd=None)),
+            )
+        return coco if return_coco else None
+
+    # ---- images -------------------------------------------------------------------------
+
+    def read_image(self, image_id: int) -> np.ndarray:
+        """Read image ``image_id`` strictly: [height, width, 3] uint8, or CorruptImageError."""
+        return read_image(self.image_info[image_id]["path"])
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """[height, width, 3] uint8 RGB; an unreadable file is replaced (see the module docstring)."""
+        if self.image_info[image_id]["source"] != SOURCE:
+            return super().load_image(image_id)
+        candidate = self._substitutes.get(image_id, image_id)
+        count = len(self.image_info)
+        for step in range(count):
+            current = (candidate + step) % count
+            if current in self.skipped_images or self.image_info[current]["source"] != SOURCE:
+                continue
+            try:
+                image = self.read_image(current)
+            except CorruptImageError as err:
+                if not self.skip_corrupt:
+                    raise
+                self.skipped_images[current] = self.image_info[current]["path"]
+                warnings.warn(
+                    f"Skipping unreadable image {self.image_info[current]['path']} "
+                    f"(COCO id {self.image_info[current]['id']}): {err.__cause__ or err}",
+                    CorruptImageWarning,
+                    stacklevel=2,
+                )
+                continue
+            if current != image_id:
+                self._substitutes[image_id] = current
+            return image
+        raise CorruptImageError(f"no readable image left among the {count} images of the dataset.")
+
+    # ---- masks --------------------------------------------------------------------------
+
+    def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Instance masks of an image.
+
+        Annotations whose mask decodes empty are dropped; crowd annotations get negative class
+        ids (Matterport's convention: the model ignores them as positives and negatives).
+
+        Returns:
+            masks: [height, width, instances] bool.
+            class_ids: [instances] int32; negative for crowd regions. An image without any
+                non-empty mask returns masks [height, width, 0] and class_ids [0] (the base
+                class returns [0, 0, 0] with an "override load_mask" warning, which would be
+                misleading here and loses the image size).
+        """
+        if self.image_info[image_id]["source"] != SOURCE:
+            return super().load_mask(image_id)
+        info = self.image_info[self._substitutes.get(image_id, image_id)]
+        height, width = info["height"], info["width"]
+        masks, class_ids = [], []
+        for ann in info["annotations"]:
+            class_id = self.map_source_class_id(f"{SOURCE}.{ann['category_id']}")
+            mask = ann_to_mask(ann, height, width)
+            if not mask.any():  # e.g. sub-pixel objects
+                continue
+            if ann.get("iscrowd"):
+                class_id = -class_id
+                if mask.shape != (height, width):  # crowd RLEs occasionally carry another size
+                    mask = np.ones((height, width), dtype=bool)
+            masks.append(mask.astype(bool))
+            class_ids.append(class_id)
+        if not class_ids:
+            return np.zeros((height, width, 0), dtype=bool), np.zeros([0], dtype=np.int32)
+        return np.stack(masks, axis=-1), np.array(class_ids, dtype=np.int32)
+
+    def annToRLE(self, ann: dict, height: int, width: int) -> dict:  # noqa: N802 (Matterport name)
+        """Matterport-compatible alias of :func:`ann_to_rle`."""
+        return ann_to_rle(ann, height, width)
+
+    def annToMask(self, ann: dict, height: int, width: int) -> np.ndarray:  # noqa: N802
+        """Matterport-compatible alias of :func:`ann_to_mask`."""
+        return ann_to_mask(ann, height, width)
+
+    # ---- ids ----------------------------------------------------------------------------
+
+    def image_reference(self, image_id: int) -> str:
+        """The image's coco.org URL when known, else its file path."""
+        info = self.image_info[image_id]
+        if info["source"] != SOURCE:
+            return super().image_reference(image_id)
+        return info.get("coco_url") or info["path"]
+
+    def _require_prepared(self) -> None:
+        if not hasattr(self, "class_from_source_map"):
+            raise RuntimeError("call dataset.prepare() before mapping class ids.")
+
+    def get_coco_category_id(self, class_id: int) -> int:
+        """COCO category id of contiguous class id ``class_id`` (>= 1; negative crowd ids allowed)."""
+        self._require_prepared()
+        index = abs(int(class_id))
+        if not 1 <= index < len(self.class_info) or self.class_info[index]["source"] != SOURCE:
+            valid = [i for i, c in enumerate(self.class_info) if c["source"] == SOURCE]
+            raise ValueError(f"class_id must be a COCO class of this dataset {valid}; received {class_id!r}.")
+        return int(self.class_info[index]["id"])
+
+    def get_class_id(self, category_id: int) -> int:
+        """Contiguous class id of COCO category ``category_id``."""
+        self._require_prepared()
+        key = f"{SOURCE}.{int(category_id)}"
+        if key not in self.class_from_source_map:
+            valid = [c["id"] for c in self.class_info if c["source"] == SOURCE]
+            raise ValueError(f"category_id must be one of the loaded COCO categories {valid}; received {category_id!r}.")
+        return int(self.class_from_source_map[key])
+
+
+def _select_categories(
+    coco: COCO,
+    class_ids: Iterable[int | str] | None,
+    class_names: Iterable[str] | None,
+    ann_file: Path,
+) -> list[int]:
+    """Sorted COCO category ids chosen by id and/or by name (all when both are None)."""
+    all_ids = sorted(coco.cats)
+    if not all_ids:
+        raise ValueError(f"{ann_file} lists no categories.")
+    if class_ids is None and class_names is None:
+        return all_ids
+    chosen: set[int] = set()
+    for value in [] if class_ids is None else list(class_ids):
+        try:
+            cat_id = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"class_ids must hold integers; received {value!r}.") from None
+        if cat_id not in coco.cats:
+            raise ValueError(f"unknown category id {cat_id} in {ann_file}; valid ids: {all_ids}.")
+        chosen.add(cat_id)
+    if isinstance(class_names, str):
+        class_names = [class_names]
+    by_name = {coco.cats[c]["name"]: c for c in all_ids}
+    for name in [] if class_names is None else list(class_names):
+        if name not in by_name:
+            close = difflib.get_close_matches(str(name), list(by_name), n=3)
+            hint = f" Did you mean {close}?" if close else ""
+            raise ValueError(
+                f"unknown class name {name!r} in {ann_file}.{hint} Valid names: {', '.join(by_name)}."
+            )
+        chosen.add(by_name[name])
+    if not chosen:
+        raise ValueError("class_ids and class_names are empty; pass None to load all categories.")
+    return sorted(chosen)
+
+
+def split_class_tokens(tokens: Sequence[str | int]) -> tuple[list[int], list[str]]:
+    """Split command-line ``--classes`` tokens into category ids (all digits) and names.
+
+    Returns:
+        (class_ids, class_names) for :meth:`CocoDataset.load_coco`.
+    """
+    ids, names = [], []
+    for token in tokens:
+        text = str(token).strip()
+        if text.isdigit():
+            ids.append(int(text))
+        elif text:
+            names.append(text)
+    return ids, names
+
+
+from mrcnn_ohem.datasets.coco_eval import build_coco_results, evaluate_coco  # noqa: E402  (re-export)
+
+__all__ = [
+    "COCO_LAYOUT",
+    "CocoDataset",
+    "CorruptImageError",
+    "CorruptImageWarning",
+    "ann_to_mask",
+    "ann_to_rle",
+    "annotation_path",
+    "build_coco_results",
+    "evaluate_coco",
+    "image_folder",
+    "load_coco_json",
+    "read_image",
+    "split_class_tokens",
+]
