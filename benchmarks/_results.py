@@ -1,0 +1,51 @@
+"""Write one benchmark's section of ``benchmarks/RESULTS.md`` without touching the others.
+
+Each benchmark owns the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->``; a
+missing section is appended. Sections hold the machine, the exact command and the table.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+HEADER = "# Benchmark results\n\nEach section is rewritten by the script named in it; numbers are real runs.\n"
+
+
+def machine_line() -> str:
+    """One line naming the CPU count, Python, TensorFlow and NumPy versions."""
+    import numpy as np
+    import tensorflow as tf
+
+    return (
+        f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, NumPy {np.__version__}"
+    )
+
+
+def command_line() -> str:
+    """The command that is running, as a user would type it from the repo root."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        head = ["python", "-m", spec.name]
+    else:
+        head = ["python", os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "?"]
+    return " ".join(shlex.quote(part) for part in [*head, *sys.argv[1:]])
+
+
+def write_section(name: str, body: str, path: Path = RESULTS) -> None:
+    """Replace (or append) the section ``name`` of the results file with ``body``."""
+    text = path.read_text(encoding="utf-8") if path.exists() else HEADER
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text, encoding="utf-8")
