@@ -26,10 +26,12 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(PY) -m mrcnn_ohem.demo
+	$(PY) samples/snippet_defects.py
+	$(PY) samples/demo.py
 
 bench: $(STAMP)
-	$(PY) benchmarks/loss_speed.py --write benchmarks/RESULTS.md
+	$(PY) -m benchmarks.loss_speed --write
+	$(PY) -m benchmarks.train_step --write
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -56,7 +56,7 @@ def defect_few_candidates(rng) -> list[str]:
         theirs = "no error"
     except tf.errors.InvalidArgumentError as err:
         start = err.message.find("input must have")
-        theirs = "crash: " + (err.message[start:start + 38] if start >= 0 else "InvalidArgumentError")
+        theirs = "crash: " + (err.message[start:start + 34] if start >= 0 else "InvalidArgumentError")
     none = np.zeros_like(match)
     try:
         snippet(none, logits)
