@@ -22,21 +22,21 @@ BACKBONES = ("resnet50", "resnet101", "tiny")
 
 
 class BatchNorm(KL.BatchNormalization):
-    """Batch normalisation whose mode is fixed when the graph is built.
+    """Batch normalisation whose mode is chosen when the graph is built (Matterport's).
 
-    Matterport passes ``training=config.TRAIN_BN``: ``False`` freezes the statistics (the
-    usual choice, as batches of one or two images give poor estimates) and ``None`` lets Keras
-    follow the training phase. A layer set non-trainable also runs in inference mode
-    (TensorFlow 2 behaviour).
+    The builders pass ``training=config.TRAIN_BN``: ``False`` freezes the statistics (the
+    default, as batches of one or two images give poor estimates), ``None`` follows the
+    training phase and ``True`` forces training mode even at inference. As everywhere in
+    TensorFlow 2, a layer set non-trainable runs in inference mode.
     """
 
     def call(self, inputs, training=None):
         return super().call(inputs, training=training)
 
 
-def _bn_flag(train_bn: bool) -> bool | None:
-    """Matterport's TRAIN_BN -> the ``training`` argument of :class:`BatchNorm`."""
-    return None if train_bn else False
+def _bn_flag(train_bn: bool | None) -> bool | None:
+    """The ``training`` argument of :class:`BatchNorm` for ``Config.TRAIN_BN`` (unchanged)."""
+    return train_bn
 
 
 def _block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int, block: str,

@@ -1,0 +1,728 @@
+"""The Mask R-CNN model: ``MaskRCNN(mode, config, model_dir)`` with Matterport's API.
+
+This module is the contract that Matterport user code and :func:`mrcnn_ohem.patch` rely on.
+It exposes at module level every name of Matterport's ``mrcnn/model.py`` that code uses --
+the loss graphs, ``build_rpn_targets``, ``load_image_gt``, the data generator, the layers and
+graph builders -- and the model builder looks the loss functions up *by module-global name
+when it builds the graph*, so replacing ``model.rpn_class_loss_graph`` before constructing
+``MaskRCNN`` changes the loss the model trains with (the data generator likewise calls
+``model.build_rpn_targets`` and ``model.load_image_gt`` at call time).
+
+Training differs from upstream's TF1 code in how the losses are wired, not in what they are:
+the five loss layers are model outputs, and a custom ``train_step`` adds them (times
+``LOSS_WEIGHTS``) to the L2 weight decay. Nothing is attached with ``add_loss``, so calling
+``train()`` again never adds the losses a second time, and the reported ``loss`` is exactly
+the sum of the five reported loss terms plus ``weight_decay_loss``. Multi-device training uses
+``tf.distribute.MirroredStrategy``: every replica computes the losses on its own images, and
+the total is divided by the number of replicas so the summed gradients are a mean.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import multiprocessing
+import os
+import re
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+import tensorflow as tf
+
+from mrcnn_ohem._compat import import_tf_keras
+
+from . import utils
+from .anchors import compute_backbone_shapes, generate_pyramid_anchors
+from .backbone import (BatchNorm, build_backbone, conv_block, identity_block,  # noqa: F401
+                       resnet_graph, tiny_graph)
+from .data import (DataGenerator, compose_image_meta, load_image_gt,  # noqa: F401
+                   mold_image, parse_image_meta, unmold_image)
+from .heads import (build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph,  # noqa: F401
+                    rpn_graph)
+from .layers import (DetectionLayer, DetectionTargetLayer, ProposalLayer,  # noqa: F401
+                     PyramidROIAlign, apply_box_deltas_graph, batch_pack_graph,
+                     clip_boxes_graph, denorm_boxes_graph, detection_targets_graph,
+                     log2_graph, norm_boxes_graph, overlaps_graph, parse_image_meta_graph,
+                     refine_detections_graph, trim_zeros_graph)
+from .losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401
+                     mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
+                     smooth_l1_loss)
+from .targets import (build_detection_targets, build_rpn_targets,  # noqa: F401
+                      generate_random_rois)
+
+try:  # optional in the data module
+    from .data import data_generator  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the data module
+    pass
+
+keras = import_tf_keras()
+KL = keras.layers
+KM = keras.models
+
+logger = logging.getLogger(__name__)
+
+#: The five losses, in Matterport's order; layer names, metric names and LOSS_WEIGHTS keys.
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+              "mrcnn_mask_loss")
+#: Name of the reported L2 weight-decay term.
+WEIGHT_DECAY_NAME = "weight_decay_loss"
+_HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
+#: ``train(layers=...)`` presets -> regular expression over layer names (Matterport's).
+LAYER_PRESETS = {
+    "heads": _HEADS,
+    "3+": r"(res3.*)|(bn3.*)|(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
+    "4+": r"(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
+    "5+": r"(res5.*)|(bn5.*)|" + _HEADS,
+    "all": ".*",
+}
+#: ResNet-50 ImageNet weights Matterport downloaded; we never download, the user supplies it.
+IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def log(text: str, array: np.ndarray | None = None) -> None:
+    """Print ``text``, and with ``array`` its shape, min, max and dtype (Matterport's helper)."""
+    if array is not None:
+        array = np.asarray(array)
+        text = text.ljust(25) + f"shape: {str(array.shape):20}  "
+        if array.size:
+            text += f"min: {array.min():10.5f}  max: {array.max():10.5f}"
+        else:
+            text += f"min: {'':10}  max: {'':10}"
+        text += f"  {array.dtype}"
+    print(text)
+
+
+############################################################
+#  Training model: losses are outputs, train_step sums them
+############################################################
+
+class MaskRCNNTrainingModel(KM.Model):
+    """Functional Keras model whose ``train_step``/``test_step`` optimise the loss outputs.
+
+    ``loss = sum(LOSS_WEIGHTS[name] * output[name] for the five losses) + weight decay``,
+    weight decay being ``WEIGHT_DECAY * sum(w**2) / size(w)`` over trainable weights other
+    than BatchNorm gamma/beta (Matterport's formula), recomputed over the weights trainable at
+    compile time. Every term is reported as a metric, so ``loss`` equals the sum of the others.
+    """
+
+    def configure_losses(self, loss_weights: dict, weight_decay: float) -> None:
+        """Set the loss weights and create the loss trackers (call inside the strategy scope)."""
+        self.loss_weights_by_name = {n: float(loss_weights.get(n, 1.0)) for n in LOSS_NAMES}
+        self.weight_decay = float(weight_decay)
+        self._trackers = [keras.metrics.Mean(name=name)
+                          for name in ("loss", *LOSS_NAMES, WEIGHT_DECAY_NAME)]
+
+    @property
+    def metrics(self):
+        return list(getattr(self, "_trackers", []))
+
+    def _loss_terms(self, outputs) -> dict:
+        by_name = dict(zip(self.output_names, outputs))
+        terms = OrderedDict((name, tf.reduce_mean(by_name[name]) * self.loss_weights_by_name[name])
+                            for name in LOSS_NAMES)
+        decayed = [tf.reduce_sum(tf.square(w)) / tf.cast(tf.size(w), tf.float32)
+                   for w in self.trainable_weights
+                   if "gamma" not in w.name and "beta" not in w.name]
+        terms[WEIGHT_DECAY_NAME] = self.weight_decay * (tf.add_n(decayed) if decayed
+                                                        else tf.constant(0.0))
+        return terms
+
+    def _report(self, total, terms) -> dict:
+        values = [total, *terms.values()]
+        for tracker, value in zip(self._trackers, values):
+            tracker.update_state(value)
+        return {tracker.name: tracker.result() for tracker in self._trackers}
+
+    def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            terms = self._loss_terms(self(x, training=True))
+            total = tf.add_n(list(terms.values()))
+            # Gradients are summed over replicas; dividing makes the step use their mean.
+            scaled = total / tf.cast(self.distribute_strategy.num_replicas_in_sync, tf.float32)
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        return self._report(total, terms)
+
+    def test_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        terms = self._loss_terms(self(x, training=False))
+        return self._report(tf.add_n(list(terms.values())), terms)
+
+
+############################################################
+#  MaskRCNN
+############################################################
+
+class MaskRCNN:
+    """Mask R-CNN with Matterport's interface; the Keras model is ``self.keras_model``.
+
+    Args:
+        mode: ``"training"`` or ``"inference"``.
+        config: a :class:`~mrcnn_ohem.maskrcnn.config.Config` (subclass) instance.
+        model_dir: directory for training logs and checkpoints.
+        strategy: optional ``tf.distribute.Strategy`` to build and train under. Without one,
+            ``config.GPU_COUNT > 1`` builds a ``MirroredStrategy`` over that many GPUs.
+
+    Raises:
+        ValueError: unknown ``mode``; image size not a multiple of 64; ``GPU_COUNT`` larger
+            than the number of GPUs.
+    """
+
+    def __init__(self, mode: str, config: Any, model_dir: str, strategy: Any = None):
+        if mode not in ("training", "inference"):
+            raise ValueError(f"mode: expected 'training' or 'inference', received {mode!r}")
+        self.mode = mode
+        self.config = config
+        self.model_dir = model_dir
+        self.strategy = strategy if strategy is not None else self._default_strategy(config)
+        self.set_log_dir()
+        with self._scope():
+            self.keras_model = self.build(mode=mode, config=config)
+
+    @staticmethod
+    def _default_strategy(config: Any):
+        count = int(getattr(config, "GPU_COUNT", 1))
+        if count <= 1:
+            return None
+        gpus = tf.config.list_logical_devices("GPU")
+        if len(gpus) < count:
+            raise ValueError(
+                f"config.GPU_COUNT: expected at most the {len(gpus)} visible GPU(s), received "
+                f"{count}; lower GPU_COUNT or pass strategy=tf.distribute.MirroredStrategy(...)")
+        return tf.distribute.MirroredStrategy([d.name for d in gpus[:count]])
+
+    def _scope(self):
+        return self.strategy.scope() if self.strategy is not None else _NullScope()
+
+    # ------------------------------------------------------------------ graph
+
+    def build(self, mode: str, config: Any):
+        """Build the Keras model of ``mode`` ("training" or "inference") for ``config``."""
+        h, w = (int(v) for v in config.IMAGE_SHAPE[:2])
+        if h % 64 or w % 64:
+            raise ValueError(
+                f"config.IMAGE_SHAPE: expected height and width divisible by 64 (2**6, so the "
+                f"pyramid levels align), received {h}x{w}; use e.g. 256, 320, 384, 448, 512")
+        input_image = KL.Input(shape=[None, None, int(config.IMAGE_SHAPE[2])], name="input_image")
+        input_image_meta = KL.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta")
+        if mode == "training":
+            input_rpn_match = KL.Input(shape=[None, 1], name="input_rpn_match", dtype=tf.int32)
+            input_rpn_bbox = KL.Input(shape=[None, 4], name="input_rpn_bbox", dtype=tf.float32)
+            input_gt_class_ids = KL.Input(shape=[None], name="input_gt_class_ids", dtype=tf.int32)
+            input_gt_boxes = KL.Input(shape=[None, 4], name="input_gt_boxes", dtype=tf.float32)
+            gt_boxes = KL.Lambda(lambda t: norm_boxes_graph(t[0], tf.shape(t[1])[1:3]),
+                                 name="norm_gt_boxes")([input_gt_boxes, input_image])
+            mask_hw = config.MINI_MASK_SHAPE if config.USE_MINI_MASK else config.IMAGE_SHAPE[:2]
+            input_gt_masks = KL.Input(shape=[int(mask_hw[0]), int(mask_hw[1]), None],
+                                      name="input_gt_masks", dtype=tf.bool)
+        else:
+            input_anchors = KL.Input(shape=[None, 4], name="input_anchors")
+
+        _, c2, c3, c4, c5 = build_backbone(input_image, config.BACKBONE, config.TRAIN_BN)
+        rpn_feature_maps, mrcnn_feature_maps = self._fpn([c2, c3, c4, c5], config)
+
+        if mode == "training":
+            anchors_np = self.get_anchors(config.IMAGE_SHAPE).astype(np.float32)
+            anchors = KL.Lambda(
+                lambda t: tf.broadcast_to(tf.constant(anchors_np),
+                                          [tf.shape(t)[0], *anchors_np.shape]),
+                name="anchors")(input_image)
+        else:
+            anchors = input_anchors
+
+        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS),
+                              config.TOP_DOWN_PYRAMID_SIZE)
+        level_outputs = [rpn([p]) for p in rpn_feature_maps]
+        rpn_class_logits, rpn_class, rpn_bbox = [
+            KL.Concatenate(axis=1, name=name)(list(tensors))
+            for tensors, name in zip(zip(*level_outputs),
+                                     ("rpn_class_logits", "rpn_class", "rpn_bbox"))]
+        proposal_count = (config.POST_NMS_ROIS_TRAINING if mode == "training"
+                          else config.POST_NMS_ROIS_INFERENCE)
+        rpn_rois = ProposalLayer(proposal_count=proposal_count,
+                                 nms_threshold=config.RPN_NMS_THRESHOLD, config=config,
+                                 name="ROI")([rpn_class, rpn_bbox, anchors])
+
+        head_args = dict(train_bn=config.TRAIN_BN)
+        if mode == "inference":
+            mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+                rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE,
+                config.NUM_CLASSES, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
+                **head_args)
+            detections = DetectionLayer(config, name="mrcnn_detection")(
+                [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
+            detection_boxes = KL.Lambda(lambda t: t[..., :4], name="detection_boxes")(detections)
+            mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps,
+                                              input_image_meta, config.MASK_POOL_SIZE,
+                                              config.NUM_CLASSES, **head_args)
+            return KM.Model([input_image, input_image_meta, input_anchors],
+                            [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
+                             rpn_class, rpn_bbox], name="mask_rcnn")
+
+        active_class_ids = KL.Lambda(lambda t: parse_image_meta_graph(t)["active_class_ids"],
+                                     name="active_class_ids")(input_image_meta)
+        inputs = [input_image, input_image_meta, input_rpn_match, input_rpn_bbox,
+                  input_gt_class_ids, input_gt_boxes, input_gt_masks]
+        target_rois = rpn_rois
+        if not config.USE_RPN_ROIS:
+            input_rois = KL.Input(shape=[config.POST_NMS_ROIS_TRAINING, 4], name="input_roi",
+                                  dtype=tf.int32)
+            inputs.append(input_rois)
+            target_rois = KL.Lambda(lambda t: norm_boxes_graph(t[0], tf.shape(t[1])[1:3]),
+                                    name="norm_input_rois")([input_rois, input_image])
+        rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
+            config, name="proposal_targets")([target_rois, input_gt_class_ids, gt_boxes,
+                                              input_gt_masks])
+        mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+            rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+            fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE, **head_args)
+        mrcnn_mask = build_fpn_mask_graph(rois, mrcnn_feature_maps, input_image_meta,
+                                          config.MASK_POOL_SIZE, config.NUM_CLASSES,
+                                          **head_args)
+        output_rois = KL.Lambda(lambda t: t * 1, name="output_rois")(rois)
+
+        # Resolve the loss functions by module-global name now, at build time, so a patch
+        # applied to this module before construction is what this graph trains with.
+        loss_fns = {name: globals()[f"{name}_graph"] for name in LOSS_NAMES}
+        rpn_class_loss = KL.Lambda(lambda t: loss_fns["rpn_class_loss"](*t),
+                                   name="rpn_class_loss")([input_rpn_match, rpn_class_logits])
+        rpn_bbox_loss = KL.Lambda(lambda t: loss_fns["rpn_bbox_loss"](config, *t),
+                                  name="rpn_bbox_loss")([input_rpn_bbox, input_rpn_match,
+                                                         rpn_bbox])
+        class_loss = KL.Lambda(lambda t: loss_fns["mrcnn_class_loss"](*t),
+                               name="mrcnn_class_loss")([target_class_ids, mrcnn_class_logits,
+                                                         active_class_ids])
+        bbox_loss = KL.Lambda(lambda t: loss_fns["mrcnn_bbox_loss"](*t),
+                              name="mrcnn_bbox_loss")([target_bbox, target_class_ids, mrcnn_bbox])
+        mask_loss = KL.Lambda(lambda t: loss_fns["mrcnn_mask_loss"](*t),
+                              name="mrcnn_mask_loss")([target_mask, target_class_ids, mrcnn_mask])
+        outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
+                   mrcnn_bbox, mrcnn_mask, rpn_rois, output_rois,
+                   rpn_class_loss, rpn_bbox_loss, class_loss, bbox_loss, mask_loss]
+        model = MaskRCNNTrainingModel(inputs, outputs, name="mask_rcnn")
+        model.configure_losses(config.LOSS_WEIGHTS, config.WEIGHT_DECAY)
+        return model
+
+    @staticmethod
+    def _fpn(features: Sequence[Any], config: Any):
+        """Top-down pathway: C2..C5 -> (P2..P6 for the RPN, P2..P5 for the heads)."""
+        size = config.TOP_DOWN_PYRAMID_SIZE
+        c2, c3, c4, c5 = features
+        p5 = KL.Conv2D(size, (1, 1), name="fpn_c5p5")(c5)
+        p4 = KL.Add(name="fpn_p4add")([KL.UpSampling2D(size=(2, 2), name="fpn_p5upsampled")(p5),
+                                       KL.Conv2D(size, (1, 1), name="fpn_c4p4")(c4)])
+        p3 = KL.Add(name="fpn_p3add")([KL.UpSampling2D(size=(2, 2), name="fpn_p4upsampled")(p4),
+                                       KL.Conv2D(size, (1, 1), name="fpn_c3p3")(c3)])
+        p2 = KL.Add(name="fpn_p2add")([KL.UpSampling2D(size=(2, 2), name="fpn_p3upsampled")(p3),
+                                       KL.Conv2D(size, (1, 1), name="fpn_c2p2")(c2)])
+        p2, p3, p4, p5 = (KL.Conv2D(size, (3, 3), padding="SAME", name=f"fpn_p{i}")(p)
+                          for i, p in zip(range(2, 6), (p2, p3, p4, p5)))
+        p6 = KL.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")(p5)
+        return [p2, p3, p4, p5, p6], [p2, p3, p4, p5]
+
+    def get_anchors(self, image_shape: Sequence[int]) -> np.ndarray:
+        """Anchors of an input of ``image_shape``, normalised, cached per shape.
+
+        Returns:
+            [num_anchors, (y1, x1, y2, x2)] float32 normalised; ``self.anchors`` keeps the
+            last ones in pixels (as Matterport, for notebooks).
+        """
+        key = tuple(int(v) for v in image_shape)
+        cache = self.__dict__.setdefault("_anchor_cache", {})
+        if key not in cache:
+            pixels = generate_pyramid_anchors(
+                self.config.RPN_ANCHOR_SCALES, self.config.RPN_ANCHOR_RATIOS,
+                compute_backbone_shapes(self.config, key), self.config.BACKBONE_STRIDES,
+                self.config.RPN_ANCHOR_STRIDE)
+            self.anchors = pixels
+            cache[key] = utils.norm_boxes(pixels, key[:2])
+        return cache[key]
+
+    # ------------------------------------------------------------------ weights and logs
+
+    def find_last(self) -> str:
+        """Path of the last checkpoint of the last run of this config in ``model_dir``.
+
+        Raises:
+            FileNotFoundError: no run directory, or no checkpoint in the last one.
+        """
+        key = self.config.NAME.lower()
+        runs = sorted(d for d in (os.listdir(self.model_dir) if os.path.isdir(self.model_dir)
+                                  else []) if d.startswith(key)
+                      and os.path.isdir(os.path.join(self.model_dir, d)))
+        if not runs:
+            raise FileNotFoundError(f"Could not find a model directory starting with {key!r} "
+                                    f"under {self.model_dir}")
+        run = os.path.join(self.model_dir, runs[-1])
+        checkpoints = sorted(f for f in os.listdir(run) if f.startswith("mask_rcnn"))
+        if not checkpoints:
+            raise FileNotFoundError(f"Could not find weight files in {run}")
+        return os.path.join(run, checkpoints[-1])
+
+    def load_weights(self, filepath: str, by_name: bool = False,
+                     exclude: Sequence[str] | None = None) -> None:
+        """Load Keras 2 ``.h5`` weights (e.g. Matterport's ``mask_rcnn_coco.h5``).
+
+        Args:
+            filepath: the ``.h5`` file.
+            by_name: match layers by name (layers missing from the file keep their weights and
+                are logged); else the file must hold exactly the model's weighted layers in
+                order. ``exclude`` implies ``by_name``.
+            exclude: layer names not to load (e.g. the class-specific heads when the number
+                of classes differs).
+
+        Raises:
+            FileNotFoundError: ``filepath`` does not exist.
+            ValueError: shapes differ, or (not by name) the layers differ; the message lists
+                the layers.
+        """
+        if not os.path.isfile(filepath):
+            raise FileNotFoundError(f"filepath: weight file {filepath!r} does not exist")
+        exclude = set(exclude or ())
+        by_name = by_name or bool(exclude)
+        layers = [layer for layer in self.keras_model.layers
+                  if layer.weights and layer.name not in exclude]
+        with h5py.File(filepath, mode="r") as f:
+            group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f \
+                else f
+            names = [_decode(n) for n in group.attrs["layer_names"]]
+            stored = OrderedDict((n, [np.asarray(group[n][_decode(w)])
+                                      for w in group[n].attrs["weight_names"]])
+                                 for n in names if len(group[n].attrs["weight_names"]))
+        if by_name:
+            missing = [layer.name for layer in layers if layer.name not in stored]
+            pairs = [(layer, stored[layer.name]) for layer in layers if layer.name in stored]
+            if missing:
+                logger.info("load_weights: %d layer(s) not in %s keep their weights: %s",
+                            len(missing), filepath, ", ".join(missing))
+        else:
+            model_names = [layer.name for layer in layers]
+            if model_names != list(stored):
+                raise ValueError(
+                    f"load_weights: the layers of {filepath} do not match the model's "
+                    f"(pass by_name=True to load the common ones). Missing from the file: "
+                    f"{[n for n in model_names if n not in stored]}; not in the model: "
+                    f"{[n for n in stored if n not in model_names]}")
+            pairs = [(layer, stored[layer.name]) for layer in layers]
+        mismatched = []
+        for layer, values in pairs:
+            expected = [tuple(w.shape) for w in layer.weights]
+            received = [tuple(v.shape) for v in values]
+            if expected != received:
+                mismatched.append(f"{layer.name} (model {expected}, file {received})")
+        if mismatched:
+            raise ValueError(
+                f"load_weights: {len(mismatched)} layer(s) of {filepath} have weights of other "
+                f"shapes than the model's; pass exclude=[...] to skip them: "
+                + "; ".join(mismatched))
+        keras.backend.batch_set_value(
+            [(w, v) for layer, values in pairs for w, v in zip(layer.weights, values)])
+        self.set_log_dir(filepath)
+
+    def get_imagenet_weights(self, path: str | None = None) -> str:
+        """Path of ResNet-50 ImageNet weights; never downloads (the file must be local).
+
+        Raises:
+            FileNotFoundError: ``path`` is None or missing; says which file to supply.
+        """
+        if path is not None and os.path.isfile(path):
+            return path
+        raise FileNotFoundError(
+            f"get_imagenet_weights: this package never downloads weights. Supply Keras' "
+            f"{IMAGENET_WEIGHTS_FILE!r} locally and pass its path (received {path!r}), then "
+            f"model.load_weights(path, by_name=True)")
+
+    def set_log_dir(self, model_path: str | None = None) -> None:
+        """Set ``log_dir``, ``checkpoint_path`` and ``epoch``; resume them from a checkpoint
+        path of the form ``.../<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch>.h5``."""
+        self.epoch = 0
+        now = datetime.datetime.now()
+        if model_path:
+            m = re.match(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
+                         r"mask\_rcnn\_[\w-]+(\d{4})\.h5", model_path)
+            if m:
+                now = datetime.datetime(*(int(m.group(i)) for i in range(1, 6)))
+                self.epoch = int(m.group(6))  # the file's 1-based epoch = next 0-based epoch
+                logger.info("Re-starting from epoch %d", self.epoch)
+        name = self.config.NAME.lower()
+        self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
+        self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
+
+    # ------------------------------------------------------------------ training
+
+    def set_trainable(self, layer_regex: str, keras_model: Any = None, indent: int = 0,
+                      verbose: int = 1) -> None:
+        """Make layers whose name fully matches ``layer_regex`` trainable, freeze the others."""
+        if verbose > 0 and keras_model is None:
+            log("Selecting layers to train")
+        keras_model = keras_model or self.keras_model
+        for layer in keras_model.layers:
+            if isinstance(layer, KM.Model):
+                if verbose > 0:
+                    print("In model: ", layer.name)
+                self.set_trainable(layer_regex, keras_model=layer, indent=indent + 4,
+                                   verbose=verbose)
+                continue
+            if not layer.weights:
+                continue
+            trainable = bool(re.fullmatch(layer_regex, layer.name))
+            if isinstance(layer, KL.TimeDistributed):
+                layer.layer.trainable = trainable
+            layer.trainable = trainable
+            if trainable and verbose > 0:
+                log(f"{' ' * indent}{layer.name:20}   ({layer.__class__.__name__})")
+
+    def compile(self, learning_rate: float, momentum: float) -> None:
+        """SGD with momentum and global gradient-norm clipping; losses come from the graph."""
+        clip = self.config.GRADIENT_CLIP_NORM
+        with self._scope():
+            optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
+                                             global_clipnorm=clip if clip else None)
+            self.keras_model.compile(optimizer=optimizer)
+
+    def train(self, train_dataset: Any, val_dataset: Any, learning_rate: float, epochs: int,
+              layers: str, augmentation: Any = None, custom_callbacks: Sequence[Any] | None = None,
+              no_augmentation_sources: Sequence[str] | None = None, verbose: int = 1) -> Any:
+        """Train until epoch ``epochs`` (cumulative: earlier ``train()`` calls count).
+
+        Args:
+            train_dataset, val_dataset: :class:`~mrcnn_ohem.maskrcnn.utils.Dataset` objects
+                (``val_dataset`` may be None: no validation).
+            learning_rate: SGD learning rate.
+            epochs: total epochs so far after this call.
+            layers: a preset of :data:`LAYER_PRESETS` ("heads", "3+", "4+", "5+", "all") or a
+                regular expression over layer names.
+            augmentation: optional imgaug augmenter, passed to the data generator.
+            custom_callbacks: extra Keras callbacks.
+            no_augmentation_sources: dataset sources never augmented.
+            verbose: Keras progress output (1 = progress bar, 2 = one line per epoch).
+
+        Returns:
+            The Keras ``History``.
+
+        Raises:
+            ValueError: the model is not in training mode, or ``layers`` is neither a preset
+                nor a valid regular expression.
+        """
+        if self.mode != "training":
+            raise ValueError(f"train() needs a model built with mode='training', this one "
+                             f"has mode={self.mode!r}")
+        if layers in LAYER_PRESETS:
+            layers = LAYER_PRESETS[layers]
+        else:
+            try:
+                re.compile(layers)
+            except (re.error, TypeError) as err:
+                raise ValueError(f"layers: expected one of {list(LAYER_PRESETS)} or a regular "
+                                 f"expression over layer names, received {layers!r}") from err
+        train_generator = DataGenerator(train_dataset, self.config, shuffle=True,
+                                        augmentation=augmentation,
+                                        no_augmentation_sources=no_augmentation_sources)
+        val_generator = (DataGenerator(val_dataset, self.config, shuffle=True)
+                         if val_dataset is not None else None)
+        os.makedirs(self.log_dir, exist_ok=True)
+        callbacks = [
+            *_tensorboard_callback(self.log_dir),
+            keras.callbacks.ModelCheckpoint(self.checkpoint_path, verbose=0,
+                                            save_weights_only=True),
+            *(custom_callbacks or []),
+        ]
+        log(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
+        log(f"Checkpoint Path: {self.checkpoint_path}")
+        self.set_trainable(layers, verbose=verbose)
+        self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
+        history = self.keras_model.fit(
+            train_generator, initial_epoch=self.epoch, epochs=epochs,
+            steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
+            validation_data=val_generator,
+            validation_steps=self.config.VALIDATION_STEPS if val_generator is not None else None,
+            max_queue_size=10, workers=max(2, min(4, multiprocessing.cpu_count())),
+            use_multiprocessing=False, verbose=verbose)
+        self.epoch = max(self.epoch, epochs)
+        return history
+
+    # ------------------------------------------------------------------ inference
+
+    def mold_inputs(self, images: Sequence[np.ndarray]):
+        """Resize, pad and normalise images for the network.
+
+        Returns:
+            molded_images [N, h, w, 3] float32, image_metas [N, meta length],
+            windows [N, (y1, x1, y2, x2)] the image inside the padding, in pixels.
+        """
+        molded, metas, windows = [], [], []
+        for image in images:
+            resized, window, scale, _, _ = utils.resize_image(
+                image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
+                max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)
+            resized = mold_image(resized, self.config)
+            metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,
+                                            np.zeros([self.config.NUM_CLASSES], np.int32)))
+            molded.append(resized)
+            windows.append(window)
+        return np.stack(molded), np.stack(metas), np.stack(windows)
+
+    def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray,
+                          original_image_shape: Sequence[int], image_shape: Sequence[int],
+                          window: Sequence[int]):
+        """One image's network output -> boxes, class IDs, scores and full-size masks.
+
+        Args:
+            detections: [N, (y1, x1, y2, x2, class_id, score)] normalised, zero padded.
+            mrcnn_mask: [N, height, width, num_classes] mask probabilities.
+            original_image_shape: [H, W, C] before resizing.
+            image_shape: [H, W, C] after resizing and padding.
+            window: (y1, x1, y2, x2) pixels of the image inside the padding.
+
+        Returns:
+            boxes [n, (y1, x1, y2, x2)] int32 pixels of the original image, class_ids [n]
+            int32, scores [n] float32, masks [H, W, n] bool.
+        """
+        zero_ix = np.where(detections[:, 4] == 0)[0]
+        n = int(zero_ix[0]) if zero_ix.size else detections.shape[0]
+        boxes = detections[:n, :4]
+        class_ids = detections[:n, 4].astype(np.int32)
+        scores = detections[:n, 5].astype(np.float32)
+        masks = mrcnn_mask[np.arange(n), :, :, class_ids]
+        wy1, wx1, wy2, wx2 = utils.norm_boxes(np.asarray([window]), image_shape[:2])[0]
+        shift = np.array([wy1, wx1, wy1, wx1])
+        scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
+        boxes = utils.denorm_boxes((boxes - shift) / scale, original_image_shape[:2])
+        keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
+        boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
+        full = [utils.unmold_mask(masks[i], boxes[i], original_image_shape)
+                for i in range(boxes.shape[0])]
+        full_masks = (np.stack(full, axis=-1).astype(bool) if full
+                      else np.zeros(tuple(original_image_shape[:2]) + (0,), dtype=bool))
+        return boxes, class_ids, scores, full_masks
+
+    def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict]:
+        """Detect instances in ``config.BATCH_SIZE`` images.
+
+        Returns:
+            One dict per image: ``rois`` [N, (y1, x1, y2, x2)], ``class_ids`` [N],
+            ``scores`` [N], ``masks`` [H, W, N] bool.
+
+        Raises:
+            ValueError: not in inference mode; ``len(images) != BATCH_SIZE``; images that
+                resize to different shapes.
+        """
+        if self.mode != "inference":
+            raise ValueError(f"detect() needs a model built with mode='inference', this one "
+                             f"has mode={self.mode!r}")
+        if len(images) != self.config.BATCH_SIZE:
+            raise ValueError(
+                f"images: expected a list of config.BATCH_SIZE={self.config.BATCH_SIZE} images "
+                f"(IMAGES_PER_GPU * GPU_COUNT), received {len(images)}")
+        if verbose:
+            log(f"Processing {len(images)} images")
+            for image in images:
+                log("image", image)
+        molded, metas, windows = self.mold_inputs(images)
+        shapes = {m.shape for m in molded}
+        if len(shapes) > 1:
+            raise ValueError(f"images: expected every image to resize to the same shape "
+                             f"(check IMAGE_RESIZE_MODE), received shapes {sorted(shapes)}")
+        results = []
+        detections, mrcnn_mask = self._predict(molded, metas, verbose)
+        for i, image in enumerate(images):
+            rois, class_ids, scores, masks = self.unmold_detections(
+                detections[i], mrcnn_mask[i], image.shape, molded[i].shape, windows[i])
+            results.append({"rois": rois, "class_ids": class_ids, "scores": scores,
+                            "masks": masks})
+        return results
+
+    def _predict(self, molded: np.ndarray, metas: np.ndarray, verbose: int):
+        anchors = np.broadcast_to(self.get_anchors(molded[0].shape),
+                                  (molded.shape[0],) + self.get_anchors(molded[0].shape).shape)
+        if verbose:
+            log("molded_images", molded)
+            log("image_metas", metas)
+            log("anchors", anchors)
+        outputs = self.keras_model.predict([molded, metas, np.ascontiguousarray(anchors)],
+                                           batch_size=molded.shape[0], verbose=0)
+        return outputs[0], outputs[3]
+
+    def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
+                      verbose: int = 0) -> list[dict]:
+        """:meth:`detect` on images already molded (e.g. from ``load_image_gt``)."""
+        if len(molded_images) != self.config.BATCH_SIZE:
+            raise ValueError(
+                f"molded_images: expected config.BATCH_SIZE={self.config.BATCH_SIZE} images, "
+                f"received {len(molded_images)}")
+        molded = np.asarray(molded_images)
+        detections, mrcnn_mask = self._predict(molded, np.asarray(image_metas), verbose)
+        return [dict(zip(("rois", "class_ids", "scores", "masks"), self.unmold_detections(
+            detections[i], mrcnn_mask[i], image.shape, image.shape,
+            [0, 0, image.shape[0], image.shape[1]]))) for i, image in enumerate(molded)]
+
+    # ------------------------------------------------------------------ inspection
+
+    def find_trainable_layer(self, layer: Any) -> Any:
+        """The layer holding the weights of ``layer`` (unwraps ``TimeDistributed``)."""
+        if isinstance(layer, KL.TimeDistributed):
+            return self.find_trainable_layer(layer.layer)
+        return layer
+
+    def get_trainable_layers(self) -> list:
+        """Layers (unwrapped) that have weights."""
+        layers = (self.find_trainable_layer(layer) for layer in self.keras_model.layers)
+        return [layer for layer in layers if layer.get_weights()]
+
+    def run_graph(self, images: Sequence[np.ndarray], outputs: Sequence[tuple[str, Any]],
+                  image_metas: np.ndarray | None = None) -> "OrderedDict[str, np.ndarray]":
+        """Evaluate named Keras tensors of the inference graph on ``images``.
+
+        Args:
+            images: raw images, or molded images if ``image_metas`` is given.
+            outputs: ``(name, keras_tensor)`` pairs, e.g.
+                ``[("proposals", model.keras_model.get_layer("ROI").output)]``.
+
+        Returns:
+            ``{name: array}`` in the given order (each is also printed with :func:`log`).
+        """
+        outputs = OrderedDict(outputs)
+        probe = KM.Model(self.keras_model.inputs, list(outputs.values()))
+        if image_metas is None:
+            molded, image_metas, _ = self.mold_inputs(images)
+        else:
+            molded = np.asarray(images)
+        anchors = self.get_anchors(molded[0].shape)
+        inputs = [molded, image_metas,
+                  np.ascontiguousarray(np.broadcast_to(anchors, (len(molded),) + anchors.shape))]
+        values = probe.predict(inputs, batch_size=len(molded), verbose=0)
+        values = values if isinstance(values, list) else [values]
+        result = OrderedDict(zip(outputs.keys(), values))
+        for key, value in result.items():
+            log(key, value)
+        return result
+
+
+def _tensorboard_callback(log_dir: str) -> list:
+    """Matterport's TensorBoard callback, or nothing (with a warning) without tensorboard."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        logger.warning("tensorboard is not installed: training curves are not written to %s "
+                       "(pip install tensorboard)", log_dir)
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
+                                        write_images=False)]
+
+
+class _NullScope:
+    """Stand-in for ``strategy.scope()`` when no strategy is used."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _decode(value: Any) -> str:
+    return value.decode("utf8") if isinstance(value, bytes) else str(value)
