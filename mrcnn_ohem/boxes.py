@@ -19,33 +19,50 @@ def box_areas(boxes: np.ndarray) -> np.ndarray:
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
+def _iou_rows(few: np.ndarray, many: np.ndarray) -> np.ndarray:
+    """IoU [len(few), len(many)], one row per box of ``few``, built a row at a time.
+
+    A row costs a handful of passes over ``many`` with preallocated buffers, which at 261,888
+    anchors is about 3x faster than broadcasting a [many, few] matrix and its temporaries.
+    """
+    y1, x1, y2, x2 = (np.ascontiguousarray(many[:, i]) for i in range(4))
+    many_area = (y2 - y1) * (x2 - x1)
+    iou = np.zeros((few.shape[0], many.shape[0]), dtype=np.float32)
+    height = np.empty(many.shape[0], dtype=np.float32)
+    width = np.empty_like(height)
+    union = np.empty_like(height)
+    for row, (by1, bx1, by2, bx2) in enumerate(few):
+        np.minimum(y2, by2, out=height)
+        height -= np.maximum(y1, by1)
+        np.maximum(height, 0, out=height)
+        np.minimum(x2, bx2, out=width)
+        width -= np.maximum(x1, bx1)
+        np.maximum(width, 0, out=width)
+        height *= width  # the intersection
+        np.add(many_area, (by2 - by1) * (bx2 - bx1), out=union)
+        union -= height
+        np.divide(height, union, out=iou[row], where=union > 0)
+    return iou
+
+
 def compute_overlaps(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """IoU of every box in ``boxes1`` with every box in ``boxes2``.
 
-    Vectorised over both sets and computed in float32 (Matterport loops over ``boxes2`` in
-    Python): at 261,888 anchors x a handful of GT boxes this is the hot part of target
-    building, and float32 halves its memory traffic.
+    Loops over the smaller set in Python and vectorises over the larger one, in float32: at
+    261,888 anchors x a handful of GT boxes this is the hot part of target building.
 
     Args:
         boxes1: [N1, (y1, x1, y2, x2)] float or int.
         boxes2: [N2, (y1, x1, y2, x2)] float or int.
 
     Returns:
-        [N1, N2] float32 IoU; 0 where a union is empty.
+        [N1, N2] float32 IoU (a transposed view when N2 < N1); 0 where a union is empty.
     """
-    b1 = np.asarray(boxes1, dtype=np.float32)
-    b2 = np.asarray(boxes2, dtype=np.float32)
-    if b1.shape[0] == 0 or b2.shape[0] == 0:
-        return np.zeros((b1.shape[0], b2.shape[0]), dtype=np.float32)
-    y1 = np.maximum(b1[:, None, 0], b2[None, :, 0])
-    x1 = np.maximum(b1[:, None, 1], b2[None, :, 1])
-    y2 = np.minimum(b1[:, None, 2], b2[None, :, 2])
-    x2 = np.minimum(b1[:, None, 3], b2[None, :, 3])
-    intersection = np.maximum(y2 - y1, 0) * np.maximum(x2 - x1, 0)  # [N1, N2]
-    union = box_areas(b1)[:, None] + box_areas(b2)[None, :] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, intersection / union, 0.0)
-    return iou.astype(np.float32, copy=False)
+    b1 = np.asarray(boxes1, dtype=np.float32).reshape(-1, 4)
+    b2 = np.asarray(boxes2, dtype=np.float32).reshape(-1, 4)
+    if b2.shape[0] <= b1.shape[0]:
+        return _iou_rows(b2, b1).T
+    return _iou_rows(b1, b2)
 
 
 def box_refinement(box: np.ndarray, gt_box: np.ndarray) -> np.ndarray:

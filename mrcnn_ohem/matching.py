@@ -80,8 +80,8 @@ def match_anchors(
 
     crowd = gt_class_ids < 0
     if crowd.any():
-        crowd_iou = compute_overlaps(anchors, gt_boxes[crowd])  # [num_anchors, num_crowd]
-        may_be_negative = crowd_iou.max(axis=1) < CROWD_IOU
+        crowd_iou = compute_overlaps(gt_boxes[crowd], anchors)  # [num_crowd, num_anchors]
+        may_be_negative = crowd_iou.max(axis=0) < CROWD_IOU
         gt_boxes = gt_boxes[~crowd]
     else:
         may_be_negative = np.ones(num_anchors, dtype=bool)
@@ -90,14 +90,14 @@ def match_anchors(
         rpn_match[may_be_negative] = NEGATIVE
         return AnchorMatch(rpn_match, np.zeros(num_anchors, dtype=np.int64), gt_boxes)
 
-    overlaps = compute_overlaps(anchors, gt_boxes)  # [num_anchors, num_gt]
-    gt_index = overlaps.argmax(axis=1)
-    best_iou = overlaps[np.arange(num_anchors), gt_index]  # [num_anchors]
+    overlaps = compute_overlaps(gt_boxes, anchors)  # [num_gt, num_anchors], row-major per GT box
+    gt_index = overlaps.argmax(axis=0)  # [num_anchors]
+    best_iou = overlaps.max(axis=0)  # [num_anchors]
 
     rpn_match[(best_iou < NEGATIVE_IOU) & may_be_negative] = NEGATIVE
-    best_per_gt = overlaps.max(axis=0)  # [num_gt]
-    is_best = (overlaps == best_per_gt[None, :]) & (best_per_gt[None, :] > 0)
-    rpn_match[is_best.any(axis=1)] = POSITIVE
+    best_per_gt = overlaps.max(axis=1)  # [num_gt]
+    is_best = (overlaps == best_per_gt[:, None]) & (best_per_gt[:, None] > 0)
+    rpn_match[is_best.any(axis=0)] = POSITIVE
     rpn_match[best_iou >= POSITIVE_IOU] = POSITIVE
     return AnchorMatch(rpn_match, gt_index.astype(np.int64), gt_boxes)
 

@@ -15,6 +15,28 @@ def test_compute_overlaps_hand_computed():
     assert compute_overlaps(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 1]]))[0, 0] == 0.0
 
 
+@pytest.mark.parametrize("n1,n2", [(1, 1), (5, 7), (7, 5), (300, 3), (3, 300)])
+def test_compute_overlaps_matches_a_loop_reference(n1, n2):
+    rng = np.random.default_rng(n1 * 1000 + n2)
+
+    def boxes(n):
+        corner = rng.uniform(0, 50, (n, 2))
+        return np.concatenate([corner, corner + rng.uniform(1, 30, (n, 2))], axis=1)
+
+    a, b = boxes(n1), boxes(n2)
+    expected = np.zeros((n1, n2))
+    for i in range(n1):
+        for j in range(n2):
+            ih = max(0.0, min(a[i, 2], b[j, 2]) - max(a[i, 0], b[j, 0]))
+            iw = max(0.0, min(a[i, 3], b[j, 3]) - max(a[i, 1], b[j, 1]))
+            area_a = (a[i, 2] - a[i, 0]) * (a[i, 3] - a[i, 1])
+            area_b = (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
+            expected[i, j] = ih * iw / (area_a + area_b - ih * iw)
+    got = compute_overlaps(a, b)
+    assert got.shape == (n1, n2) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
 def test_box_refinement_hand_computed():
     # anchor 10x10 centred (5,5); gt 20x10 centred (10,5): dy = 5/10, dx = 0, dh = log 2, dw = 0
     deltas = box_refinement(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 20, 10]]))
