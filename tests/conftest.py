@@ -57,12 +57,15 @@ class ShapesDataset(Dataset):
     def load_image(self, image_id: int) -> np.ndarray:
         info = self.image_info[image_id]
         image = np.full((info["height"], info["width"], 3), 40, dtype=np.uint8)
-        mask, _ = self.load_mask(image_id)
+        mask, _ = self.draw_masks(image_id)
         for k in range(mask.shape[-1]):
             image[mask[:, :, k]] = (200, 60 + 40 * k, 90)
         return image
 
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.draw_masks(image_id)
+
+    def draw_masks(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         info = self.image_info[image_id]
         h, w = info["height"], info["width"]
         yy, xx = np.mgrid[:h, :w]

@@ -339,9 +339,10 @@ class DataGenerator(keras.utils.Sequence):
             self.dataset, config, image_id, augmentation=augmentation)
         if not np.any(gt_class_ids > 0):
             return None
-        if tuple(image.shape) != tuple(config.IMAGE_SHAPE):
+        expected_shape = tuple(int(v) for v in config.IMAGE_SHAPE)
+        if tuple(image.shape) != expected_shape:
             raise ValueError(
-                f"image {image_id}: expected IMAGE_SHAPE {tuple(config.IMAGE_SHAPE)} after "
+                f"image {image_id}: expected IMAGE_SHAPE {expected_shape} after "
                 f"resizing (IMAGE_RESIZE_MODE={config.IMAGE_RESIZE_MODE!r}), received "
                 f"{tuple(image.shape)}; training batches need 'square' or 'crop' mode, or "
                 f"images of that exact size")
