@@ -1,0 +1,249 @@
+"""Drawing helpers for images, instances and boxes (Matterport's ``mrcnn.visualize`` names).
+
+matplotlib is imported inside the functions, so importing this module is cheap and works
+without a display. Functions that create their own figure call ``plt.show()`` as upstream
+does; pass ``ax`` to draw into an existing axis instead. Every function returns what it drew
+on, which makes it usable in scripts and tests.
+"""
+from __future__ import annotations
+
+import colorsys
+import random
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import utils
+
+__all__ = ["random_colors", "apply_mask", "display_images", "display_instances",
+           "display_top_masks", "draw_boxes", "display_differences", "plot_precision_recall"]
+
+Color = Sequence[float]
+
+
+def random_colors(N: int, bright: bool = True) -> list[tuple[float, float, float]]:
+    """``N`` distinct RGB colours in [0, 1] (evenly spaced hues), in random order."""
+    value = 1.0 if bright else 0.7
+    colors = [colorsys.hsv_to_rgb(i / max(N, 1), 1.0, value) for i in range(N)]
+    random.shuffle(colors)
+    return colors
+
+
+def apply_mask(image: np.ndarray, mask: np.ndarray, color: Color,
+               alpha: float = 0.5) -> np.ndarray:
+    """Blend ``color`` (RGB in [0, 1]) into ``image`` [height, width, 3] where ``mask`` is set.
+
+    Changes ``image`` in place (as upstream) and returns it.
+    """
+    inside = np.asarray(mask).astype(bool)
+    for c in range(3):
+        channel = image[:, :, c]
+        channel[inside] = channel[inside] * (1 - alpha) + alpha * color[c] * 255
+    return image
+
+
+def display_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+                   cols: int = 4, cmap: Any = None, norm: Any = None,
+                   interpolation: Any = None) -> Any:
+    """Show images in a grid of ``cols`` columns; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    titles = list(titles) if titles is not None else [""] * len(images)
+    rows = (len(images) + cols - 1) // cols
+    fig = plt.figure(figsize=(14, max(14 * rows // cols, 3)))
+    for i, (image, title) in enumerate(zip(images, titles), start=1):
+        ax = fig.add_subplot(rows, cols, i)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        ax.imshow(np.asarray(image).astype(np.uint8), cmap=cmap, norm=norm,
+                  interpolation=interpolation)
+    plt.show()
+    return fig
+
+
+def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
+                      class_ids: np.ndarray, class_names: Sequence[str],
+                      scores: np.ndarray | None = None, title: str = "",
+                      figsize: tuple[int, int] = (16, 16), ax: Any = None,
+                      show_mask: bool = True, show_bbox: bool = True,
+                      colors: Sequence[Color] | None = None,
+                      captions: Sequence[str] | None = None) -> Any:
+    """Draw instances (boxes, masks, outlines and captions) over an image.
+
+    Args:
+        image: [height, width, 3] RGB.
+        boxes: [instances, (y1, x1, y2, x2)] in image pixels.
+        masks: [height, width, instances].
+        class_ids: [instances] int.
+        class_names: names indexed by class id.
+        scores: optional [instances] confidences shown in the captions.
+        captions: optional text per instance, replacing "name score".
+
+    Returns:
+        The matplotlib axis drawn on.
+
+    Raises:
+        ValueError: boxes, masks and class ids disagree on the instance count.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib import patches
+    from skimage.measure import find_contours
+
+    n = boxes.shape[0]
+    if not n == masks.shape[-1] == class_ids.shape[0]:
+        raise ValueError(f"display_instances: expected one box, mask and class id per "
+                         f"instance, received {n} boxes, {masks.shape[-1]} masks and "
+                         f"{class_ids.shape[0]} class ids")
+    auto_show = ax is None
+    if auto_show:
+        _, ax = plt.subplots(1, figsize=figsize)
+    colors = list(colors) if colors is not None else random_colors(n)
+    height, width = image.shape[:2]
+    ax.set_ylim(height + 10, -10)
+    ax.set_xlim(-10, width + 10)
+    ax.axis("off")
+    ax.set_title(title)
+
+    canvas = image.astype(np.float32).copy()
+    for i in range(n):
+        if not np.any(boxes[i]):
+            continue  # lost to cropping
+        color = colors[i]
+        y1, x1, y2, x2 = boxes[i][:4]
+        if show_bbox:
+            ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, linewidth=2,
+                                           alpha=0.7, linestyle="dashed", edgecolor=color,
+                                           facecolor="none"))
+        if captions is not None:
+            caption = captions[i]
+        else:
+            caption = class_names[int(class_ids[i])]
+            if scores is not None:
+                caption = f"{caption} {scores[i]:.3f}"
+        ax.text(x1, y1 + 8, caption, color="w", size=11, backgroundcolor="none")
+        mask = masks[:, :, i]
+        if show_mask:
+            apply_mask(canvas, mask, color)
+        # Pad so that masks touching the border get closed outlines.
+        padded = np.pad(np.asarray(mask, dtype=np.uint8), 1)
+        for contour in find_contours(padded, 0.5):
+            ax.add_patch(patches.Polygon(np.fliplr(contour) - 1, facecolor="none",
+                                         edgecolor=color))
+    ax.imshow(np.clip(canvas, 0, 255).astype(np.uint8))
+    if auto_show:
+        plt.show()
+    return ax
+
+
+def display_differences(image: np.ndarray, gt_box: np.ndarray, gt_class_id: np.ndarray,
+                        gt_mask: np.ndarray, pred_box: np.ndarray, pred_class_id: np.ndarray,
+                        pred_score: np.ndarray, pred_mask: np.ndarray,
+                        class_names: Sequence[str], title: str = "", ax: Any = None,
+                        show_mask: bool = True, show_box: bool = True,
+                        iou_threshold: float = 0.5, score_threshold: float = 0.5) -> Any:
+    """Ground truth (green) and predictions (red, captioned "score / IoU") on one image."""
+    _, pred_match, overlaps = utils.compute_matches(
+        gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score, pred_mask,
+        iou_threshold=iou_threshold, score_threshold=score_threshold)
+    order = np.argsort(pred_score, kind="stable")[::-1]  # compute_matches' order
+    num_gt = gt_box.shape[0]
+    colors = [(0, 1, 0, .8)] * num_gt + [(1, 0, 0, 1)] * len(order)
+    captions = [""] * num_gt
+    for i in range(len(order)):
+        iou = overlaps[i, int(pred_match[i])] if pred_match[i] > -1 else \
+            (overlaps[i].max() if overlaps.shape[1] else 0.0)
+        captions.append(f"{pred_score[order[i]]:.2f} / {iou:.2f}")
+    return display_instances(
+        image, np.concatenate([gt_box, pred_box[order]]),
+        np.concatenate([gt_mask, pred_mask[..., order]], axis=-1),
+        np.concatenate([gt_class_id, pred_class_id[order]]), class_names, ax=ax,
+        show_bbox=show_box, show_mask=show_mask, colors=colors, captions=captions,
+        title=title or "Ground Truth and Detections\n GT=green, pred=red, captions: score/IoU")
+
+
+def display_top_masks(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray,
+                      class_names: Sequence[str], limit: int = 4) -> Any:
+    """Show the image and, for its ``limit`` largest classes, their instance masks."""
+    class_ids = np.asarray(class_ids)
+    classes = np.unique(class_ids)
+    areas = [mask[:, :, class_ids == c].sum() for c in classes]
+    top = [int(c) for c, a in sorted(zip(classes, areas), key=lambda t: -t[1]) if a > 0]
+    images = [image]
+    titles = [f"H x W={image.shape[0]}x{image.shape[1]}"]
+    for i in range(limit):
+        class_id = top[i] if i < len(top) else -1
+        instances = mask[:, :, class_ids == class_id]
+        # Label each instance of the class with its own value 1, 2, ...
+        images.append(np.sum(instances * np.arange(1, instances.shape[-1] + 1), axis=-1))
+        titles.append(class_names[class_id] if class_id != -1 else "-")
+    return display_images(images, titles=titles, cols=limit + 1, cmap="Blues_r")
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray | None = None,
+               refined_boxes: np.ndarray | None = None, masks: np.ndarray | None = None,
+               captions: Sequence[str] | None = None,
+               visibilities: Sequence[int] | None = None, title: str = "",
+               ax: Any = None) -> Any:
+    """Draw boxes (dotted), their refinements (solid, joined at the top-left corners),
+    masks [N, height, width] and captions.
+
+    ``visibilities`` per box: 0 grey and faint, 1 dotted (default), 2 solid.
+
+    Raises:
+        ValueError: neither ``boxes`` nor ``refined_boxes`` is given.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib import lines, patches
+
+    if boxes is None and refined_boxes is None:
+        raise ValueError("draw_boxes: expected boxes or refined_boxes, received neither")
+    n = (boxes if boxes is not None else refined_boxes).shape[0]
+    if ax is None:
+        _, ax = plt.subplots(1, figsize=(12, 12))
+    colors = random_colors(n)
+    margin = image.shape[0] // 10
+    ax.set_ylim(image.shape[0] + margin, -margin)
+    ax.set_xlim(-margin, image.shape[1] + margin)
+    ax.axis("off")
+    ax.set_title(title)
+
+    canvas = image.astype(np.float32).copy()
+    for i in range(n):
+        visibility = visibilities[i] if visibilities is not None else 1
+        color = "gray" if visibility == 0 else colors[i]
+        style = "solid" if visibility == 2 else "dotted"
+        alpha = 0.5 if visibility == 0 else 1.0
+        if boxes is not None:
+            if not np.any(boxes[i]):
+                continue
+            y1, x1, y2, x2 = boxes[i][:4]
+            ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, linewidth=2,
+                                           alpha=alpha, linestyle=style, edgecolor=color,
+                                           facecolor="none"))
+        if refined_boxes is not None and visibility > 0:
+            ry1, rx1, ry2, rx2 = np.asarray(refined_boxes[i][:4]).astype(np.int32)
+            ax.add_patch(patches.Rectangle((rx1, ry1), rx2 - rx1, ry2 - ry1, linewidth=2,
+                                           edgecolor=color, facecolor="none"))
+            if boxes is not None:
+                ax.add_line(lines.Line2D([x1, rx1], [y1, ry1], color=color))
+        if captions is not None:
+            y1, x1 = (refined_boxes if refined_boxes is not None else boxes)[i][:2]
+            ax.text(x1, y1, captions[i], size=11, verticalalignment="top", color="w",
+                    backgroundcolor="none",
+                    bbox={"facecolor": color, "alpha": 0.5, "pad": 2, "edgecolor": "none"})
+        if masks is not None:
+            apply_mask(canvas, masks[i], colors[i])
+    ax.imshow(np.clip(canvas, 0, 255).astype(np.uint8))
+    return ax
+
+
+def plot_precision_recall(AP: float, precisions: np.ndarray, recalls: np.ndarray) -> Any:
+    """Plot the precision/recall curve from :func:`~.utils.compute_ap`; returns the axis."""
+    import matplotlib.pyplot as plt
+
+    _, ax = plt.subplots(1)
+    ax.set_title(f"Precision-Recall Curve. AP@50 = {AP:.3f}")
+    ax.set_ylim(0, 1.1)
+    ax.set_xlim(0, 1.1)
+    ax.plot(recalls, precisions)
+    return ax
