@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 import skimage.io
+import skimage.transform
 
 from mrcnn_ohem.boxes import box_refinement
 from mrcnn_ohem.maskrcnn import utils
@@ -163,6 +164,16 @@ def test_resize_mask_is_bool_safe_and_exact():
     labels[20:25, 30:35] = 7
     resized = utils.resize_mask(labels, 1.28, [(0, 0), (0, 0), (0, 0)])
     assert resized.dtype == np.uint8 and set(np.unique(resized)) == {0, 3, 7}
+
+
+@pytest.mark.parametrize("shape, scale", [((50, 80), 1.28), ((480, 640), 1.6),
+                                          ((427, 640), 1.6), ((33, 17), 2.5)])
+def test_resize_mask_equals_skimage_nearest_when_scaling_up(shape, scale):
+    mask = np.random.default_rng(0).random(shape + (2,)) > 0.5
+    ours = utils.resize_mask(mask, scale, [(0, 0), (0, 0), (0, 0)])
+    reference = skimage.transform.resize(mask.astype(np.uint8), ours.shape, order=0,
+                                         preserve_range=True, anti_aliasing=False)
+    np.testing.assert_array_equal(ours, reference.astype(bool))
 
 
 def test_resize_mask_follows_resize_image():

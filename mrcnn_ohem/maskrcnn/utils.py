@@ -274,14 +274,11 @@ def resize_mask(mask: np.ndarray, scale: float, padding: Sequence[Sequence[int]]
     h, w = mask.shape[:2]
     new_h, new_w = round(h * scale), round(w * scale)
     if (new_h, new_w) != (h, w):
-        if mask.size == 0:
-            mask = np.zeros((new_h, new_w) + mask.shape[2:], dtype=mask.dtype)
-        else:
-            dtype = mask.dtype
-            source = mask.astype(np.uint8) if dtype == bool else mask
-            mask = skimage.transform.resize(
-                source, (new_h, new_w) + mask.shape[2:], order=0, mode="constant",
-                preserve_range=True, anti_aliasing=False).astype(dtype)
+        # Nearest source pixel of each output pixel centre, the grid skimage's resize (and so
+        # resize_image) uses: source = (out + 0.5) * h / new_h - 0.5, rounded half up.
+        rows = np.minimum(((np.arange(new_h) + 0.5) * h / new_h).astype(np.int64), h - 1)
+        cols = np.minimum(((np.arange(new_w) + 0.5) * w / new_w).astype(np.int64), w - 1)
+        mask = mask[rows][:, cols]
     if crop is not None:
         y, x, ch, cw = crop
         return mask[y:y + ch, x:x + cw]
