@@ -294,3 +294,26 @@ def test_data_generator_function(shapes_dataset, tiny_config):
     for _ in range(3):  # crosses an epoch boundary (4 images -> 2 batches of 3)
         inputs, outputs = next(stream)
         assert inputs[0].shape == (3, 64, 64, 3) and outputs == []
+
+
+def test_pipeline_prefers_model_module_and_falls_back_only_when_it_is_missing(monkeypatch):
+    assert data._pipeline() is model
+    real_import = data.importlib.import_module
+
+    def missing(name, missing_name):
+        def fake(requested, *args, **kwargs):
+            if requested == name:
+                raise ModuleNotFoundError(f"No module named {missing_name!r}", name=missing_name)
+            return real_import(requested, *args, **kwargs)
+        return fake
+
+    monkeypatch.setattr(data.importlib, "import_module",
+                        missing("mrcnn_ohem.maskrcnn.model", "mrcnn_ohem.maskrcnn.model"))
+    fallback = data._pipeline()
+    assert fallback.load_image_gt is data.load_image_gt
+    assert fallback.build_rpn_targets is data._targets.build_rpn_targets
+    # A missing dependency *of* model.py is an error, not a reason to fall back.
+    monkeypatch.setattr(data.importlib, "import_module",
+                        missing("mrcnn_ohem.maskrcnn.model", "h5py"))
+    with pytest.raises(ModuleNotFoundError, match="h5py"):
+        data._pipeline()
