@@ -1,0 +1,422 @@
+"""Tests for mrcnn_ohem.maskrcnn.model: building, training, detection, weights, devices."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mrcnn_ohem.maskrcnn import model as modellib
+from mrcnn_ohem.maskrcnn.config import Config
+from mrcnn_ohem.maskrcnn.data import DataGenerator
+from mrcnn_ohem.maskrcnn.utils import Dataset
+
+REPO = Path(__file__).resolve().parents[1]
+LOSSES = list(modellib.LOSS_NAMES)
+
+
+class TinyModelConfig(Config):
+    """64x64 inputs, tiny backbone, small pyramid and heads; detections not thresholded."""
+
+    NAME = "tinymodel"
+    IMAGES_PER_GPU = 2
+    BACKBONE = "tiny"
+    NUM_CLASSES = 3
+    IMAGE_MIN_DIM = 64
+    IMAGE_MAX_DIM = 64
+    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
+    PRE_NMS_LIMIT = 256
+    POST_NMS_ROIS_TRAINING = 64
+    POST_NMS_ROIS_INFERENCE = 32
+    TRAIN_ROIS_PER_IMAGE = 16
+    MAX_GT_INSTANCES = 4
+    MINI_MASK_SHAPE = (16, 16)
+    DETECTION_MAX_INSTANCES = 8
+    DETECTION_MIN_CONFIDENCE = 0.0
+    FPN_CLASSIF_FC_LAYERS_SIZE = 32
+    TOP_DOWN_PYRAMID_SIZE = 32
+    STEPS_PER_EPOCH = 2
+    VALIDATION_STEPS = 1
+
+
+class RandomShapes(Dataset):
+    """Images of 1-3 random filled rectangles (class 1) and discs (class 2), made with NumPy."""
+
+    def load(self, count: int, seed: int = 0, size: int = 64) -> None:
+        self.add_class("shapes", 1, "rectangle")
+        self.add_class("shapes", 2, "disc")
+        rng = np.random.default_rng(seed)
+        for i in range(count):
+            shapes = [(int(rng.integers(1, 3)), *rng.integers(12, size - 12, 2),
+                       int(rng.integers(5, 11))) for _ in range(rng.integers(1, 4))]
+            self.add_image("shapes", image_id=i, path=None, size=size, shapes=shapes)
+
+    def load_mask(self, image_id):
+        info = self.image_info[image_id]
+        yy, xx = np.mgrid[:info["size"], :info["size"]]
+        masks, ids = [], []
+        for class_id, cy, cx, r in info["shapes"]:
+            if class_id == 1:
+                masks.append((np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r // 2 + 2))
+            else:
+                masks.append((yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2)
+            ids.append(class_id)
+        return np.stack(masks, -1), np.array(ids, np.int32)
+
+    def load_image(self, image_id):
+        mask, ids = self.load_mask(image_id)
+        image = np.full(mask.shape[:2] + (3,), 30, np.uint8)
+        for k, class_id in enumerate(ids):
+            image[mask[:, :, k]] = (220, 80, 40) if class_id == 1 else (40, 200, 90)
+        return image
+
+
+@pytest.fixture(scope="module")
+def config():
+    return TinyModelConfig()
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    ds = RandomShapes()
+    ds.load(6)
+    ds.prepare()
+    return ds
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, config, dataset):
+    """A training model after two train() calls (epochs 1-2 on 'all', epoch 3 on 'heads')."""
+    tf.random.set_seed(0)
+    model = modellib.MaskRCNN("training", config, str(tmp_path_factory.mktemp("logs")))
+    first = model.train(dataset, dataset, 0.01, 2, "all", verbose=0)
+    second = model.train(dataset, dataset, 0.01, 3, "heads", verbose=0)
+    return model, first, second
+
+
+# ---------------------------------------------------------------------- module contract
+
+def test_module_exposes_matterport_names():
+    for name in ("rpn_class_loss_graph", "rpn_bbox_loss_graph", "mrcnn_class_loss_graph",
+                 "mrcnn_bbox_loss_graph", "mrcnn_mask_loss_graph", "build_rpn_targets",
+                 "load_image_gt", "DataGenerator", "MaskRCNN", "mold_image",
+                 "compose_image_meta", "parse_image_meta", "parse_image_meta_graph",
+                 "norm_boxes_graph", "BatchNorm", "ProposalLayer", "PyramidROIAlign",
+                 "DetectionTargetLayer", "DetectionLayer", "resnet_graph", "rpn_graph",
+                 "build_rpn_model", "fpn_classifier_graph", "build_fpn_mask_graph", "log"):
+        assert hasattr(modellib, name), name
+
+
+def test_image_size_not_divisible_by_64_is_rejected(tmp_path):
+    config = TinyModelConfig()
+    config.IMAGE_SHAPE = np.array([96, 96, 3])
+    with pytest.raises(ValueError, match="divisible by 64.*received 96x96"):
+        modellib.MaskRCNN("inference", config, str(tmp_path))
+
+
+def test_unknown_mode_is_rejected(tmp_path, config):
+    with pytest.raises(ValueError, match="mode: expected 'training' or 'inference'.*'train'"):
+        modellib.MaskRCNN("train", config, str(tmp_path))
+
+
+def test_get_imagenet_weights_never_downloads(tmp_path, config):
+    model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
+    with pytest.raises(FileNotFoundError, match="never downloads.*resnet50_weights"):
+        model.get_imagenet_weights()
+
+
+def test_set_log_dir_resumes_epoch_from_checkpoint_name(tmp_path, config):
+    model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
+    model.config, model.model_dir = config, str(tmp_path)
+    model.set_log_dir(str(tmp_path / "tinymodel20240102T0304" / "mask_rcnn_tinymodel_0007.h5"))
+    assert model.epoch == 7
+    assert model.log_dir == str(tmp_path / "tinymodel20240102T0304")
+    assert model.checkpoint_path.endswith("mask_rcnn_tinymodel_{epoch:04d}.h5")
+
+
+# ---------------------------------------------------------------------- weight compatibility
+
+def matterport_resnet101_layers(num_classes=81):
+    """Expected {layer name: kernel shape} of Matterport's ResNet-101 Mask R-CNN."""
+    expected = {"conv1": (7, 7, 3, 64), "bn_conv1": (64,)}
+    stages = {2: (3, 64, 256), 3: (4, 128, 512), 4: (23, 256, 1024), 5: (3, 512, 2048)}
+    channels = 64
+    for stage, (blocks, width, out) in stages.items():
+        for b in range(blocks):
+            block = chr(ord("a") + b)
+            base = f"{stage}{block}_branch"
+            expected[f"res{base}2a"] = (1, 1, channels, width)
+            expected[f"res{base}2b"] = (3, 3, width, width)
+            expected[f"res{base}2c"] = (1, 1, width, out)
+            for branch, size in (("2a", width), ("2b", width), ("2c", out)):
+                expected[f"bn{base}{branch}"] = (size,)
+            if b == 0:
+                expected[f"res{base}1"] = (1, 1, channels, out)
+                expected[f"bn{base}1"] = (out,)
+            channels = out
+    for level, c in zip((5, 4, 3, 2), (2048, 1024, 512, 256)):
+        expected[f"fpn_c{level}p{level}"] = (1, 1, c, 256)
+        expected[f"fpn_p{level}"] = (3, 3, 256, 256)
+    expected.update({
+        "rpn_conv_shared": (3, 3, 256, 512), "rpn_class_raw": (1, 1, 512, 6),
+        "rpn_bbox_pred": (1, 1, 512, 12),
+        "mrcnn_class_conv1": (7, 7, 256, 1024), "mrcnn_class_bn1": (1024,),
+        "mrcnn_class_conv2": (1, 1, 1024, 1024), "mrcnn_class_bn2": (1024,),
+        "mrcnn_class_logits": (1024, num_classes), "mrcnn_bbox_fc": (1024, 4 * num_classes),
+        "mrcnn_mask_deconv": (2, 2, 256, 256), "mrcnn_mask": (1, 1, 256, num_classes),
+    })
+    for i in range(1, 5):
+        expected[f"mrcnn_mask_conv{i}"] = (3, 3, 256, 256)
+        expected[f"mrcnn_mask_bn{i}"] = (256,)
+    return expected
+
+
+def weighted_layers(keras_model):
+    """{name: first weight's shape} of every weighted layer, descending into nested models."""
+    found = {}
+    for layer in keras_model.layers:
+        if hasattr(layer, "layers") and not hasattr(layer, "layer"):  # nested model
+            found.update(weighted_layers(layer))
+        elif layer.weights:
+            found[layer.name] = tuple(layer.weights[0].shape)
+    return found
+
+
+@pytest.mark.slow
+def test_resnet101_layer_names_and_shapes_equal_matterports(tmp_path):
+    class CocoLike(Config):
+        NAME = "coco"
+        NUM_CLASSES = 81
+        IMAGES_PER_GPU = 1
+        IMAGE_MIN_DIM = 1024
+        IMAGE_MAX_DIM = 1024
+
+    model = modellib.MaskRCNN("inference", CocoLike(), str(tmp_path))
+    assert weighted_layers(model.keras_model) == matterport_resnet101_layers()
+    bn = model.keras_model.get_layer("bn2a_branch2a")
+    assert [w.name.split("/")[-1] for w in bn.weights] == [
+        "gamma:0", "beta:0", "moving_mean:0", "moving_variance:0"]
+
+
+# ---------------------------------------------------------------------- building
+
+@pytest.mark.slow
+def test_training_model_inputs_outputs_and_patched_loss_at_build(tmp_path, config, dataset,
+                                                                 monkeypatch):
+    calls = []
+
+    def fake_rpn_class_loss(rpn_match, rpn_class_logits):
+        calls.append(1)
+        return tf.reduce_sum(tf.cast(rpn_match, tf.float32)) * 0.0 + 7.0
+
+    monkeypatch.setattr(modellib, "rpn_class_loss_graph", fake_rpn_class_loss)
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    monkeypatch.undo()  # the graph keeps the function it was built with
+    keras_model = model.keras_model
+    assert [t.name.split(":")[0] for t in keras_model.inputs][:3] == [
+        "input_image", "input_image_meta", "input_rpn_match"]
+    assert {"rpn_class_logits", "rpn_class_loss", *LOSSES} <= set(keras_model.output_names)
+    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+    outputs = dict(zip(keras_model.output_names, keras_model(inputs, training=False)))
+    assert outputs["rpn_class_loss"].numpy() == pytest.approx(7.0)
+    assert outputs["rpn_class_logits"].shape[-1] == 2
+    assert calls
+
+
+@pytest.mark.slow
+def test_a_few_training_steps_lower_the_total_loss(tmp_path, config, dataset):
+    tf.random.set_seed(1)
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    model.set_trainable(".*", verbose=0)
+    model.compile(0.01, 0.9)
+    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+
+    def mean_loss():
+        return np.mean([model.keras_model.test_on_batch(inputs, return_dict=True)["loss"]
+                        for _ in range(3)])
+
+    before = mean_loss()
+    for _ in range(8):
+        model.keras_model.train_on_batch(inputs)
+    after = mean_loss()
+    assert np.isfinite(before) and after < 0.8 * before
+
+
+# ---------------------------------------------------------------------- train()
+
+@pytest.mark.slow
+def test_train_twice_keeps_five_losses_plus_weight_decay(trained):
+    model, first, second = trained
+    names = ["loss", *LOSSES, modellib.WEIGHT_DECAY_NAME]
+    for history in (first, second):
+        assert set(history.history) == set(names) | {f"val_{n}" for n in names}
+        for prefix in ("", "val_"):
+            for epoch in range(len(history.history["loss"])):
+                parts = sum(history.history[prefix + n][epoch] for n in names[1:])
+                total = history.history[prefix + "loss"][epoch]
+                assert total == pytest.approx(parts, rel=1e-5), (prefix, epoch)
+    assert [m.name for m in model.keras_model.metrics] == names
+    assert len(first.history["loss"]) == 2 and len(second.history["loss"]) == 1
+    assert model.epoch == 3
+
+
+@pytest.mark.slow
+def test_train_writes_upstream_checkpoints_and_find_last(trained):
+    model, _, _ = trained
+    assert re.fullmatch(r"tinymodel\d{8}T\d{4}", os.path.basename(model.log_dir))
+    files = sorted(os.listdir(model.log_dir))
+    assert [f for f in files if f.endswith(".h5")] == [
+        f"mask_rcnn_tinymodel_{e:04d}.h5" for e in (1, 2, 3)]
+    assert model.find_last() == os.path.join(model.log_dir, "mask_rcnn_tinymodel_0003.h5")
+
+
+@pytest.mark.slow
+def test_train_rejects_unknown_layer_preset(trained, dataset):
+    model, _, _ = trained
+    with pytest.raises(ValueError, match=r"layers: expected one of \['heads'.*received '\(\['"):
+        model.train(dataset, dataset, 0.01, 4, "([")
+
+
+# ---------------------------------------------------------------------- inference and weights
+
+@pytest.mark.slow
+def test_detect_and_weights_round_trip(tmp_path, trained, config, dataset):
+    model, _, _ = trained
+    # A fresh (random) model detects plenty with DETECTION_MIN_CONFIDENCE = 0.
+    first = modellib.MaskRCNN("inference", config, str(tmp_path))
+    images = [dataset.load_image(0), dataset.load_image(1)[:40, :56]]
+    results = first.detect(images)
+    assert len(results) == 2 and sum(r["class_ids"].shape[0] for r in results) > 0
+    for image, r in zip(images, results):
+        n = r["class_ids"].shape[0]
+        assert r["rois"].shape == (n, 4) and r["scores"].shape == (n,)
+        assert r["masks"].shape == image.shape[:2] + (n,) and r["masks"].dtype == bool
+        assert set(r["class_ids"]) <= {1, 2} and np.all(np.diff(r["scores"]) <= 1e-6)
+        assert np.all(r["rois"][:, 2:] > r["rois"][:, :2])
+
+    # A training checkpoint loads into an inference model by name.
+    trained_inference = modellib.MaskRCNN("inference", config, str(tmp_path))
+    trained_inference.load_weights(model.find_last(), by_name=True)
+    for name in ("res3a_tiny", "fpn_p2", "mrcnn_mask"):
+        for a, b in zip(trained_inference.keras_model.get_layer(name).get_weights(),
+                        model.keras_model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+    saved = str(tmp_path / "inference.h5")
+    first.keras_model.save_weights(saved)
+    second = modellib.MaskRCNN("inference", config, str(tmp_path))
+    second.load_weights(saved, by_name=True)
+    again = second.detect(images)
+    for a, b in zip(results, again):
+        for key in ("rois", "class_ids", "scores", "masks"):
+            np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
+
+    with pytest.raises(ValueError, match=r"images: expected a list of config.BATCH_SIZE=2 .*"
+                                         r"received 1"):
+        second.detect(images[:1])
+    with pytest.raises(ValueError, match="detect\\(\\) needs a model built with "
+                                         "mode='inference'"):
+        model.detect(images)
+
+
+@pytest.mark.slow
+def test_load_weights_errors_list_layers(tmp_path, trained):
+    model, _, _ = trained
+    checkpoint = model.find_last()
+
+    class FourClasses(TinyModelConfig):
+        NUM_CLASSES = 4
+
+    other = modellib.MaskRCNN("inference", FourClasses(), str(tmp_path))
+    with pytest.raises(ValueError, match=r"mrcnn_class_logits \(model \[\(32, 4\), \(4,\)\], "
+                                         r"file \[\(32, 3\), \(3,\)\]\)"):
+        other.load_weights(checkpoint, by_name=True)
+    heads = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask"]
+    other.load_weights(checkpoint, exclude=heads)
+    np.testing.assert_array_equal(other.keras_model.get_layer("fpn_p2").get_weights()[0],
+                                  model.keras_model.get_layer("fpn_p2").get_weights()[0])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        other.load_weights(str(tmp_path / "missing.h5"))
+
+    empty = tmp_path / "partial.h5"
+    import h5py
+
+    with h5py.File(empty, "w") as f:
+        f.attrs["layer_names"] = [b"conv1"]
+        group = f.create_group("conv1")
+        group.attrs["weight_names"] = [b"conv1/kernel:0", b"conv1/bias:0"]
+        group["conv1/kernel:0"] = np.zeros((3, 3, 3, 8), np.float32)
+        group["conv1/bias:0"] = np.zeros((8,), np.float32)
+    with pytest.raises(ValueError, match="Missing from the file: .*'bn_conv1'"):
+        other.load_weights(str(empty))
+
+
+# ---------------------------------------------------------------------- multi-device
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+
+    sys.path.insert(0, {tests!r})
+    from test_maskrcnn_model import RandomShapes, TinyModelConfig
+    from mrcnn_ohem.maskrcnn import model as modellib
+    from mrcnn_ohem.maskrcnn.data import DataGenerator
+
+    class TwoReplicas(TinyModelConfig):
+        GPU_COUNT = 2
+        IMAGES_PER_GPU = 1
+        GRADIENT_CLIP_NORM = 0
+        STEPS_PER_EPOCH = 1
+
+    config = TwoReplicas()
+    dataset = RandomShapes()
+    dataset.load(4)
+    dataset.prepare()
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    model = modellib.MaskRCNN("training", config, {logs!r}, strategy=strategy)
+    keras_model = model.keras_model
+    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+
+    # Gradient of one image's loss w.r.t. the RPN weights (no randomness reaches them).
+    model.set_trainable(r"rpn\\_.*", verbose=0)
+    model.compile(1.0, 0.0)
+    variables = keras_model.trainable_variables
+    def image_grads(i):
+        with tf.GradientTape() as tape:
+            terms = keras_model._loss_terms(keras_model([x[i:i + 1] for x in inputs],
+                                                        training=True))
+            total = tf.add_n(list(terms.values()))
+        return [g.numpy() for g in tape.gradient(total, variables)]
+    expected = [(a + b) / 2 for a, b in zip(image_grads(0), image_grads(1))]
+    before = [v.numpy() for v in variables]
+    logs = keras_model.train_on_batch(inputs, return_dict=True)
+    after = [v.numpy() for v in variables]
+    for b, a, g in zip(before, after, expected):
+        np.testing.assert_allclose(b - a, g, rtol=1e-3, atol=1e-5)
+    assert np.isfinite(logs["loss"])
+    history = model.train(dataset, None, 0.01, 1, "heads", verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    print("REPLICAS", strategy.num_replicas_in_sync)
+""")
+
+
+@pytest.mark.slow
+def test_two_replica_mirrored_strategy_trains_with_averaged_gradients(tmp_path):
+    script = MIRRORED_SCRIPT.format(tests=str(REPO / "tests"), logs=str(tmp_path))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "REPLICAS 2" in result.stdout
