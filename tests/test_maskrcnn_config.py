@@ -153,7 +153,7 @@ def test_config_module_needs_neither_tensorflow_nor_tf_keras():
     ({"IMAGE_RESIZE_MODE": "stretch"}, r"IMAGE_RESIZE_MODE: expected one of .*'square'.*'stretch'"),
     ({"BACKBONE": "resnet152"}, r"BACKBONE: expected one of \['resnet50', 'resnet101', 'tiny'\]"
                                 r" or a callable, received 'resnet152'"),
-    ({"NUM_CLASSES": 1}, r"NUM_CLASSES: expected an integer >= 2 .*received 1"),
+    ({"NUM_CLASSES": 0}, r"NUM_CLASSES: expected an integer >= 1 .*received 0"),
     ({"GPU_COUNT": 0}, r"GPU_COUNT: expected an integer >= 1, received 0"),
     ({"IMAGES_PER_GPU": 1.5}, r"IMAGES_PER_GPU: expected an integer >= 1, received 1.5"),
     ({"RPN_TRAIN_ANCHORS_PER_IMAGE": True}, r"RPN_TRAIN_ANCHORS_PER_IMAGE: .*received True"),

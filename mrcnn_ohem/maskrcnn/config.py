@@ -166,9 +166,10 @@ class Config:
                      "DETECTION_MAX_INSTANCES", "FPN_CLASSIF_FC_LAYERS_SIZE",
                      "TOP_DOWN_PYRAMID_SIZE"):
             _check_int(name, getattr(self, name), minimum=1)
-        _check_int("NUM_CLASSES", self.NUM_CLASSES, minimum=2,
-                   hint=" (the background class plus at least one object class; "
-                        "override NUM_CLASSES in your Config subclass)")
+        # Matterport's default is 1 (background only), so a bare Config() stays constructible;
+        # real configs override it with 1 + the number of object classes.
+        _check_int("NUM_CLASSES", self.NUM_CLASSES, minimum=1,
+                   hint=" (the background class counts as one)")
         self._validate_backbone()
         self._validate_images()
         for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE",
