@@ -494,3 +494,35 @@ def write_coco_folder(
     path = ann_dir / f"instances_{subset}{year}.json"
     path.write_text(json.dumps(document), encoding="utf-8")
     return path
+
+
+def ensure_coco_folder(
+    root: str | Path,
+    subset: str,
+    count: int,
+    size: int,
+    seed: int,
+    year: str = "2017",
+) -> Path:
+    """Write ``subset`` with :func:`write_coco_folder` unless an identical one is already there.
+
+    The annotation file's ``info`` records ``count``, ``size`` and ``seed``; a folder written
+    with other values is regenerated.
+
+    Returns:
+        Path of the annotation JSON.
+    """
+    path = Path(root) / "annotations" / f"instances_{subset}{year}.json"
+    wanted = {"count": int(count), "height": int(size), "width": int(size), "seed": int(seed)}
+    if path.is_file():
+        try:
+            info = json.loads(path.read_text(encoding="utf-8")).get("info", {})
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            info = {}
+        if all(info.get(k) == v for k, v in wanted.items()):
+            return path
+    path = write_coco_folder(root, subset, count, size, size, seed, year=year)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["info"].update(wanted)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path

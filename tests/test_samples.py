@@ -1,0 +1,173 @@
+"""End-to-end tests of samples/coco/coco.py, samples/shapes/shapes.py and samples/demo.py.
+
+The scripts are imported from their paths with importlib (they are not a package and are never
+put on sys.path). Model-building tests are marked slow; the option-handling tests are fast.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mrcnn_ohem.datasets import train_eval
+from mrcnn_ohem.datasets.shapes import write_coco_folder
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--image-size", "64", "--backbone", "tiny", "--anchor-base", "8", "--no-progress"]
+
+
+def _load_script(relative: str):
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(f"sample_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def coco_script():
+    return _load_script("samples/coco/coco.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_coco")
+    write_coco_folder(root, "train", 4, 64, 64, seed=0)
+    write_coco_folder(root, "val", 3, 64, 64, seed=1)
+    return root
+
+
+def _finite_numbers(tree) -> list[float]:
+    if isinstance(tree, dict):
+        return [v for value in tree.values() for v in _finite_numbers(value)]
+    if isinstance(tree, list):
+        return [v for value in tree for v in _finite_numbers(value)]
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        return [float(tree)]
+    return []
+
+
+# ---- fast: options, config, bad input --------------------------------------------------------
+
+
+def test_classes_accept_names_ids_and_commas():
+    assert train_eval.class_tokens(["dog,17", "cat"]) == ([17], ["dog", "cat"])
+    assert train_eval.class_tokens(None) == (None, None)
+
+
+def test_config_follows_the_options(coco_script):
+    parser = coco_script.build_parser()
+    args = parser.parse_args(["train", "--dataset", "x", "--ohem", "--ohem-top-k", "64",
+                              "--ohem-positive-fraction", "0.25", "--ohem-negative-pool", "500",
+                              "--ohem-pooled", *TINY, "--batch-size", "2", "--steps-per-epoch", "7"])
+    config = train_eval.make_config(args, num_classes=4, mode="training")
+    assert config.NAME == "coco_ohem" and config.NUM_CLASSES == 4
+    assert (config.OHEM_RPN, config.OHEM_RPN_TOP_K, config.OHEM_RPN_PER_IMAGE) == (True, 64, False)
+    assert (config.OHEM_RPN_POSITIVE_FRACTION, config.OHEM_RPN_NEGATIVE_POOL) == (0.25, 500)
+    assert tuple(config.IMAGE_SHAPE) == (64, 64, 3) and config.BATCH_SIZE == 2
+    assert tuple(config.RPN_ANCHOR_SCALES) == (8, 16, 32, 64, 128) and config.STEPS_PER_EPOCH == 7
+    baseline = train_eval.make_config(parser.parse_args(["evaluate", "--dataset", "x"]), 81, "inference")
+    assert baseline.NAME == "coco_baseline" and not hasattr(baseline, "OHEM_RPN")
+    assert baseline.BATCH_SIZE == 1 and baseline.DETECTION_MIN_CONFIDENCE == 0.0
+    assert tuple(baseline.RPN_ANCHOR_SCALES) == (16, 32, 64, 128, 256)  # 512 px: Matterport's / 2
+
+
+def test_bad_input_exits_with_a_message(coco_script, tiny_folder, tmp_path, caplog):
+    code = coco_script.main(["train", "--dataset", str(tmp_path / "missing"), "--logs", str(tmp_path), *TINY])
+    assert code == 2
+    assert "is not a folder" in caplog.text and "annotations/instances_<subset><year>.json" in caplog.text
+    caplog.clear()
+    code = coco_script.main(["evaluate", "--dataset", str(tiny_folder), "--classes", "hexagon",
+                             "--logs", str(tmp_path), *TINY])
+    assert code == 2
+    assert "unknown class name 'hexagon'" in caplog.text and "Valid names: square, circle, triangle" in caplog.text
+    with pytest.raises(SystemExit):
+        coco_script.main(["train", "--dataset", str(tiny_folder), "--backbone", "vgg"])
+
+
+# ---- slow: real training and evaluation ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_folder, tmp_path):
+    import mrcnn_ohem.maskrcnn.model as modellib
+
+    originals = (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator)
+    logs = tmp_path / "logs"
+    common = ["--dataset", str(tiny_folder), "--logs", str(logs), *TINY]
+    assert coco_script.main(["train", *common, "--ohem", "--epochs", "1", "--steps-per-epoch", "2"]) == 0
+    # The OHEM patch and the seeded generator were put back after training.
+    assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator) == originals
+    (run,) = logs.glob("coco_ohem*")
+    assert (run / "mask_rcnn_coco_ohem_0001.h5").is_file()
+    history = json.loads((run / "history.json").read_text())
+    assert history["ohem"] is True and history["steps"] == 2
+    assert all(math.isfinite(step["loss"]) and step["rpn_class_loss"] >= 0 for step in history["history"])
+
+    assert coco_script.main(["evaluate", *common, "--ohem", "--model", "last"]) == 0
+    (metrics_file,) = run.glob("metrics_val2017_*.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["num_images"] == 3 and metrics["weights"].endswith("mask_rcnn_coco_ohem_0001.h5")
+    for kind, names in (("bbox", ("AP", "AP50", "AP75")), ("segm", ("AP", "AP50", "AP75")), ("rpn", ("AR@100",))):
+        for name in names:
+            assert math.isfinite(metrics[kind][name]) and -1.0 <= metrics[kind][name] <= 1.0
+    assert all(math.isfinite(v) for v in _finite_numbers(metrics))
+
+
+@pytest.mark.slow
+def test_interrupt_keeps_a_checkpoint_and_model_last_resumes(coco_script, tiny_folder, tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    common = ["--dataset", str(tiny_folder), "--logs", str(logs), *TINY, "--no-ohem"]
+    make_recorder = train_eval._make_recorder
+
+    def interrupting_recorder(total_steps, show):
+        recorder = make_recorder(total_steps, show)
+        record = recorder.on_train_batch_end
+
+        def on_train_batch_end(batch, logs=None):
+            record(batch, logs)
+            if batch == 1:  # the second step of the first epoch
+                raise KeyboardInterrupt
+
+        recorder.on_train_batch_end = on_train_batch_end
+        return recorder
+
+    monkeypatch.setattr(train_eval, "_make_recorder", interrupting_recorder)
+    assert coco_script.main(["train", *common, "--epochs", "2", "--steps-per-epoch", "3"]) == 130
+    (run,) = logs.glob("coco_baseline*")
+    assert [p.name for p in run.glob("*.h5")] == ["mask_rcnn_coco_baseline_0001.h5"]
+    monkeypatch.setattr(train_eval, "_make_recorder", make_recorder)
+    assert coco_script.main(["train", *common, "--model", "last", "--epochs", "2", "--steps-per-epoch", "3"]) == 0
+    assert sorted(p.name for p in run.glob("*.h5")) == ["mask_rcnn_coco_baseline_0001.h5",
+                                                         "mask_rcnn_coco_baseline_0002.h5"]
+    history = json.loads((run / "history.json").read_text())
+    assert history["steps"] == 3 and {step["epoch"] for step in history["history"]} == {1}
+
+
+@pytest.mark.slow
+def test_shapes_sample_generates_its_data(tmp_path):
+    shapes_script = _load_script("samples/shapes/shapes.py")
+    data = tmp_path / "shapes"
+    argv = ["evaluate", "--dataset", str(data), "--logs", str(tmp_path / "logs"), "--model", "none",
+            "--train-images", "3", "--val-images", "2", *TINY]
+    assert shapes_script.main(argv) == 0
+    assert (data / "annotations" / "instances_train2017.json").is_file()
+    (metrics_file,) = (tmp_path / "logs").glob("metrics_val2017_random_init.json")
+    assert json.loads(metrics_file.read_text())["num_images"] == 2
+
+
+@pytest.mark.slow
+def test_demo_smoke_prints_the_table_and_saves_the_plot(tmp_path, capsys):
+    demo = _load_script("samples/demo.py")
+    assert demo.main(["--smoke", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline" in out and "ohem" in out and "bbox AP50" in out and "seconds_per_step" in out
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["runs"]) == {"baseline", "ohem"}
+    assert all(math.isfinite(r["seconds_per_step"]) for r in results["runs"].values())
