@@ -1,0 +1,76 @@
+"""mrcnn_ohem.patch on the bundled Mask R-CNN: the built model trains on the OHEM loss and the
+generator yields the full negative pool; restore() brings Matterport's behaviour back."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import mrcnn_ohem
+import reference
+from mrcnn_ohem.maskrcnn import model as modellib
+from mrcnn_ohem.maskrcnn.data import DataGenerator
+from test_maskrcnn_model import RandomShapes, TinyModelConfig
+
+
+class OHEMTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
+    NAME = "ohemtiny"
+    OHEM_RPN_TOP_K = 8  # well below the ~1000 candidates per image, so selection matters
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    ds = RandomShapes()
+    ds.load(4, seed=3)
+    ds.prepare()
+    return ds
+
+
+def batch_and_outputs(model, dataset, config):
+    np.random.seed(0)
+    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+    keras_model = model.keras_model
+    outputs = dict(zip(keras_model.output_names, keras_model(inputs, training=False)))
+    return inputs, outputs
+
+
+@pytest.mark.slow
+def test_patched_model_loss_equals_ohem_reference_and_restore(tmp_path, dataset):
+    config = OHEMTiny()
+    plain_targets = modellib.build_rpn_targets
+    with mrcnn_ohem.patch(config, module=modellib) as handle:
+        assert modellib.build_rpn_targets is not plain_targets
+        tf.random.set_seed(0)
+        model = modellib.MaskRCNN("training", config, str(tmp_path))
+        inputs, outputs = batch_and_outputs(model, dataset, config)
+        rpn_match = inputs[2]  # input_rpn_match: [batch, anchors, 1]
+        logits = outputs["rpn_class_logits"].numpy()
+        negatives = (rpn_match == -1).sum(axis=(1, 2))
+        # The generator used the OHEM targets: every negative anchor stays a candidate.
+        anchors = rpn_match.shape[1]
+        assert (negatives > 0.8 * anchors).all(), negatives
+        expected = reference.ohem_rpn_loss(rpn_match, logits, 8)
+        assert outputs["rpn_class_loss"].numpy() == pytest.approx(expected, rel=1e-4)
+        assert expected != pytest.approx(reference.matterport_rpn_loss(rpn_match, logits), rel=1e-3)
+    assert not handle.active
+    assert modellib.build_rpn_targets is plain_targets
+
+    # After restore, a newly built model and the generator are Matterport's again.
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    inputs, outputs = batch_and_outputs(model, dataset, config)
+    rpn_match = inputs[2]
+    assert ((rpn_match != 0).sum(axis=(1, 2)) == config.RPN_TRAIN_ANCHORS_PER_IMAGE).all()
+    expected = reference.matterport_rpn_loss(rpn_match, outputs["rpn_class_logits"].numpy())
+    assert outputs["rpn_class_loss"].numpy() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_patched_model_trains_with_finite_decreasing_loss(tmp_path, dataset):
+    config = OHEMTiny()
+    with mrcnn_ohem.patch(config, module=modellib):
+        tf.random.set_seed(1)
+        np.random.seed(1)
+        model = modellib.MaskRCNN("training", config, str(tmp_path))
+        history = model.train(dataset, dataset, 0.01, 3, "all", verbose=0)
+    losses = history.history["rpn_class_loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
