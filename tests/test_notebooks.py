@@ -1,0 +1,126 @@
+"""The notebooks in ``notebooks/`` are tested code (STYLE.md rule 11).
+
+Every notebook is executed top to bottom in smoke mode (``MRCNN_OHEM_SMOKE=1``) with nbclient and
+must finish without an error; the executed copy is written to a temporary folder only. The
+stored notebooks must carry no outputs, start with a ``parameters`` cell holding the smoke
+switch, and use only the public API.
+
+The kernel is a kernel spec written at test time that runs *this* interpreter
+(``sys.executable``), found through ``JUPYTER_PATH``. So the test works in a freshly built venv
+(``pip install -e .[test]`` brings ipykernel, nbclient and nbformat) without any ``jupyter
+kernelspec install``, and a user's or the system's ``python3`` kernel can never be picked up.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbclient
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+EXPECTED = ("01_ohem_rpn_walkthrough.ipynb", "02_train_coco_subset.ipynb", "03_inspect_model.ipynb")
+KERNEL_NAME = "mrcnn-ohem-tests"
+CELL_TIMEOUT = 600  # seconds; a smoke-mode notebook takes well under 3 minutes in total
+MAX_EXECUTED_BYTES = 1_000_000  # executed notebooks embed their figures; keep them small
+# A private name of the package: ``mrcnn_ohem._compat``, ``from mrcnn_ohem.x import _y``, ``utils._z``.
+PRIVATE = re.compile(r"mrcnn_ohem(\.\w+)*\._\w+|from\s+mrcnn_ohem[\w.]*\s+import\s+[^\n]*\b_\w+")
+
+
+def _ids(path: Path) -> str:
+    return path.name
+
+
+def _code_cells(notebook) -> list:
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def test_every_expected_notebook_is_stored():
+    assert [p.name for p in NOTEBOOKS] == list(EXPECTED)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_stored_notebook_has_no_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    dirty = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+             and (cell.outputs or cell.execution_count is not None)]
+    assert dirty == [], f"{path.name}: clear the outputs of cells {dirty} before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_first_cell_holds_the_parameters_and_the_smoke_switch(path):
+    first = _code_cells(nbformat.read(path, as_version=4))[0]
+    assert "parameters" in first.metadata.get("tags", [])
+    assert re.search(r'SMOKE\s*=\s*os\.environ\.get\(\s*"MRCNN_OHEM_SMOKE"\s*,\s*"1"\s*\)', first.source)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_uses_only_the_public_api(path):
+    source = "\n".join(cell.source for cell in _code_cells(nbformat.read(path, as_version=4)))
+    assert "mrcnn_ohem" in source
+    assert PRIVATE.findall(source) == []
+    assert "sys.path" not in source
+
+
+def test_private_name_pattern_catches_private_imports():
+    # The guard above must be able to fail.
+    assert PRIVATE.search("from mrcnn_ohem._compat import import_tf_keras")
+    assert PRIVATE.search("from mrcnn_ohem.maskrcnn.utils import resize, _helper")
+    assert PRIVATE.search("mrcnn_ohem.datasets.coco_eval._run_cocoeval(gt)")
+    assert not PRIVATE.search("from mrcnn_ohem.maskrcnn import utils, visualize")
+    assert not PRIVATE.search("import mrcnn_ohem.maskrcnn.model as modellib")
+
+
+@pytest.fixture(scope="module")
+def kernel_path(tmp_path_factory) -> Path:
+    """A Jupyter data folder holding a kernel spec that runs this interpreter."""
+    from ipykernel.kernelspec import write_kernel_spec
+
+    root = tmp_path_factory.mktemp("jupyter")
+    write_kernel_spec(path=root / "kernels" / KERNEL_NAME,
+                      overrides={"display_name": "mrcnn_ohem tests", "argv": [
+                          sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]})
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
+    from jupyter_client.kernelspec import KernelSpecManager
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    monkeypatch.setenv("MRCNN_OHEM_SMOKE", "1")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    assert spec.argv[0] == sys.executable
+
+    stored = path.read_bytes()
+    notebook = nbformat.read(path, as_version=4)
+    before = sorted(p.name for p in NOTEBOOK_DIR.iterdir())
+    client = nbclient.NotebookClient(
+        notebook, timeout=CELL_TIMEOUT, kernel_name=KERNEL_NAME, allow_errors=False,
+        resources={"metadata": {"path": str(tmp_path)}})  # the kernel's working directory
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        pytest.fail(f"{path.name} failed in smoke mode:\n{err}")
+    seconds = time.perf_counter() - start
+    executed = tmp_path / path.name
+    nbformat.write(notebook, executed)
+    print(f"{path.name}: {seconds:.0f} s in smoke mode, executed copy {executed.stat().st_size / 1e3:.0f} kB")
+
+    errors = [o for cell in _code_cells(notebook) for o in cell.outputs if o.output_type == "error"]
+    assert errors == []
+    assert all(cell.execution_count is not None for cell in _code_cells(notebook))
+    assert executed.stat().st_size < MAX_EXECUTED_BYTES
+    assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before, "a notebook wrote into notebooks/"
+    assert path.read_bytes() == stored, "the stored notebook was modified"
