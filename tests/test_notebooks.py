@@ -112,7 +112,7 @@ def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
     try:
         client.execute()
     except CellExecutionError as err:
-        pytest.fail(f"{path.name} failed in smoke mode:\n{err}")
+        pytest.fail(f"{path.name} failed in smoke mode:\n{err}", pytrace=False)
     seconds = time.perf_counter() - start
     executed = tmp_path / path.name
     nbformat.write(notebook, executed)
