@@ -301,6 +301,15 @@ def test_detect_and_weights_round_trip(tmp_path, trained, config, dataset):
         assert set(r["class_ids"]) <= {1, 2} and np.all(np.diff(r["scores"]) <= 1e-6)
         assert np.all(r["rois"][:, 2:] > r["rois"][:, :2])
 
+    probe = first.run_graph(images, [("proposals", first.keras_model.get_layer("ROI").output),
+                                     ("detections",
+                                      first.keras_model.get_layer("mrcnn_detection").output)])
+    assert list(probe) == ["proposals", "detections"]
+    assert probe["proposals"].shape == (2, config.POST_NMS_ROIS_INFERENCE, 4)
+    assert probe["detections"].shape == (2, config.DETECTION_MAX_INSTANCES, 6)
+    assert len(first.get_trainable_layers()) == len(
+        [layer for layer in first.keras_model.layers if layer.weights])
+
     # A training checkpoint loads into an inference model by name.
     trained_inference = modellib.MaskRCNN("inference", config, str(tmp_path))
     trained_inference.load_weights(model.find_last(), by_name=True)

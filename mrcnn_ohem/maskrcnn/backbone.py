@@ -64,20 +64,22 @@ def _block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int, b
     return KL.Activation("relu", name=f"res{stage}{block}_out")(x)
 
 
-def identity_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int,
-                   block: str, use_bias: bool = True, train_bn: bool = True):
+def identity_block(input_tensor: Any, kernel_size: int, filters: Sequence[int], stage: int,
+                   block: str, use_bias: bool = True, train_bn: bool | None = True) -> Any:
     """Bottleneck block whose shortcut is the input itself (Matterport's ``identity_block``)."""
     return _block(input_tensor, kernel_size, filters, stage, block, 1, False, use_bias, train_bn)
 
 
-def conv_block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int, block: str,
-               strides: tuple[int, int] = (2, 2), use_bias: bool = True, train_bn: bool = True):
+def conv_block(input_tensor: Any, kernel_size: int, filters: Sequence[int], stage: int,
+               block: str, strides: tuple[int, int] = (2, 2), use_bias: bool = True,
+               train_bn: bool | None = True) -> Any:
     """Bottleneck block with a strided 1x1 convolution on the shortcut (``res*_branch1``)."""
     return _block(input_tensor, kernel_size, filters, stage, block, strides, True, use_bias,
                   train_bn)
 
 
-def resnet_graph(input_image, architecture: str, stage5: bool = False, train_bn: bool = True):
+def resnet_graph(input_image: Any, architecture: str, stage5: bool = False,
+                 train_bn: bool | None = True) -> list:
     """ResNet-50 or ResNet-101 with Matterport's layer names.
 
     Args:
@@ -85,7 +87,7 @@ def resnet_graph(input_image, architecture: str, stage5: bool = False, train_bn:
         architecture: ``"resnet50"`` or ``"resnet101"`` (``"tiny"`` is routed to
             :func:`tiny_graph`).
         stage5: build stage 5 (C5); Mask R-CNN always does.
-        train_bn: train the batch-norm layers (else they are frozen).
+        train_bn: ``training`` flag of the batch-norm layers (Config.TRAIN_BN).
 
     Returns:
         [C1, C2, C3, C4, C5] Keras tensors; C5 is None when ``stage5`` is False.
@@ -118,9 +120,9 @@ def resnet_graph(input_image, architecture: str, stage5: bool = False, train_bn:
     return [c1, c2, c3, c4, c5]
 
 
-def tiny_graph(input_image, stage5: bool = True, train_bn: bool = True,
-               filters: Sequence[int] = (8, 16, 24, 32, 48)):
-    """A five-stage 3x3-convolution network for CPU tests and demos (~40k parameters).
+def tiny_graph(input_image: Any, stage5: bool = True, train_bn: bool | None = True,
+               filters: Sequence[int] = (8, 16, 24, 32, 48)) -> list:
+    """A five-stage 3x3-convolution network for CPU tests and demos (~26k parameters).
 
     Stage ``k`` is one stride-2 convolution, batch norm and ReLU, so C2..C5 have strides 4..32
     like ResNet's. Layers are named ``conv1``/``bn_conv1`` and ``res{k}a_tiny``/``bn{k}a_tiny``
@@ -144,7 +146,8 @@ def tiny_graph(input_image, stage5: bool = True, train_bn: bool = True,
     return outputs
 
 
-def build_backbone(input_image, backbone: str | Callable[..., Any], train_bn: bool):
+def build_backbone(input_image: Any, backbone: str | Callable[..., Any],
+                   train_bn: bool | None) -> list:
     """C1..C5 for ``Config.BACKBONE``: a name from :data:`BACKBONES` or a callable taking
     ``(input_image, stage5=True, train_bn=...)`` (Matterport's contract)."""
     if callable(backbone):

@@ -7,6 +7,8 @@ Matterport weight files load by name.
 """
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import tensorflow as tf
 
 from mrcnn_ohem._compat import import_tf_keras
@@ -28,7 +30,7 @@ MASK_HEAD_FILTERS = 256
 #  Region proposal network
 ############################################################
 
-def rpn_graph(feature_map, anchors_per_location: int, anchor_stride: int):
+def rpn_graph(feature_map: Any, anchors_per_location: int, anchor_stride: int) -> list:
     """RPN on one feature map.
 
     Args:
@@ -53,7 +55,7 @@ def rpn_graph(feature_map, anchors_per_location: int, anchor_stride: int):
     return [rpn_class_logits, rpn_probs, rpn_bbox]
 
 
-def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int):
+def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int) -> Any:
     """The RPN as a Keras model named ``rpn_model``, shared across pyramid levels.
 
     Args:
@@ -73,8 +75,9 @@ def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int):
 #  Feature pyramid network heads
 ############################################################
 
-def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size: int, num_classes: int,
-                         train_bn: bool = True, fc_layers_size: int = 1024):
+def fpn_classifier_graph(rois: Any, feature_maps: Sequence[Any], image_meta: Any,
+                         pool_size: int, num_classes: int, train_bn: bool | None = True,
+                         fc_layers_size: int = 1024) -> tuple:
     """Classifier and box-regression head.
 
     Args:
@@ -112,8 +115,8 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size: int, num_cla
     return mrcnn_class_logits, mrcnn_probs, mrcnn_bbox
 
 
-def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size: int, num_classes: int,
-                         train_bn: bool = True):
+def build_fpn_mask_graph(rois: Any, feature_maps: Sequence[Any], image_meta: Any,
+                         pool_size: int, num_classes: int, train_bn: bool | None = True) -> Any:
     """Mask head: four 3x3 convolutions, a 2x up-convolution, per-class sigmoid masks.
 
     Args:
