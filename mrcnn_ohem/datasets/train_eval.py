@@ -40,13 +40,17 @@ LAYER_CHOICES = ("heads", "3+", "4+", "5+", "all")
 TINY_SETTINGS = {
     "TOP_DOWN_PYRAMID_SIZE": 64,
     "FPN_CLASSIF_FC_LAYERS_SIZE": 128,
-    "TRAIN_ROIS_PER_IMAGE": 32,  # the mask head (4 convs of 256 channels, as upstream) dominates CPU time
+    "TRAIN_ROIS_PER_IMAGE": 32,
     "POST_NMS_ROIS_TRAINING": 300,
     "POST_NMS_ROIS_INFERENCE": 200,
     "PRE_NMS_LIMIT": 1000,
     "MAX_GT_INSTANCES": 20,
     "DETECTION_MAX_INSTANCES": 20,
     "MINI_MASK_SHAPE": (28, 28),
+    # The mask head (four 256-channel convolutions, as upstream) dominates CPU time; pooling
+    # 7x7 instead of 14x14 (masks of 14x14) makes a step ~2.3x faster at 128 px.
+    "MASK_POOL_SIZE": 7,
+    "MASK_SHAPE": [14, 14],
 }
 
 
@@ -342,7 +346,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     Returns:
         ``{"name", "log_dir", "checkpoint", "epochs", "steps", "seconds_per_step", "history",
-        "ohem"}``; ``seconds_per_step`` is the median over steps after the first (graph build).
+        "ohem"}``: ``steps`` run by this call, ``seconds_per_step`` their median after the first
+        (which builds the graph), ``history`` per-step losses of the whole run (a resumed run
+        keeps the rows of the epochs it resumed from).
 
     Raises:
         KeyboardInterrupt: after saving the epoch in progress (see the module docstring).
@@ -384,19 +390,25 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 logger.warning("Interrupted in epoch %d after %d step(s); saved %s (resume with --model last).",
                                recorder.epoch + 1, recorder.steps_in_epoch, path)
     seconds = [s["seconds"] for s in recorder.steps[1:]] or [s["seconds"] for s in recorder.steps]
-    checkpoints = sorted(Path(model.log_dir).glob("mask_rcnn_*.h5")) if Path(model.log_dir).is_dir() else []
+    log_dir = Path(model.log_dir)
+    checkpoints = sorted(log_dir.glob("mask_rcnn_*.h5")) if log_dir.is_dir() else []
+    # A resumed run continues the history of the epochs it keeps.
+    earlier = []
+    if start_epoch > 0 and (log_dir / "history.json").is_file():
+        previous = json.loads((log_dir / "history.json").read_text())
+        earlier = [row for row in previous.get("history", []) if row.get("epoch", 0) < start_epoch]
     summary = {
         "name": config.NAME,
         "ohem": bool(args.ohem),
-        "log_dir": str(model.log_dir),
+        "log_dir": str(log_dir),
         "checkpoint": str(checkpoints[-1]) if checkpoints else None,
         "epochs": int(args.epochs),
-        "steps": len(recorder.steps),
+        "steps": len(recorder.steps),  # run by this call; "history" holds the whole run
         "seconds_per_step": float(np.median(seconds)) if seconds else math.nan,
-        "history": recorder.steps,
+        "history": earlier + recorder.steps,
     }
-    if Path(model.log_dir).is_dir():
-        (Path(model.log_dir) / "history.json").write_text(json.dumps(summary, indent=1))
+    if log_dir.is_dir():
+        (log_dir / "history.json").write_text(json.dumps(summary, indent=1))
     if interrupted:
         raise KeyboardInterrupt
     return summary
