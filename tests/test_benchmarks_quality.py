@@ -196,3 +196,30 @@ def test_installed_ohem_patches_and_restores():
         installed.built()  # OHEM stays patched for training
         assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets) != original
     assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets) == original
+
+
+def test_goal_sentence_names_the_failing_parts():
+    def table(ap50, ar, seconds):
+        runs = [_run("baseline", 0, bbox_AP50=0.20, AR100=0.40, seconds_per_step=0.200),
+                _run("ohem", 0, bbox_AP50=ap50, AR100=ar, seconds_per_step=seconds)]
+        return quality.aggregate(runs, ["baseline", "ohem"])
+
+    assert quality._goal(table(0.23, 0.46, 0.205)).endswith("**met**.")  # +3, +6, +2.5%
+    missed = quality._goal(table(0.21, 0.46, 0.210))  # +1 AP50, +6 AR, +5% time
+    assert "**not met** (AP50 >= +2 points, step time < +3% fails)" in missed
+
+
+def test_per_run_table_orders_by_variant_then_seed_and_marks_missing():
+    runs = [_run("snippet", 0, status="crashed"), _run("baseline", 1, bbox_AP50=0.5),
+            _run("baseline", 0, bbox_AP50=0.25, AR100=0.5, AR1000=0.75, fp_distractors=1.0,
+                 seconds_per_step=0.125)]
+    lines = quality.per_run_table(runs).splitlines()
+    assert lines[2] == "| baseline | 0 | ok | 0.250 | 0.500 | 0.750 | 1.000 | 0.125 |"
+    assert lines[3] == "| baseline | 1 | ok | 0.500 | - | - | - | - |"
+    assert lines[4] == "| snippet | 0 | crashed | - | - | - | - | - |"
+
+
+def test_load_note_spans_all_runs():
+    runs = [{"load_average": [1.5, 2.25]}, {"load_average": [0.5, 3.0]}, {}]
+    assert quality._load_note(runs).startswith("1-minute load average (this run included) 0.5 to 3.0 on ")
+    assert quality._load_note([{}]) == "machine load not recorded"
