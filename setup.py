@@ -34,6 +34,7 @@ setup(
         "pycocotools>=2.0.7",
         "h5py>=3.10",
         "tqdm>=4.60",
+        "tensorboard>=2.16,<2.22",
     ],
     extras_require={
         "test": TEST_REQUIRES,
