@@ -1,9 +1,10 @@
 """The notebooks in ``notebooks/`` are tested code (STYLE.md rule 11).
 
 Every notebook is executed top to bottom in smoke mode (``MRCNN_OHEM_SMOKE=1``) with nbclient and
-must finish without an error; the executed copy is written to a temporary folder only. The
-stored notebooks must carry no outputs, start with a ``parameters`` cell holding the smoke
-switch, and use only the public API.
+must finish without an error; the executed copy, and every file the notebook writes through
+``tempfile`` (generated data, checkpoints), stay in pytest's temporary folder. The stored
+notebooks must carry no outputs, start with a ``parameters`` cell holding the smoke switch, and
+use only the public API.
 
 The kernel is a kernel spec written at test time that runs *this* interpreter
 (``sys.executable``), found through ``JUPYTER_PATH``. So the test works in a freshly built venv
@@ -99,6 +100,7 @@ def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
     monkeypatch.setenv("MRCNN_OHEM_SMOKE", "1")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' tempfile work folders land here
     spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
     assert spec.argv[0] == sys.executable
 
