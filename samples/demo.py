@@ -11,7 +11,7 @@ Steps (CPU-sized, about ten minutes on two cores with the defaults):
    ``demo_output/results.json``.
 
 The circulated OHEM snippet's defects are shown by ``samples/snippet_defects.py``, which
-``make demo`` runs first. A short budget on a tiny backbone measures the mechanics; it is not a
+``make demo`` runs first. A short budget on a small backbone measures the mechanics; it is not a
 verdict on OHEM at scale -- rerun with more ``--epochs`` for firmer numbers.
 """
 from __future__ import annotations
@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--train-images", type=int, default=200)
     parser.add_argument("--val-images", type=int, default=40)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--steps-per-epoch", type=int, default=50)
-    parser.add_argument("--learning-rate", type=float, default=0.01)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=0.02)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="a tiny run that only checks the plumbing")
     parser.add_argument("--no-plot", action="store_true")
@@ -53,11 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _train_eval_args(args: argparse.Namespace, data: Path, logs: Path, label: str, flag: str,
                      command: str, extra: Sequence[str] = ()) -> argparse.Namespace:
     parser = train_eval.build_parser("demo", "demo", prefix="demo", image_size=args.image_size,
-                                     backbone="tiny", dataset=str(data), anchor_base=8)
+                                     backbone="compact", dataset=str(data), anchor_fraction=0.25)
     return parser.parse_args([
         command, "--logs", str(logs), "--name", f"demo_{label}", flag,
         "--epochs", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch),
-        "--learning-rate", str(args.learning_rate), "--seed", str(args.seed), "--batch-size", "1",
+        "--learning-rate", str(args.learning_rate), "--seed", str(args.seed),
+        "--batch-size", str(args.batch_size),
         *extra,
     ])
 
@@ -130,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.smoke:
         args.image_size, args.train_images, args.val_images = 64, 4, 3
-        args.epochs, args.steps_per_epoch = 1, 2
+        args.epochs, args.steps_per_epoch, args.batch_size = 1, 2, 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
     try:
@@ -140,8 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     output = Path(args.output)
     table = format_table(runs, extra=["seconds_per_step"])
-    print(f"\nBaseline vs OHEM: {args.image_size}px shapes, tiny backbone, {args.epochs} x "
-          f"{args.steps_per_epoch} steps each, seed {args.seed}, {args.val_images} validation images\n")
+    print(f"\nBaseline vs OHEM: {args.image_size}px shapes, compact backbone, {args.epochs} x "
+          f"{args.steps_per_epoch} steps of {args.batch_size} image(s) each, seed {args.seed}, "
+          f"{args.val_images} validation images\n")
     print(table)
     results = {label: {k: v for k, v in m.items() if k != "history"} for label, m in runs.items()}
     (output / "results.json").write_text(json.dumps({"settings": vars(args), "runs": results}, indent=1))

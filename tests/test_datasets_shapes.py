@@ -160,3 +160,16 @@ def test_mask_to_polygons_square():
     # The level-0.5 contour runs half a pixel inside the pixel edges, shifted by +0.5: x in [3, 8].
     assert math.isclose(min(xs), 3.0) and math.isclose(max(xs), 8.0)
     assert math.isclose(min(ys), 2.0) and math.isclose(max(ys), 6.0)
+
+
+def test_ensure_coco_folder_reuses_identical_data_and_regenerates_otherwise(tmp_path):
+    from mrcnn_ohem.datasets.shapes import ensure_coco_folder
+
+    path = ensure_coco_folder(tmp_path, "train", 3, 64, seed=5)
+    info = json.loads(path.read_text())["info"]
+    assert (info["count"], info["height"], info["seed"]) == (3, 64, 5)
+    stamp = path.stat().st_mtime_ns
+    assert ensure_coco_folder(tmp_path, "train", 3, 64, seed=5) == path
+    assert path.stat().st_mtime_ns == stamp  # reused, not rewritten
+    ensure_coco_folder(tmp_path, "train", 4, 64, seed=5)
+    assert len(json.loads(path.read_text())["images"]) == 4

@@ -71,10 +71,17 @@ def test_config_follows_the_options(coco_script):
     assert (config.OHEM_RPN_POSITIVE_FRACTION, config.OHEM_RPN_NEGATIVE_POOL) == (0.25, 500)
     assert tuple(config.IMAGE_SHAPE) == (64, 64, 3) and config.BATCH_SIZE == 2
     assert tuple(config.RPN_ANCHOR_SCALES) == (8, 16, 32, 64, 128) and config.STEPS_PER_EPOCH == 7
+    assert config.TRAIN_BN is None  # a tiny backbone trains from scratch: BatchNorm statistics update
     baseline = train_eval.make_config(parser.parse_args(["evaluate", "--dataset", "x"]), 81, "inference")
     assert baseline.NAME == "coco_baseline" and not hasattr(baseline, "OHEM_RPN")
     assert baseline.BATCH_SIZE == 1 and baseline.DETECTION_MIN_CONFIDENCE == 0.0
     assert tuple(baseline.RPN_ANCHOR_SCALES) == (16, 32, 64, 128, 256)  # 512 px: Matterport's / 2
+    assert baseline.TRAIN_BN is False and baseline.BACKBONE == "resnet50"
+    compact = train_eval.make_config(parser.parse_args(
+        ["train", "--dataset", "x", "--backbone", "compact", "--image-size", "128", "--no-train-bn"]), 4, "training")
+    assert compact.BACKBONE is train_eval.compact_graph and compact.TRAIN_BN is False
+    assert compact.COMPUTE_BACKBONE_SHAPE((128, 128, 3)).tolist() == [[32, 32], [16, 16], [8, 8], [4, 4], [2, 2]]
+    assert (compact.MASK_POOL_SIZE, list(compact.MASK_SHAPE)) == (7, [14, 14])
 
 
 def test_bad_input_exits_with_a_message(coco_script, tiny_folder, tmp_path, caplog):
@@ -172,3 +179,12 @@ def test_demo_smoke_prints_the_table_and_saves_the_plot(tmp_path, capsys):
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["runs"]) == {"baseline", "ohem"}
     assert all(math.isfinite(r["seconds_per_step"]) for r in results["runs"].values())
+
+
+def test_shapes_sample_defaults_are_cpu_sized():
+    shapes_script = _load_script("samples/shapes/shapes.py")
+    args = shapes_script.build_parser().parse_args(["train"])
+    assert (args.dataset, args.image_size, args.backbone, args.learning_rate) == ("data/shapes", 128, "compact", 0.02)
+    config = train_eval.make_config(args, num_classes=4, mode="training")
+    assert config.NAME == "shapes_baseline" and tuple(config.RPN_ANCHOR_SCALES) == (32, 64, 128, 256, 512)
+    assert config.TRAIN_BN is None

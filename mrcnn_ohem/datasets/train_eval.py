@@ -109,7 +109,7 @@ def _pyramid_shapes(image_shape: Sequence[int]) -> np.ndarray:
 
 def build_parser(prog: str, description: str, *, prefix: str = "coco", image_size: int = 512,
                  backbone: str = "resnet50", dataset: str | None = None,
-                 anchor_base: int | None = None) -> argparse.ArgumentParser:
+                 anchor_fraction: float = 32 / 1024) -> argparse.ArgumentParser:
     """The shared ``train`` / ``evaluate`` command line.
 
     Args:
@@ -117,7 +117,8 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
         prefix: default run name prefix (``<prefix>_ohem`` / ``<prefix>_baseline``).
         image_size, backbone: defaults of ``--image-size`` and ``--backbone``.
         dataset: default ``--dataset`` (None makes it required).
-        anchor_base: default smallest anchor side; None scales Matterport's 32 at 1024 px.
+        anchor_fraction: without ``--anchor-base``, the smallest anchor side is this fraction
+            of ``--image-size`` (at least 8 px); the default keeps Matterport's 32 px at 1024 px.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("command", choices=("train", "evaluate"), help="what to do")
@@ -146,12 +147,15 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
                         help="one top-k over the whole batch (OHEM_RPN_PER_IMAGE = False)")
     parser.add_argument("--image-size", type=int, default=image_size, help="square input side, a multiple of 64")
     parser.add_argument("--backbone", choices=BACKBONE_CHOICES, default=backbone)
-    parser.add_argument("--anchor-base", type=int, default=anchor_base,
-                        help="smallest RPN anchor side; the 5 levels use base * (1, 2, 4, 8, 16)")
+    parser.add_argument("--anchor-base", type=int, default=None,
+                        help="smallest RPN anchor side; the 5 levels use base * (1, 2, 4, 8, 16) "
+                             f"(default: {anchor_fraction:g} x image size, at least 8)")
     parser.add_argument("--train-rois", type=int, default=None,
                         help="TRAIN_ROIS_PER_IMAGE (default 200, or 32 for tiny/compact)")
-    parser.add_argument("--train-bn", action="store_true",
-                        help="update BatchNorm statistics while training (TRAIN_BN = None); default frozen")
+    parser.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
+                        help="update BatchNorm statistics while training (TRAIN_BN = None) or freeze them "
+                             "(TRAIN_BN = False); default: frozen for ResNets (pretrained statistics), "
+                             "trained for tiny/compact (trained from scratch, which fails with frozen ones)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layers", choices=LAYER_CHOICES, default="all", help="layers to train")
     parser.add_argument("--learning-rate", type=float, default=0.001)
@@ -159,7 +163,7 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
                         help="evaluate: keep detections at least this confident (COCO scoring wants 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.set_defaults(prefix=prefix)
+    parser.set_defaults(prefix=prefix, anchor_fraction=anchor_fraction)
     return parser
 
 
@@ -196,7 +200,7 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
     from mrcnn_ohem.maskrcnn.config import Config
 
     size = int(args.image_size)
-    base = args.anchor_base or max(8, round(32 * size / 1024))
+    base = args.anchor_base or max(8, round(args.anchor_fraction * size))
     settings: dict[str, Any] = {
         "NAME": run_name(args),
         "NUM_CLASSES": int(num_classes),
@@ -209,7 +213,6 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
         "STEPS_PER_EPOCH": int(args.steps_per_epoch),
         "LEARNING_RATE": float(args.learning_rate),
         "DETECTION_MIN_CONFIDENCE": float(args.detection_min_confidence),
-        "TRAIN_BN": False,
     }
     if args.backbone in ("tiny", "compact"):
         settings.update(TINY_SETTINGS)
@@ -220,8 +223,8 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
     bases: tuple[type, ...] = (Config,)
     if args.train_rois is not None:
         settings["TRAIN_ROIS_PER_IMAGE"] = int(args.train_rois)
-    if args.train_bn:
-        settings["TRAIN_BN"] = None
+    train_bn = args.train_bn if args.train_bn is not None else args.backbone in ("tiny", "compact")
+    settings["TRAIN_BN"] = None if train_bn else False
     if args.ohem:
         bases = (mrcnn_ohem.OHEMConfig,)
         settings.update(
