@@ -101,15 +101,21 @@ def plot(runs: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    heads = ("mrcnn_class_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss")
     for label, metrics in runs.items():
         history = metrics["history"]
         window = max(1, len(history) // 20)
-        for ax, key in zip(axes[:2], ("loss", "mrcnn_mask_loss")):
-            values = np.array([row.get(key, np.nan) for row in history], dtype=float)
+        curves = (
+            np.array([sum(row.get(k, np.nan) for k in heads) for row in history], dtype=float),
+            np.array([row.get("rpn_class_loss", np.nan) for row in history], dtype=float),
+        )
+        for ax, values in zip(axes[:2], curves):
             if values.size:
                 ax.plot(np.arange(window, len(values) + 1), _smooth(values, window), label=label)
-    axes[0].set_title("total training loss (moving average)")
-    axes[1].set_title("mask loss (moving average)")
+    # The heads' losses are computed alike in both runs; the RPN objectness loss is not: OHEM
+    # averages it over the hardest anchors only, so its level is higher by construction.
+    axes[0].set_title("detection-head losses, class+bbox+mask (moving avg)")
+    axes[1].set_title("RPN objectness loss (OHEM: hardest anchors only)")
     for ax in axes[:2]:
         ax.set_xlabel("step")
         ax.legend()
