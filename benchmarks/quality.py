@@ -667,6 +667,7 @@ def report(shapes_runs: list[dict], coco_runs: list[dict], budget: Budget, coco_
         markdown_table(table, runs=shapes_runs),
         "",
         _verdict(table) if "baseline" in table else "",
+        "",
         _goal(table) if {"baseline", "ohem"} <= set(table) else "",
     ]
     det_metrics = (("fp_detections_distractors", "FP detections on distractors / image (score >= 0.5)", False),
