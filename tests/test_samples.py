@@ -81,7 +81,8 @@ def test_config_follows_the_options(coco_script):
         ["train", "--dataset", "x", "--backbone", "compact", "--image-size", "128", "--no-train-bn"]), 4, "training")
     assert compact.BACKBONE is train_eval.compact_graph and compact.TRAIN_BN is False
     assert compact.COMPUTE_BACKBONE_SHAPE((128, 128, 3)).tolist() == [[32, 32], [16, 16], [8, 8], [4, 4], [2, 2]]
-    assert (compact.MASK_POOL_SIZE, list(compact.MASK_SHAPE)) == (7, [14, 14])
+    assert compact.MASK_HEAD_FILTERS == 64 and baseline.MASK_HEAD_FILTERS == 256  # upstream width for ResNets
+    assert (compact.MASK_POOL_SIZE, list(compact.MASK_SHAPE)) == (14, [28, 28])
 
 
 def test_bad_input_exits_with_a_message(coco_script, tiny_folder, tmp_path, caplog):
@@ -102,16 +103,23 @@ def test_bad_input_exits_with_a_message(coco_script, tiny_folder, tmp_path, capl
 
 @pytest.mark.slow
 def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_folder, tmp_path):
+    import h5py
+
+    import mrcnn_ohem.maskrcnn.heads as heads
     import mrcnn_ohem.maskrcnn.model as modellib
 
-    originals = (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator)
+    originals = (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator,
+                 heads.MASK_HEAD_FILTERS)
     logs = tmp_path / "logs"
     common = ["--dataset", str(tiny_folder), "--logs", str(logs), *TINY]
     assert coco_script.main(["train", *common, "--ohem", "--epochs", "1", "--steps-per-epoch", "2"]) == 0
-    # The OHEM patch and the seeded generator were put back after training.
-    assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator) == originals
+    # The OHEM patch, the seeded generator and the mask-head width were put back after training.
+    assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator,
+            heads.MASK_HEAD_FILTERS) == originals
     (run,) = logs.glob("coco_ohem*")
-    assert (run / "mask_rcnn_coco_ohem_0001.h5").is_file()
+    with h5py.File(run / "mask_rcnn_coco_ohem_0001.h5", "r") as weights:
+        kernel_shapes = [weights["mrcnn_mask_conv1"][name].shape for name in weights["mrcnn_mask_conv1"].attrs["weight_names"]]
+    assert kernel_shapes[0][-1] == 64  # the tiny backbone's narrow mask head
     history = json.loads((run / "history.json").read_text())
     assert history["ohem"] is True and history["steps"] == 2
     assert all(math.isfinite(step["loss"]) and step["rpn_class_loss"] >= 0 for step in history["history"])
