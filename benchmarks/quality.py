@@ -533,6 +533,64 @@ def run_worker(spec: dict) -> dict:
     return result
 
 
+def paired_step_times(spec: dict, rounds: int = 40, num_batches: int = 8) -> dict:
+    """Graph-only step time of every variant, measured side by side in one process.
+
+    Each variant gets its own training model and pre-built batches (made by its own targets);
+    then ``rounds`` rounds run one ``train_on_batch`` per variant, in an order that rotates each
+    round, so load from other processes hits every variant alike.
+
+    Returns:
+        ``{"variant": "timing", "status", "milliseconds": {variant: median ms}, "negatives":
+        {variant: negatives labelled in the first batch}}``.
+    """
+    from mrcnn_ohem._compat import import_tf_keras
+    from mrcnn_ohem.datasets.shapes import ShapesDataset
+    from mrcnn_ohem.maskrcnn import heads
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    import_tf_keras().utils.set_random_seed(0)
+    budget, variants = Budget(**spec["budget"]), list(spec["variants"])
+    heads.MASK_HEAD_FILTERS = int(budget.mask_head_filters)
+    dataset = ShapesDataset()
+    dataset.load_shapes(num_batches * budget.batch_size, budget.image_size, budget.image_size, seed=0)
+    dataset.prepare()
+    models, batches = {}, {}
+    for variant in variants:
+        config = make_config(variant, budget, dataset.num_classes, "training")
+        with _Installed(variant, config, modellib) as installed:
+            model = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+            installed.built()
+            generator = modellib.DataGenerator(dataset, config, shuffle=False, seed=0)
+            batches[variant] = [generator[i][0] for i in range(num_batches)]
+        model.set_trainable(".*", verbose=0)
+        model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
+        for inputs in batches[variant][:WARMUP_STEPS]:
+            model.keras_model.train_on_batch(inputs)
+        models[variant] = model
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for variant in variants[r % len(variants):] + variants[: r % len(variants)]:
+            inputs = batches[variant][r % num_batches]
+            tick = time.perf_counter()
+            models[variant].keras_model.train_on_batch(inputs)
+            seconds[variant].append(time.perf_counter() - tick)
+    return {"variant": "timing", "seed": 0, "dataset": "timing", "status": "ok", "error": None, "metrics": {},
+            "milliseconds": {v: 1000 * float(np.median(t)) for v, t in seconds.items()},
+            "negatives": {v: int((batches[v][0][2] == -1).sum()) for v in variants}, "rounds": rounds}
+
+
+def timing_table(timing: dict) -> str:
+    """Markdown rows of :func:`paired_step_times`: median ms and change vs the baseline."""
+    ms = timing["milliseconds"]
+    base = ms.get("baseline")
+    lines = ["| variant | median step (ms) | vs baseline | negatives labelled in a batch |", "|" + " --- |" * 4]
+    for variant, value in ms.items():
+        change = f"{100 * (value / base - 1):+.1f}%" if base else "-"
+        lines.append(f"| {variant} | {value:.1f} | {change} | {timing['negatives'][variant]} |")
+    return "\n".join(lines)
+
+
 ############################################################
 #  Orchestration
 ############################################################
@@ -640,7 +698,7 @@ def per_run_table(runs: Sequence[dict]) -> str:
 
 
 def report(shapes_runs: list[dict], coco_runs: list[dict], budget: Budget, coco_budget: Budget | None,
-           variants: Sequence[str], coco_note: str, quick: bool) -> str:
+           variants: Sequence[str], coco_note: str, quick: bool, timing: dict | None = None) -> str:
     """The RESULTS.md section (markdown)."""
     from benchmarks._results import command_line, machine_line
 
@@ -674,6 +732,10 @@ def report(shapes_runs: list[dict], coco_runs: list[dict], budget: Budget, coco_
                    ("segm_AP50", "segm AP50", True), ("last_loss", "loss, last 20 steps", False))
     det_table = aggregate(shapes_runs, variants, det_metrics)
     parts += ["", "Secondary numbers (same runs):", "", markdown_table(det_table, det_metrics)]
+    if timing and timing.get("status") == "ok":
+        parts += ["", f"Step time side by side (one process, pre-built batches, graph only, "
+                  f"{timing['rounds']} rounds of one step per variant in rotating order; the s/step column "
+                  "above also carries whatever else ran on the machine):", "", timing_table(timing)]
     parts += ["", "Per run:", "", per_run_table(shapes_runs)]
     notes = _crash_notes(shapes_runs + coco_runs)
     if notes:
@@ -724,10 +786,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        result = run_worker(spec)
+        timing = spec["dataset"] == "timing"
+        result = paired_step_times(spec, rounds=spec["rounds"]) if timing else run_worker(spec)
         (Path(spec["model_dir"]) / "result.json").write_text(json.dumps(result, indent=1))
         return 0
-    from benchmarks._results import write_section
+    from benchmarks._results import RESULTS, write_section
     from mrcnn_ohem.datasets.shapes import write_coco_folder
 
     budget = QUICK if args.quick else FULL
@@ -745,6 +808,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
                       max_targets=budget.max_targets, max_distractors=budget.max_distractors)
     shapes_runs = run_suite("shapes", args.variants, seeds, budget, out, args.timeout, {"val_dir": str(val_dir)})
+    (out / "timing").mkdir(exist_ok=True)
+    timing = spawn({"variant": "timing", "seed": 0, "dataset": "timing", "budget": asdict(budget),
+                    "variants": list(args.variants), "rounds": 10 if args.quick else 40,
+                    "model_dir": str(out / "timing")}, out / "timing.log", args.timeout)
+    if timing["status"] == "ok":
+        print(timing_table(timing), flush=True)
     coco_runs: list[dict] = []
     coco_dir = args.coco_mini.resolve()
     if args.no_coco:
@@ -756,15 +825,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         coco_note = ""
         coco_runs = run_suite("coco", ["baseline", "ohem"], seeds[:1], coco_budget, out, args.timeout,
                               {"coco_dir": str(coco_dir)})
-    (out / "runs.json").write_text(json.dumps({"shapes": shapes_runs, "coco": coco_runs}, indent=1))
+    everything = {"shapes": shapes_runs, "coco": coco_runs, "timing": timing}
+    (out / "runs.json").write_text(json.dumps(everything, indent=1))
     table = aggregate(shapes_runs, args.variants)
     print(markdown_table(table, runs=shapes_runs))
     print(f"total {time.perf_counter() - started:.0f} s; raw results {out / 'runs.json'}")
     if args.write:
-        text = report(shapes_runs, coco_runs, budget, coco_budget, args.variants, coco_note, args.quick)
-        plot(table, PLOT, f"OHEM on the RPN, synthetic shapes, {len(seeds)} seed(s), {budget.steps} steps")
+        text = report(shapes_runs, coco_runs, budget, coco_budget, args.variants, coco_note, args.quick, timing)
+        plot_path = args.results.with_name(PLOT.name) if args.results else PLOT
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        plot(table, plot_path, f"OHEM on the RPN, synthetic shapes, {len(seeds)} seed(s), {budget.steps} steps")
         write_section("quality", text, **({"path": args.results} if args.results else {}))
-        print(f"wrote {PLOT} and the 'quality' section of {args.results or 'benchmarks/RESULTS.md'}")
+        print(f"wrote {plot_path} and the 'quality' section of {args.results or RESULTS}")
     return 0
 
 

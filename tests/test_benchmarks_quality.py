@@ -223,3 +223,10 @@ def test_load_note_spans_all_runs():
     runs = [{"load_average": [1.5, 2.25]}, {"load_average": [0.5, 3.0]}, {}]
     assert quality._load_note(runs).startswith("1-minute load average (this run included) 0.5 to 3.0 on ")
     assert quality._load_note([{}]) == "machine load not recorded"
+
+
+def test_timing_table_relative_to_baseline():
+    timing = {"milliseconds": {"baseline": 200.0, "ohem": 206.0}, "negatives": {"baseline": 508, "ohem": 8131}}
+    lines = quality.timing_table(timing).splitlines()
+    assert lines[2] == "| baseline | 200.0 | +0.0% | 508 |"
+    assert lines[3] == "| ohem | 206.0 | +3.0% | 8131 |"  # 206 / 200 - 1
