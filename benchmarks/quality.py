@@ -376,22 +376,6 @@ class _Installed:
         return False
 
 
-def _seeded_data_generator(module: Any, seed: int):
-    """Swap ``module.DataGenerator`` for a subclass that shuffles with ``seed``; return the original.
-
-    ``MaskRCNN.train`` builds its generator without a seed (as Matterport's does).
-    """
-    original = module.DataGenerator
-
-    class SeededDataGenerator(original):
-        def __init__(self, *args: Any, **kwargs: Any):
-            kwargs.setdefault("seed", seed)
-            super().__init__(*args, **kwargs)
-
-    module.DataGenerator = SeededDataGenerator
-    return original
-
-
 def _load_eval_set(spec: dict) -> tuple[Any, Any]:
     """(CocoDataset, COCO) of the run's evaluation folder."""
     from mrcnn_ohem.datasets.coco import CocoDataset
@@ -502,18 +486,15 @@ def run_worker(spec: dict) -> dict:
     config = make_config(variant, budget, train_set.num_classes, "training")
     timer = _step_timer()
     result = {"variant": variant, "seed": seed, "dataset": spec["dataset"], "status": "ok", "error": None}
-    original_generator = _seeded_data_generator(modellib, seed)
     load_before = os.getloadavg()[0]
     try:
         with _Installed(variant, config, modellib) as installed:
             model = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
             installed.built()
             model.train(train_set, None, learning_rate=config.LEARNING_RATE, epochs=1, layers="all",
-                        custom_callbacks=[timer], verbose=0)
+                        custom_callbacks=[timer], verbose=0, seed=seed)
     except Exception as err:  # noqa: BLE001 - a crashing variant is a result, not a harness bug
         result.update(status="crashed", error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
-    finally:
-        modellib.DataGenerator = original_generator
     result["steps_done"] = len(timer.seconds)
     steady = timer.seconds[WARMUP_STEPS:] or timer.seconds
     metrics: dict[str, Any] = {"seconds_per_step": float(np.median(steady)) if steady else math.nan,

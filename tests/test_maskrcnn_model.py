@@ -268,6 +268,24 @@ def test_train_twice_keeps_five_losses_plus_weight_decay(trained):
 
 
 @pytest.mark.slow
+def test_train_forwards_seed_to_both_data_generators(trained, dataset, monkeypatch):
+    model, _, _ = trained
+    seen = []
+
+    class Recording(modellib.DataGenerator):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("seed"))
+            super().__init__(*args, **kwargs)
+            if len(seen) == 2:
+                raise RuntimeError("stop before fit")
+
+    monkeypatch.setattr(modellib, "DataGenerator", Recording)
+    with pytest.raises(RuntimeError, match="stop before fit"):
+        model.train(dataset, dataset, 0.01, model.epoch + 1, "heads", verbose=0, seed=7)
+    assert seen == [7, 7]
+
+
+@pytest.mark.slow
 def test_train_writes_upstream_checkpoints_and_find_last(trained):
     model, _, _ = trained
     assert re.fullmatch(r"tinymodel\d{8}T\d{4}", os.path.basename(model.log_dir))

@@ -113,7 +113,7 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
     logs = tmp_path / "logs"
     common = ["--dataset", str(tiny_folder), "--logs", str(logs), *TINY]
     assert coco_script.main(["train", *common, "--ohem", "--epochs", "1", "--steps-per-epoch", "2"]) == 0
-    # The OHEM patch, the seeded generator and the mask-head width were put back after training.
+    # The OHEM patch, the data generator and the mask-head width were put back after training.
     assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator,
             heads.MASK_HEAD_FILTERS) == originals
     (run,) = logs.glob("coco_ohem*")

@@ -23,9 +23,7 @@ near 0.5 after 600 steps, against 0.15 with them trained).
 Interrupting training (Ctrl+C) saves the weights of the epoch in progress as that epoch's
 checkpoint (it then counts as finished) unless no step of it ran; ``--model last`` resumes
 from it. Runs are seeded: Python, NumPy and TensorFlow via ``keras.utils.set_random_seed``,
-and the training ``DataGenerator``'s shuffling via its ``seed`` argument (``MaskRCNN.train``
-does not forward one, so :func:`train` swaps in a seeded subclass of the model module's
-``DataGenerator`` for the duration of the call and restores it afterwards).
+and the data order via ``MaskRCNN.train(..., seed=)``.
 """
 from __future__ import annotations
 
@@ -362,23 +360,6 @@ def _make_recorder(total_steps: int, show: bool):
     return StepRecorder()
 
 
-@contextlib.contextmanager
-def _seeded_generators(module: Any, seed: int):
-    """Make ``module.DataGenerator`` shuffle with ``seed`` while the block runs."""
-    original = module.DataGenerator
-
-    class SeededDataGenerator(original):
-        def __init__(self, *args: Any, **kwargs: Any):
-            kwargs.setdefault("seed", seed)
-            super().__init__(*args, **kwargs)
-
-    module.DataGenerator = SeededDataGenerator
-    try:
-        yield
-    finally:
-        module.DataGenerator = original
-
-
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train per the parsed options; return the run summary (also stored in ``history.json``).
 
@@ -401,7 +382,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.verbose:
         config.display()
     handle = mrcnn_ohem.patch(config, module=modellib) if args.ohem else contextlib.nullcontext()
-    with handle, _seeded_generators(modellib, int(args.seed)):
+    with handle:
         with _mask_head_width(config):
             model = modellib.MaskRCNN("training", config, model_dir=str(args.logs))
         weights = _resolve_weights(model, args.model, "none")
@@ -419,7 +400,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         try:
             if start_epoch < args.epochs:
                 model.train(dataset, None, learning_rate=config.LEARNING_RATE, epochs=int(args.epochs),
-                            layers=args.layers, custom_callbacks=[recorder], verbose=0)
+                            layers=args.layers, custom_callbacks=[recorder], verbose=0,
+                            seed=int(args.seed))
         except KeyboardInterrupt:
             interrupted = True
             if recorder.steps_in_epoch:

@@ -486,7 +486,8 @@ class MaskRCNN:
 
     def train(self, train_dataset: Any, val_dataset: Any, learning_rate: float, epochs: int,
               layers: str, augmentation: Any = None, custom_callbacks: Sequence[Any] | None = None,
-              no_augmentation_sources: Sequence[str] | None = None, verbose: int = 1) -> Any:
+              no_augmentation_sources: Sequence[str] | None = None, verbose: int = 1,
+              seed: int | None = None) -> Any:
         """Train until epoch ``epochs`` (cumulative: earlier ``train()`` calls count).
 
         Args:
@@ -500,6 +501,8 @@ class MaskRCNN:
             custom_callbacks: extra Keras callbacks.
             no_augmentation_sources: dataset sources never augmented.
             verbose: Keras progress output (1 = progress bar, 2 = one line per epoch).
+            seed: shuffles the training and validation data in a reproducible order (an
+                addition to Matterport's signature; None shuffles at random, as upstream).
 
         Returns:
             The Keras ``History``.
@@ -521,8 +524,9 @@ class MaskRCNN:
                                  f"expression over layer names, received {layers!r}") from err
         train_generator = DataGenerator(train_dataset, self.config, shuffle=True,
                                         augmentation=augmentation,
-                                        no_augmentation_sources=no_augmentation_sources)
-        val_generator = (DataGenerator(val_dataset, self.config, shuffle=True)
+                                        no_augmentation_sources=no_augmentation_sources,
+                                        seed=seed)
+        val_generator = (DataGenerator(val_dataset, self.config, shuffle=True, seed=seed)
                          if val_dataset is not None else None)
         os.makedirs(self.log_dir, exist_ok=True)
         callbacks = [
