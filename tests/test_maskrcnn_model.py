@@ -16,34 +16,17 @@ from mrcnn_ohem.maskrcnn import model as modellib
 from mrcnn_ohem.maskrcnn.config import Config
 from mrcnn_ohem.maskrcnn.data import DataGenerator
 from mrcnn_ohem.maskrcnn.utils import Dataset
+from conftest import TinyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = list(modellib.LOSS_NAMES)
 
 
-class TinyModelConfig(Config):
-    """64x64 inputs, tiny backbone, small pyramid and heads; detections not thresholded."""
+class TinyModelConfig(TinyConfig):
+    """The shared tiny config (tests/conftest.py) with detections not thresholded."""
 
     NAME = "tinymodel"
-    IMAGES_PER_GPU = 2
-    BACKBONE = "tiny"
-    NUM_CLASSES = 3
-    IMAGE_MIN_DIM = 64
-    IMAGE_MAX_DIM = 64
-    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
-    PRE_NMS_LIMIT = 256
-    POST_NMS_ROIS_TRAINING = 64
-    POST_NMS_ROIS_INFERENCE = 32
-    TRAIN_ROIS_PER_IMAGE = 16
-    MAX_GT_INSTANCES = 4
-    MINI_MASK_SHAPE = (16, 16)
-    DETECTION_MAX_INSTANCES = 8
     DETECTION_MIN_CONFIDENCE = 0.0
-    FPN_CLASSIF_FC_LAYERS_SIZE = 32
-    TOP_DOWN_PYRAMID_SIZE = 32
-    STEPS_PER_EPOCH = 2
-    VALIDATION_STEPS = 1
 
 
 class RandomShapes(Dataset):
