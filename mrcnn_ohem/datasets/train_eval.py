@@ -360,6 +360,22 @@ def _make_recorder(total_steps: int, show: bool):
     return StepRecorder()
 
 
+def _build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace,
+                 default_weights: str) -> tuple[Any, str | None]:
+    """Build ``MaskRCNN(mode)`` with the run's mask-head width and load ``--model`` by name.
+
+    Returns:
+        The model and the weights path it loaded (None: random initialisation).
+    """
+    with _mask_head_width(config):
+        model = modellib.MaskRCNN(mode, config, model_dir=str(args.logs))
+    weights = _resolve_weights(model, args.model, default_weights)
+    if weights:
+        logger.info("Loading weights %s", weights)
+        model.load_weights(weights, by_name=True)
+    return model, weights
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train per the parsed options; return the run summary (also stored in ``history.json``).
 
@@ -383,12 +399,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         config.display()
     handle = mrcnn_ohem.patch(config, module=modellib) if args.ohem else contextlib.nullcontext()
     with handle:
-        with _mask_head_width(config):
-            model = modellib.MaskRCNN("training", config, model_dir=str(args.logs))
-        weights = _resolve_weights(model, args.model, "none")
-        if weights:
-            logger.info("Loading weights %s", weights)
-            model.load_weights(weights, by_name=True)
+        model, _ = _build_model(modellib, "training", config, args, default_weights="none")
         start_epoch = model.epoch
         if start_epoch >= args.epochs:
             logger.warning("Checkpoint is at epoch %d >= --epochs %d: nothing to train.", start_epoch, args.epochs)
@@ -455,13 +466,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     subset = args.subset or "val"
     dataset, coco = load_dataset(args, subset)
     config = make_config(args, dataset.num_classes, "inference")
-    with _mask_head_width(config):
-        model = modellib.MaskRCNN("inference", config, model_dir=str(args.logs))
-    weights = _resolve_weights(model, args.model, "last")
-    if weights:
-        logger.info("Loading weights %s", weights)
-        model.load_weights(weights, by_name=True)
-    else:
+    model, weights = _build_model(modellib, "inference", config, args, default_weights="last")
+    if not weights:
         logger.warning("Evaluating a randomly initialised model (--model none).")
     metrics = evaluate_coco(model, dataset, coco, progress=not args.no_progress)
     folder = Path(weights).parent if weights else Path(args.logs)
