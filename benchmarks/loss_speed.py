@@ -27,12 +27,12 @@ import tensorflow as tf
 from benchmarks._results import command_line, machine_line, write_section  # noqa: E402
 
 from mrcnn_ohem import ohem_rpn_class_loss  # noqa: E402
-from mrcnn_ohem.boxes import compute_overlaps  # noqa: E402
+from mrcnn_ohem.core.boxes import compute_overlaps  # noqa: E402
 from mrcnn_ohem.maskrcnn import targets as matterport_targets  # noqa: E402
 from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors  # noqa: E402
 from mrcnn_ohem.maskrcnn.config import Config  # noqa: E402
-from mrcnn_ohem.snippet import circulated_rpn_class_loss  # noqa: E402
-from mrcnn_ohem.targets import build_rpn_targets  # noqa: E402
+from samples.snippet import circulated_rpn_class_loss  # noqa: E402
+from mrcnn_ohem import build_rpn_targets  # noqa: E402
 
 
 class FullSizeConfig(Config):

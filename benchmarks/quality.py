@@ -122,7 +122,7 @@ def distractor_false_positives(proposals: np.ndarray, gt_boxes: np.ndarray, dist
         How many of the first ``top`` proposals have IoU >= ``iou`` with some distractor box
         and IoU < ``iou`` with every ground-truth box.
     """
-    from mrcnn_ohem.boxes import compute_overlaps
+    from mrcnn_ohem.core.boxes import compute_overlaps
 
     proposals = np.asarray(proposals, dtype=np.float32).reshape(-1, 4)[:top]
     distractor_boxes = np.asarray(distractor_boxes, dtype=np.float32).reshape(-1, 4)
@@ -352,7 +352,7 @@ class _Installed:
         if self.variant.startswith("ohem"):
             self.handle = mrcnn_ohem.patch(self.config, module=self.module)
         elif self.variant == "snippet":
-            from mrcnn_ohem.snippet import circulated_rpn_class_loss
+            from samples.snippet import circulated_rpn_class_loss
 
             k = int(self.config.RPN_TRAIN_ANCHORS_PER_IMAGE)
             self._original = self.module.rpn_class_loss_graph

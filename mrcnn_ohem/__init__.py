@@ -12,30 +12,43 @@ One import and a config subclass::
     mrcnn_ohem.patch(config, module=modellib)      # before MaskRCNN(...) is constructed
     model = modellib.MaskRCNN("training", config, model_dir="logs")
 
-Nothing is patched at import.
+Nothing is patched at import, and importing ``mrcnn_ohem`` loads neither the bundled Mask R-CNN
+nor the datasets.
 """
-from mrcnn_ohem.config import OHEMConfig, OHEMConfigMixin, OHEMSettings, ohem_settings
-from mrcnn_ohem.losses import (
-    TopKCrossEntropy,
-    make_rpn_class_loss_graph,
-    ohem_rpn_class_loss,
-    topk_cross_entropy,
-)
-from mrcnn_ohem.patch import PatchHandle, patch
-from mrcnn_ohem.targets import build_rpn_targets
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "OHEMConfig",
-    "OHEMConfigMixin",
-    "OHEMSettings",
-    "PatchHandle",
-    "TopKCrossEntropy",
-    "build_rpn_targets",
-    "make_rpn_class_loss_graph",
-    "ohem_rpn_class_loss",
-    "ohem_settings",
-    "patch",
-    "topk_cross_entropy",
-]
+#: public name -> the submodule that defines it. Loaded on first access (PEP 562), so that
+#: ``import mrcnn_ohem`` is cheap and importing the neutral layer (``mrcnn_ohem.core``) or the
+#: bundled model never imports the OHEM code, nor the OHEM code the bundled model.
+_EXPORTS = {
+    "OHEMConfig": "config",
+    "OHEMConfigMixin": "config",
+    "OHEMSettings": "config",
+    "ohem_settings": "config",
+    "TopKCrossEntropy": "losses",
+    "ohem_rpn_class_loss": "losses",
+    "topk_cross_entropy": "losses",
+    "ohem_rpn_targets": "targets",
+    "PatchHandle": "patching",
+    "build_rpn_targets": "patching",
+    "make_build_rpn_targets": "patching",
+    "make_rpn_class_loss_graph": "patching",
+    "patch": "patching",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -11,14 +11,15 @@ Turning OHEM on is one line in a user's config::
 
 The mixin declares the ``OHEM_*`` attributes, validates them in ``__init__`` and, because
 Matterport's ``display()`` lists every upper-case attribute, shows them there.
-:func:`ohem_settings` is the one place where a config becomes loss and sampling arguments.
+:func:`ohem_settings` resolves a config to plain values once; :mod:`mrcnn_ohem.patching` binds
+those values into the loss and target functions. This module imports no model code:
+``OHEMConfig`` (the mixin on the bundled model's ``Config``) is built on first access.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
-from mrcnn_ohem.maskrcnn.config import Config
+from mrcnn_ohem.core.checks import check_bool, check_int, check_number
 
 __all__ = ["OHEMConfigMixin", "OHEMConfig", "OHEMSettings", "ohem_settings", "validate_ohem_config"]
 
@@ -33,8 +34,9 @@ class OHEMSettings(NamedTuple):
     negative_pool: int | None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def _get(config: Any, name: str) -> Any:
+    """``config.name``, or the mixin's default when a plain Matterport config lacks it."""
+    return getattr(config, name, getattr(OHEMConfigMixin, name))
 
 
 def validate_ohem_config(config: Any) -> None:
@@ -42,51 +44,29 @@ def validate_ohem_config(config: Any) -> None:
 
     Missing attributes take the mixin's defaults, so a plain Matterport config validates too.
     """
-    def get(name: str) -> Any:
-        return getattr(config, name, getattr(OHEMConfigMixin, name))
+    _resolve(config)
 
-    def fail(name: str, expected: str) -> None:
-        raise ValueError(f"{name} must be {expected}; received {get(name)!r}")
 
-    for name in ("OHEM_RPN", "OHEM_RPN_PER_IMAGE"):
-        if not isinstance(get(name), bool):
-            fail(name, "True or False")
-    top_k = get("OHEM_RPN_TOP_K")
-    if top_k is not None and not (_is_int(top_k) and top_k >= 1):
-        fail("OHEM_RPN_TOP_K", "None (use RPN_TRAIN_ANCHORS_PER_IMAGE) or an integer >= 1")
-    fraction = get("OHEM_RPN_POSITIVE_FRACTION")
-    if fraction is not None and not (
-        isinstance(fraction, numbers.Real) and not isinstance(fraction, bool) and 0 <= fraction <= 1
-    ):
-        fail("OHEM_RPN_POSITIVE_FRACTION", "None or a number in [0, 1]")
-    pool = get("OHEM_RPN_NEGATIVE_POOL")
-    if pool is not None and not (_is_int(pool) and pool >= 1):
-        fail("OHEM_RPN_NEGATIVE_POOL", "None (keep every negative) or an integer >= 1")
+def _resolve(config: Any) -> OHEMSettings:
+    enabled = check_bool("OHEM_RPN", _get(config, "OHEM_RPN"))
+    per_image = check_bool("OHEM_RPN_PER_IMAGE", _get(config, "OHEM_RPN_PER_IMAGE"))
+    top_k = check_int("OHEM_RPN_TOP_K", _get(config, "OHEM_RPN_TOP_K"), 1, allow_none=True,
+                      hint=" (None: RPN_TRAIN_ANCHORS_PER_IMAGE)")
+    fraction = check_number("OHEM_RPN_POSITIVE_FRACTION", _get(config, "OHEM_RPN_POSITIVE_FRACTION"),
+                            0.0, 1.0, allow_none=True)
+    pool = check_int("OHEM_RPN_NEGATIVE_POOL", _get(config, "OHEM_RPN_NEGATIVE_POOL"), 1,
+                     allow_none=True, hint=" (None: keep every negative)")
     if top_k is None:
-        anchors_per_image = getattr(config, "RPN_TRAIN_ANCHORS_PER_IMAGE", None)
-        if not (_is_int(anchors_per_image) and anchors_per_image >= 1):
-            raise ValueError(
-                "RPN_TRAIN_ANCHORS_PER_IMAGE must be an integer >= 1 when OHEM_RPN_TOP_K is None; "
-                f"received {anchors_per_image!r}"
-            )
+        top_k = check_int("RPN_TRAIN_ANCHORS_PER_IMAGE",
+                          getattr(config, "RPN_TRAIN_ANCHORS_PER_IMAGE", None), 1,
+                          hint=" when OHEM_RPN_TOP_K is None")
+    return OHEMSettings(enabled=enabled, top_k=top_k, per_image=per_image,
+                        positive_fraction=fraction, negative_pool=pool)
 
 
 def ohem_settings(config: Any) -> OHEMSettings:
     """Validate ``config`` and resolve its OHEM arguments (defaults for missing attributes)."""
-    validate_ohem_config(config)
-
-    def get(name: str) -> Any:
-        return getattr(config, name, getattr(OHEMConfigMixin, name))
-
-    top_k = get("OHEM_RPN_TOP_K")
-    fraction = get("OHEM_RPN_POSITIVE_FRACTION")
-    return OHEMSettings(
-        enabled=get("OHEM_RPN"),
-        top_k=int(config.RPN_TRAIN_ANCHORS_PER_IMAGE if top_k is None else top_k),
-        per_image=get("OHEM_RPN_PER_IMAGE"),
-        positive_fraction=None if fraction is None else float(fraction),
-        negative_pool=get("OHEM_RPN_NEGATIVE_POOL"),
-    )
+    return _resolve(config)
 
 
 class OHEMConfigMixin:
@@ -111,5 +91,22 @@ class OHEMConfigMixin:
         validate_ohem_config(self)
 
 
-class OHEMConfig(OHEMConfigMixin, Config):
-    """The bundled Mask R-CNN ``Config`` with OHEM on: subclass it as you would ``Config``."""
+def _bundled_ohem_config() -> type:
+    """``OHEMConfig``: the bundled Mask R-CNN ``Config`` with the mixin, built once."""
+    from mrcnn_ohem.maskrcnn.config import Config
+
+    class OHEMConfig(OHEMConfigMixin, Config):
+        """The bundled Mask R-CNN ``Config`` with OHEM on: subclass it as you would ``Config``."""
+
+    OHEMConfig.__module__ = __name__
+    OHEMConfig.__qualname__ = "OHEMConfig"
+    return OHEMConfig
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: importing this module must not import the bundled model; OHEMConfig needs it.
+    if name == "OHEMConfig":
+        cls = _bundled_ohem_config()
+        globals()["OHEMConfig"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@ Every loss here is a plain function of tensors: it works eagerly, under ``tf.fun
 TF1-style ``tf.compat.v1`` graph, inside a tf-keras ``Lambda`` and inside a Keras 3 layer.
 Half-precision logits are upcast, so the math always runs in float32.
 
-The math follows one recipe (see :mod:`mrcnn_ohem.selection`): compute the per-example
+The math follows one recipe (see :mod:`mrcnn_ohem.core.selection`): compute the per-example
 cross-entropy, rank it with the gradient stopped, keep an exact number of the hardest
 candidates, and average the kept losses. Kept examples receive the plain cross-entropy
 gradient scaled by ``1 / kept``; every other example receives exactly zero.
@@ -13,40 +13,25 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable
+from typing import Any
 
 import tensorflow as tf
 
-from mrcnn_ohem import selection
+from mrcnn_ohem.core import selection
 from mrcnn_ohem._compat import import_tf_keras
-from mrcnn_ohem.boxes import NEGATIVE, POSITIVE
+from mrcnn_ohem.core.boxes import NEGATIVE, POSITIVE
+from mrcnn_ohem.core.checks import check_bool, check_int, check_number
 
 keras = import_tf_keras()
 
 __all__ = [
     "ohem_rpn_class_loss",
-    "make_rpn_class_loss_graph",
     "topk_cross_entropy",
     "TopKCrossEntropy",
 ]
 
 
 # --- argument checks (raised before any tensor work) -------------------------------------------
-
-def _check_count(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; received {value!r}")
-    return int(value)
-
-
-def _check_fraction(name: str, value: Any, *, allow_zero: bool) -> float:
-    ok_type = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    low_ok = ok_type and (value >= 0 if allow_zero else value > 0)
-    if not (low_ok and value <= 1 and math.isfinite(value)):
-        interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(f"{name} must be a number in {interval}; received {value!r}")
-    return float(value)
-
 
 def _float_logits(name: str, logits: Any) -> tf.Tensor:
     logits = tf.convert_to_tensor(logits)
@@ -127,11 +112,10 @@ def ohem_rpn_class_loss(
         ValueError: an option is out of range, or a shape is wrong.
         TypeError: logits are not floating point, or labels not numeric.
     """
-    top_k = _check_count("top_k", top_k)
-    if not isinstance(per_image, bool):
-        raise ValueError(f"per_image must be True or False; received {per_image!r}")
+    top_k = check_int("top_k", top_k, 1)
+    per_image = check_bool("per_image", per_image)
     if positive_fraction is not None:
-        positive_fraction = _check_fraction("positive_fraction", positive_fraction, allow_zero=True)
+        positive_fraction = check_number("positive_fraction", positive_fraction, 0.0, 1.0)
     match, logits = _rpn_inputs(rpn_match, rpn_class_logits)
 
     positives = tf.equal(match, POSITIVE)  # [batch, anchors]
@@ -169,40 +153,6 @@ def _masked_mean(values: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(kept) / tf.maximum(count, 1.0)
 
 
-def make_rpn_class_loss_graph(config: Any) -> Callable[[Any, Any], tf.Tensor]:
-    """A drop-in ``rpn_class_loss_graph(rpn_match, rpn_class_logits)`` bound to a config.
-
-    The config's ``OHEM_RPN_TOP_K`` (None: ``RPN_TRAIN_ANCHORS_PER_IMAGE``),
-    ``OHEM_RPN_PER_IMAGE`` and ``OHEM_RPN_POSITIVE_FRACTION`` are read and validated once,
-    here; the returned function has Matterport's signature.
-
-    Args:
-        config: a Matterport-style config, usually with :class:`~mrcnn_ohem.config.OHEMConfigMixin`.
-
-    Returns:
-        ``rpn_class_loss_graph(rpn_match, rpn_class_logits) -> scalar float32``.
-    """
-    from mrcnn_ohem.config import ohem_settings
-
-    settings = ohem_settings(config)
-
-    def rpn_class_loss_graph(rpn_match, rpn_class_logits):
-        """OHEM RPN class loss (mrcnn_ohem); see ``mrcnn_ohem.losses.ohem_rpn_class_loss``.
-
-        rpn_match: [batch, anchors, 1] int. rpn_class_logits: [batch, anchors, 2].
-        """
-        return ohem_rpn_class_loss(
-            rpn_match,
-            rpn_class_logits,
-            top_k=settings.top_k,
-            per_image=settings.per_image,
-            positive_fraction=settings.positive_fraction,
-        )
-
-    rpn_class_loss_graph.ohem_settings = settings
-    return rpn_class_loss_graph
-
-
 # --- a generic top-k cross-entropy -------------------------------------------------------------
 
 def _per_example_cross_entropy(labels: Any, logits: Any, from_logits: bool) -> tf.Tensor:
@@ -231,8 +181,8 @@ def _resolve_top_k(top_k: Any) -> tuple[str, float | int]:
     if isinstance(top_k, bool) or not isinstance(top_k, numbers.Real):
         raise ValueError(f"top_k must be a fraction in (0, 1] or a count >= 1; received {top_k!r}")
     if isinstance(top_k, numbers.Integral):
-        return "count", _check_count("top_k", top_k)
-    return "fraction", _check_fraction("top_k", top_k, allow_zero=False)
+        return "count", check_int("top_k", top_k, 1)
+    return "fraction", check_number("top_k", top_k, 0.0, 1.0, low_open=True)
 
 
 def topk_cross_entropy(labels: Any, logits: Any, top_k: float | int, *, from_logits: bool = True) -> tf.Tensor:

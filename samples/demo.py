@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mrcnn_ohem.datasets import train_eval
 from mrcnn_ohem.datasets.coco_eval import format_table
 from mrcnn_ohem.datasets.shapes import ensure_coco_folder
+from mrcnn_ohem.runner import cli, train_eval
 
 logger = logging.getLogger("demo")
 RUNS = (("baseline", "--no-ohem"), ("ohem", "--ohem"))
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_eval_args(args: argparse.Namespace, data: Path, logs: Path, label: str, flag: str,
                      command: str, extra: Sequence[str] = ()) -> argparse.Namespace:
-    parser = train_eval.build_parser("demo", "demo", prefix="demo", image_size=args.image_size,
+    parser = cli.build_parser("demo", "demo", prefix="demo", image_size=args.image_size,
                                      backbone="compact", dataset=str(data), anchor_fraction=0.25)
     return parser.parse_args([
         command, "--logs", str(logs), "--name", f"demo_{label}", flag,

@@ -39,11 +39,11 @@ def test_display_shows_ohem_settings(capsys):
     [
         ("OHEM_RPN", 1, r"OHEM_RPN must be True or False; received 1"),
         ("OHEM_RPN_PER_IMAGE", "no", r"OHEM_RPN_PER_IMAGE must be True or False; received 'no'"),
-        ("OHEM_RPN_TOP_K", 0, r"OHEM_RPN_TOP_K must be None \(use RPN_TRAIN_ANCHORS_PER_IMAGE\) or an integer >= 1; received 0"),
+        ("OHEM_RPN_TOP_K", 0, r"OHEM_RPN_TOP_K must be None or an integer >= 1 \(None: RPN_TRAIN_ANCHORS_PER_IMAGE\); received 0"),
         ("OHEM_RPN_TOP_K", 12.0, r"OHEM_RPN_TOP_K must be .* received 12.0"),
         ("OHEM_RPN_POSITIVE_FRACTION", 1.2, r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received 1.2"),
         ("OHEM_RPN_POSITIVE_FRACTION", True, r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received True"),
-        ("OHEM_RPN_NEGATIVE_POOL", 0, r"OHEM_RPN_NEGATIVE_POOL must be None \(keep every negative\) or an integer >= 1; received 0"),
+        ("OHEM_RPN_NEGATIVE_POOL", 0, r"OHEM_RPN_NEGATIVE_POOL must be None or an integer >= 1 \(None: keep every negative\); received 0"),
     ],
 )
 def test_invalid_settings_raise_in_init(attribute, value, message):

@@ -10,7 +10,7 @@ import tensorflow as tf
 import reference
 from mrcnn_ohem import TopKCrossEntropy, make_rpn_class_loss_graph, ohem_rpn_class_loss, topk_cross_entropy
 from mrcnn_ohem._compat import import_tf_keras
-from mrcnn_ohem.snippet import circulated_rpn_class_loss
+from samples.snippet import circulated_rpn_class_loss
 
 keras2 = import_tf_keras()
 

@@ -72,7 +72,7 @@ def test_backbone_shapes_round_up_and_follow_callable(tiny_config):
     tiny_config.COMPUTE_BACKBONE_SHAPE = lambda shape: np.array([[shape[0], 1]])
     np.testing.assert_array_equal(compute_backbone_shapes(tiny_config, (64, 64, 3)), [[64, 1]])
     tiny_config.BACKBONE = "vgg"
-    with pytest.raises(ValueError, match=r"BACKBONE: expected one of .* received 'vgg'"):
+    with pytest.raises(ValueError, match=r"BACKBONE must be one of .* received 'vgg'"):
         compute_backbone_shapes(tiny_config, (64, 64, 3))
 
 

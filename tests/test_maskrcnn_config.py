@@ -146,26 +146,26 @@ def test_config_module_needs_neither_tensorflow_nor_tf_keras():
 
 
 @pytest.mark.parametrize("overrides, match", [
-    ({"IMAGE_MAX_DIM": 100}, r"IMAGE_MAX_DIM: expected a multiple of 64.*received 100.*64 and 128"),
+    ({"IMAGE_MAX_DIM": 100}, r"IMAGE_MAX_DIM must be a multiple of 64.*64 and 128.*received 100"),
     ({"IMAGE_RESIZE_MODE": "crop", "IMAGE_MIN_DIM": 200},
-     r"IMAGE_MIN_DIM: expected a multiple of 64 .*'crop'.*received 200"),
-    ({"IMAGE_RESIZE_MODE": "pad64", "IMAGE_MAX_DIM": 1000}, r"IMAGE_MAX_DIM: .*received 1000"),
-    ({"IMAGE_RESIZE_MODE": "stretch"}, r"IMAGE_RESIZE_MODE: expected one of .*'square'.*'stretch'"),
-    ({"BACKBONE": "resnet152"}, r"BACKBONE: expected one of \['resnet50', 'resnet101', 'tiny'\]"
-                                r" or a callable, received 'resnet152'"),
-    ({"NUM_CLASSES": 0}, r"NUM_CLASSES: expected an integer >= 1 .*received 0"),
-    ({"GPU_COUNT": 0}, r"GPU_COUNT: expected an integer >= 1, received 0"),
-    ({"IMAGES_PER_GPU": 1.5}, r"IMAGES_PER_GPU: expected an integer >= 1, received 1.5"),
-    ({"RPN_TRAIN_ANCHORS_PER_IMAGE": True}, r"RPN_TRAIN_ANCHORS_PER_IMAGE: .*received True"),
-    ({"RPN_ANCHOR_SCALES": (32, 64)}, r"RPN_ANCHOR_SCALES: expected one scale per FPN level.*5"
-                                      r" values.*received 2"),
-    ({"RPN_ANCHOR_RATIOS": [1, -2]}, r"RPN_ANCHOR_RATIOS: expected .*positive"),
-    ({"DETECTION_MIN_CONFIDENCE": 1.5}, r"DETECTION_MIN_CONFIDENCE: expected a number in"
-                                        r" \[0.0, 1.0\], received 1.5"),
-    ({"ROI_POSITIVE_RATIO": 0}, r"ROI_POSITIVE_RATIO: expected a number in \(0, 1\]"),
-    ({"MEAN_PIXEL": np.array([1., 2.])}, r"MEAN_PIXEL: expected 3 values"),
-    ({"MINI_MASK_SHAPE": (56,)}, r"MINI_MASK_SHAPE: expected \(height, width\)"),
-    ({"RPN_BBOX_STD_DEV": np.array([0.1, 0.1, 0.2])}, r"RPN_BBOX_STD_DEV: expected 4 positive"),
+     r"IMAGE_MIN_DIM must be a multiple of 64 .*'crop'.*received 200"),
+    ({"IMAGE_RESIZE_MODE": "pad64", "IMAGE_MAX_DIM": 1000}, r"IMAGE_MAX_DIM must be .*received 1000"),
+    ({"IMAGE_RESIZE_MODE": "stretch"}, r"IMAGE_RESIZE_MODE must be one of .*'square'.*'stretch'"),
+    ({"BACKBONE": "resnet152"}, r"BACKBONE must be one of \['resnet50', 'resnet101', 'tiny', 'compact'\]"
+                                r" or a callable; received 'resnet152'"),
+    ({"NUM_CLASSES": 0}, r"NUM_CLASSES must be an integer >= 1 .*received 0"),
+    ({"GPU_COUNT": 0}, r"GPU_COUNT must be an integer >= 1; received 0"),
+    ({"IMAGES_PER_GPU": 1.5}, r"IMAGES_PER_GPU must be an integer >= 1; received 1.5"),
+    ({"RPN_TRAIN_ANCHORS_PER_IMAGE": True}, r"RPN_TRAIN_ANCHORS_PER_IMAGE must be .*received True"),
+    ({"RPN_ANCHOR_SCALES": (32, 64)}, r"RPN_ANCHOR_SCALES must be one scale per FPN level.*5"
+                                      r" values.*received \(32, 64\)"),
+    ({"RPN_ANCHOR_RATIOS": [1, -2]}, r"RPN_ANCHOR_RATIOS must be .*positive"),
+    ({"DETECTION_MIN_CONFIDENCE": 1.5}, r"DETECTION_MIN_CONFIDENCE must be a number in"
+                                        r" \[0, 1\]; received 1.5"),
+    ({"ROI_POSITIVE_RATIO": 0}, r"ROI_POSITIVE_RATIO must be a number in \(0, 1\]"),
+    ({"MEAN_PIXEL": np.array([1., 2.])}, r"MEAN_PIXEL must be 3 values"),
+    ({"MINI_MASK_SHAPE": (56,)}, r"MINI_MASK_SHAPE must be \(height, width\)"),
+    ({"RPN_BBOX_STD_DEV": np.array([0.1, 0.1, 0.2])}, r"RPN_BBOX_STD_DEV must be 4 positive"),
 ])
 def test_invalid_settings_raise_value_error(overrides, match):
     bad = type("Bad", (CocoLike,), dict(overrides))
@@ -177,7 +177,7 @@ def test_callable_backbone_needs_callable_shape_function():
     class Bad(CocoLike):
         BACKBONE = staticmethod(lambda image, stage5=False, train_bn=True: [])
 
-    with pytest.raises(TypeError, match=r"COMPUTE_BACKBONE_SHAPE: expected a callable.*None"):
+    with pytest.raises(TypeError, match=r"COMPUTE_BACKBONE_SHAPE must be a callable.*None"):
         Bad()
 
 

@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pytest
 
-from mrcnn_ohem.boxes import NEGATIVE, NEUTRAL, POSITIVE
-from mrcnn_ohem.maskrcnn import data, model
+from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE
+from mrcnn_ohem.maskrcnn import data, model, targets
 from mrcnn_ohem.maskrcnn.utils import expand_mask
 
 from conftest import SHAPE_SPECS, ShapesDataset, TinyConfig
@@ -186,11 +186,8 @@ def test_generator_batch_shapes(shapes_dataset, tiny_config, caplog):
     assert warnings == ["Skipping image 2 (source 'shapes', id 2): no instances."]
 
 
-def test_generator_calls_the_model_module_at_call_time(shapes_dataset, tiny_config,
-                                                       monkeypatch):
-    generator = data.DataGenerator(shapes_dataset, tiny_config, shuffle=False)
+def test_generator_calls_the_functions_it_is_handed(shapes_dataset, tiny_config):
     calls = {"targets": 0, "load": 0}
-    original_load = model.load_image_gt
 
     def fake_targets(image_shape, anchors, gt_class_ids, gt_boxes, config):
         calls["targets"] += 1
@@ -199,16 +196,18 @@ def test_generator_calls_the_model_module_at_call_time(shapes_dataset, tiny_conf
 
     def counting_load(*args, **kwargs):
         calls["load"] += 1
-        return original_load(*args, **kwargs)
+        return data.load_image_gt(*args, **kwargs)
 
-    # Patched after the generator was built: the lookup happens per batch.
-    monkeypatch.setattr(model, "build_rpn_targets", fake_targets)
-    monkeypatch.setattr(model, "load_image_gt", counting_load)
-    inputs, _ = generator[0]
+    handed = data.DataGenerator(shapes_dataset, tiny_config, shuffle=False,
+                                load_image_gt=counting_load, build_rpn_targets=fake_targets)
+    inputs, _ = handed[0]
     assert calls == {"targets": 2, "load": 2}
     assert np.all(inputs[2] == NEGATIVE) and np.all(inputs[3] == 0.5)
-    monkeypatch.undo()
-    inputs, _ = generator[0]
+    # Without them: this package's loader and Matterport's random-256 targets.
+    plain = data.DataGenerator(shapes_dataset, tiny_config, shuffle=False)
+    assert plain.load_image_gt is data.load_image_gt
+    assert plain.build_rpn_targets is targets.build_rpn_targets
+    inputs, _ = plain[0]
     assert (inputs[2] != 0).sum() <= 2 * tiny_config.RPN_TRAIN_ANCHORS_PER_IMAGE
 
 
@@ -294,26 +293,3 @@ def test_data_generator_function(shapes_dataset, tiny_config):
     for _ in range(3):  # crosses an epoch boundary (4 images -> 2 batches of 3)
         inputs, outputs = next(stream)
         assert inputs[0].shape == (3, 64, 64, 3) and outputs == []
-
-
-def test_pipeline_prefers_model_module_and_falls_back_only_when_it_is_missing(monkeypatch):
-    assert data._pipeline() is model
-    real_import = data.importlib.import_module
-
-    def missing(name, missing_name):
-        def fake(requested, *args, **kwargs):
-            if requested == name:
-                raise ModuleNotFoundError(f"No module named {missing_name!r}", name=missing_name)
-            return real_import(requested, *args, **kwargs)
-        return fake
-
-    monkeypatch.setattr(data.importlib, "import_module",
-                        missing("mrcnn_ohem.maskrcnn.model", "mrcnn_ohem.maskrcnn.model"))
-    fallback = data._pipeline()
-    assert fallback.load_image_gt is data.load_image_gt
-    assert fallback.build_rpn_targets is data._targets.build_rpn_targets
-    # A missing dependency *of* model.py is an error, not a reason to fall back.
-    monkeypatch.setattr(data.importlib, "import_module",
-                        missing("mrcnn_ohem.maskrcnn.model", "h5py"))
-    with pytest.raises(ModuleNotFoundError, match="h5py"):
-        data._pipeline()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrcnn_ohem.boxes import box_refinement, compute_overlaps
+from mrcnn_ohem.core.boxes import box_refinement, compute_overlaps
 from mrcnn_ohem.maskrcnn import backbone, layers, utils
 from mrcnn_ohem.maskrcnn.data import compose_image_meta
 

@@ -8,7 +8,7 @@ import pytest
 import skimage.io
 import skimage.transform
 
-from mrcnn_ohem.boxes import box_refinement
+from mrcnn_ohem.core.boxes import box_refinement
 from mrcnn_ohem.maskrcnn import utils
 
 

@@ -1,9 +1,9 @@
-"""mrcnn_ohem.matching and mrcnn_ohem.boxes: Matterport's labelling rules on hand-made cases."""
+"""mrcnn_ohem.core.matching and mrcnn_ohem.core.boxes: Matterport's labelling rules on hand-made cases."""
 import numpy as np
 import pytest
 
-from mrcnn_ohem.boxes import NEGATIVE, NEUTRAL, POSITIVE, box_refinement, compute_overlaps
-from mrcnn_ohem.matching import encode_rpn_bbox, match_anchors, subsample_labels
+from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE, box_refinement, compute_overlaps
+from mrcnn_ohem.core.matching import encode_rpn_bbox, match_anchors, subsample_labels
 
 
 def test_compute_overlaps_hand_computed():

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import mrcnn_ohem
 import reference
-from mrcnn_ohem.boxes import NEGATIVE
+from mrcnn_ohem.core.boxes import NEGATIVE
 
 # A miniature of mrcnn/model.py: module-level loss and targets, and a builder whose Lambda looks
 # rpn_class_loss_graph up by global name when the model is built (as Matterport's does).
@@ -18,7 +18,7 @@ MINI_MODEL_SOURCE = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
     from mrcnn_ohem._compat import import_tf_keras
-    from mrcnn_ohem.matching import encode_rpn_bbox, match_anchors, subsample_labels
+    from mrcnn_ohem.core.matching import encode_rpn_bbox, match_anchors, subsample_labels
 
     keras = import_tf_keras()
     KL = keras.layers
@@ -170,12 +170,11 @@ def test_import_patches_nothing():
     import subprocess
 
     code = (
-        "import sys, mrcnn_ohem\n"
-        "p = sys.modules['mrcnn_ohem.patch']\n"
+        "import mrcnn_ohem, mrcnn_ohem.patching as p\n"
         "import mrcnn_ohem.maskrcnn.model as m\n"
         "assert p._ACTIVE == {}, p._ACTIVE\n"
         "assert m.rpn_class_loss_graph.__module__ != 'mrcnn_ohem.losses'\n"
-        "assert m.build_rpn_targets.__module__ != 'mrcnn_ohem.patch'\n"
+        "assert m.build_rpn_targets.__module__ != 'mrcnn_ohem.patching'\n"
         "print('clean')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

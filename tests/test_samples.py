@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mrcnn_ohem.datasets import train_eval
+from mrcnn_ohem.runner import train_eval
 from mrcnn_ohem.datasets.shapes import write_coco_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -79,8 +79,7 @@ def test_config_follows_the_options(coco_script):
     assert baseline.TRAIN_BN is False and baseline.BACKBONE == "resnet50"
     compact = train_eval.make_config(parser.parse_args(
         ["train", "--dataset", "x", "--backbone", "compact", "--image-size", "128", "--no-train-bn"]), 4, "training")
-    assert compact.BACKBONE is train_eval.compact_graph and compact.TRAIN_BN is False
-    assert compact.COMPUTE_BACKBONE_SHAPE((128, 128, 3)).tolist() == [[32, 32], [16, 16], [8, 8], [4, 4], [2, 2]]
+    assert compact.BACKBONE == "compact" and compact.TRAIN_BN is False
     assert compact.MASK_HEAD_FILTERS == 64 and baseline.MASK_HEAD_FILTERS == 256  # upstream width for ResNets
     assert (compact.MASK_POOL_SIZE, list(compact.MASK_SHAPE)) == (14, [28, 28])
 
@@ -105,17 +104,14 @@ def test_bad_input_exits_with_a_message(coco_script, tiny_folder, tmp_path, capl
 def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_folder, tmp_path):
     import h5py
 
-    import mrcnn_ohem.maskrcnn.heads as heads
     import mrcnn_ohem.maskrcnn.model as modellib
 
-    originals = (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator,
-                 heads.MASK_HEAD_FILTERS)
+    originals = (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator)
     logs = tmp_path / "logs"
     common = ["--dataset", str(tiny_folder), "--logs", str(logs), *TINY]
     assert coco_script.main(["train", *common, "--ohem", "--epochs", "1", "--steps-per-epoch", "2"]) == 0
-    # The OHEM patch, the data generator and the mask-head width were put back after training.
-    assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator,
-            heads.MASK_HEAD_FILTERS) == originals
+    # The OHEM patch and the data generator were put back after training.
+    assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator) == originals
     (run,) = logs.glob("coco_ohem*")
     with h5py.File(run / "mask_rcnn_coco_ohem_0001.h5", "r") as weights:
         kernel_shapes = [weights["mrcnn_mask_conv1"][name].shape for name in weights["mrcnn_mask_conv1"].attrs["weight_names"]]
@@ -138,25 +134,17 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
 def test_interrupt_keeps_a_checkpoint_and_model_last_resumes(coco_script, tiny_folder, tmp_path, monkeypatch):
     logs = tmp_path / "logs"
     common = ["--dataset", str(tiny_folder), "--logs", str(logs), *TINY, "--no-ohem"]
-    make_recorder = train_eval._make_recorder
-
-    def interrupting_recorder(total_steps, show):
-        recorder = make_recorder(total_steps, show)
-        record = recorder.on_train_batch_end
-
-        def on_train_batch_end(batch, logs=None):
-            record(batch, logs)
+    class InterruptingRecorder(train_eval.StepRecorder):
+        def on_train_batch_end(self, batch, logs=None):
+            super().on_train_batch_end(batch, logs)
             if batch == 1:  # the second step of the first epoch
                 raise KeyboardInterrupt
 
-        recorder.on_train_batch_end = on_train_batch_end
-        return recorder
-
-    monkeypatch.setattr(train_eval, "_make_recorder", interrupting_recorder)
+    monkeypatch.setattr(train_eval, "StepRecorder", InterruptingRecorder)
     assert coco_script.main(["train", *common, "--epochs", "2", "--steps-per-epoch", "3"]) == 130
     (run,) = logs.glob("coco_baseline*")
     assert [p.name for p in run.glob("*.h5")] == ["mask_rcnn_coco_baseline_0001.h5"]
-    monkeypatch.setattr(train_eval, "_make_recorder", make_recorder)
+    monkeypatch.undo()
     assert coco_script.main(["train", *common, "--model", "last", "--epochs", "2", "--steps-per-epoch", "3"]) == 0
     assert sorted(p.name for p in run.glob("*.h5")) == ["mask_rcnn_coco_baseline_0001.h5",
                                                          "mask_rcnn_coco_baseline_0002.h5"]

@@ -1,8 +1,8 @@
 """mrcnn_ohem.targets.build_rpn_targets: Matterport's labels and deltas, every negative kept."""
 import numpy as np
 
-from mrcnn_ohem.boxes import NEGATIVE, POSITIVE, box_refinement, compute_overlaps
-from mrcnn_ohem.targets import build_rpn_targets
+from mrcnn_ohem.core.boxes import NEGATIVE, POSITIVE, box_refinement, compute_overlaps
+from mrcnn_ohem import build_rpn_targets
 
 
 class Cfg:

@@ -1,12 +1,11 @@
 """Datasets for the bundled Mask R-CNN: COCO-format folders and generated shapes.
 
 - :mod:`.coco` -- :class:`~.coco.CocoDataset` (official COCO layout, class subsets, crowd,
-  corrupt-file skipping) and the COCO evaluation entry points.
+  corrupt-file skipping).
 - :mod:`.coco_eval` -- COCOeval for bbox/segm AP and RPN proposal recall AR@100.
+- :mod:`.errors` -- the corrupt-image error and warning both readers use.
 - :mod:`.shapes` -- a synthetic dataset with look-alike distractors (hard negatives) that can
   write itself out as a COCO folder.
-- :mod:`.train_eval` -- the train/evaluate runner behind ``samples/coco/coco.py``,
-  ``samples/shapes/shapes.py`` and ``samples/demo.py``.
 
 Submodules load on first attribute access.
 """
@@ -17,14 +16,14 @@ from typing import Any
 
 _EXPORTS = {
     "CocoDataset": "coco",
-    "CorruptImageError": "coco",
-    "CorruptImageWarning": "coco",
+    "CorruptImageError": "errors",
+    "CorruptImageWarning": "errors",
     "build_coco_results": "coco_eval",
     "evaluate_coco": "coco_eval",
     "ShapesDataset": "shapes",
     "write_coco_folder": "shapes",
 }
-_SUBMODULES = ("coco", "coco_eval", "shapes", "train_eval")
+_SUBMODULES = ("coco", "coco_eval", "errors", "shapes")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

@@ -41,6 +41,7 @@ import skimage.io
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from mrcnn_ohem.datasets.errors import CorruptImageError, CorruptImageWarning
 from mrcnn_ohem.maskrcnn import utils
 
 SOURCE = "coco"
@@ -57,14 +58,6 @@ _REQUIRED = {
     "annotations": ("id", "image_id", "category_id"),
     "categories": ("id", "name"),
 }
-
-
-class CorruptImageError(OSError):
-    """An image file is missing, truncated or not an image."""
-
-
-class CorruptImageWarning(UserWarning):
-    """An unreadable image was skipped (and replaced by the next readable one)."""
 
 
 ############################################################
@@ -430,8 +423,6 @@ def split_class_tokens(tokens: Sequence[str | int]) -> tuple[list[int], list[str
     return ids, names
 
 
-from mrcnn_ohem.datasets.coco_eval import build_coco_results, evaluate_coco  # noqa: E402  (re-export)
-
 __all__ = [
     "COCO_LAYOUT",
     "CocoDataset",
@@ -440,8 +431,6 @@ __all__ = [
     "ann_to_mask",
     "ann_to_rle",
     "annotation_path",
-    "build_coco_results",
-    "evaluate_coco",
     "image_folder",
     "load_coco_json",
     "read_image",

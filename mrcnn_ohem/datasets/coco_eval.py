@@ -32,6 +32,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from mrcnn_ohem.datasets.errors import CorruptImageError
+
 logger = logging.getLogger(__name__)
 
 #: Metric names in output order, per evaluation kind.
@@ -308,8 +310,6 @@ def evaluate_coco(
         "skipped_images", "seconds_per_image"}``.
     """
     from tqdm.auto import tqdm
-
-    from mrcnn_ohem.datasets.coco import CorruptImageError
 
     ids = list(dataset.image_ids if image_ids is None else image_ids)
     if limit is not None:

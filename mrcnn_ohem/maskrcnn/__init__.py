@@ -20,8 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = ("config", "utils", "anchors", "targets", "data", "visualize",
-               "backbone", "layers", "heads", "losses", "model")
+_SUBMODULES = ("config", "utils", "dataset", "metrics", "anchors", "targets", "data", "visualize",
+               "backbone", "layers", "heads", "losses", "training", "weights", "model")
 
 __all__ = list(_SUBMODULES)
 

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mrcnn_ohem.core.checks import fail
+
 from .config import BACKBONES
 
 
@@ -99,8 +101,7 @@ def compute_backbone_shapes(config: Any, image_shape: Sequence[int]) -> np.ndarr
     if callable(config.BACKBONE):
         return config.COMPUTE_BACKBONE_SHAPE(image_shape)
     if config.BACKBONE not in BACKBONES:
-        raise ValueError(f"BACKBONE: expected one of {list(BACKBONES)} or a callable, "
-                         f"received {config.BACKBONE!r}")
+        fail("BACKBONE", f"one of {list(BACKBONES)} or a callable", config.BACKBONE)
     return np.array([[int(math.ceil(image_shape[0] / stride)),
                       int(math.ceil(image_shape[1] / stride))]
                      for stride in config.BACKBONE_STRIDES])

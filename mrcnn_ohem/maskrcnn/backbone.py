@@ -1,4 +1,4 @@
-"""Backbones: ResNet-50/101 with Matterport's layer names, and a tiny CNN for CPU tests.
+"""Backbones: ResNet-50/101 with Matterport's layer names, and two small CNNs for CPU runs.
 
 Every backbone returns ``[C1, C2, C3, C4, C5]``, the last feature map of each stage; C2..C5
 have strides 4, 8, 16 and 32. The ResNet layer names (``conv1``, ``bn_conv1``,
@@ -12,13 +12,13 @@ from typing import Any, Callable, Sequence
 
 from mrcnn_ohem._compat import import_tf_keras
 
+from .config import BACKBONES  # noqa: F401  (the accepted names, declared once)
+
 keras = import_tf_keras()
 KL = keras.layers
 
 #: Number of identity blocks after the first block of stage 4, per architecture.
 STAGE4_IDENTITY_BLOCKS = {"resnet50": 5, "resnet101": 22}
-#: Backbone names accepted in ``Config.BACKBONE`` besides a callable.
-BACKBONES = ("resnet50", "resnet101", "tiny")
 
 
 class BatchNorm(KL.BatchNormalization):
@@ -95,8 +95,8 @@ def resnet_graph(input_image: Any, architecture: str, stage5: bool = False,
     Raises:
         ValueError: unknown ``architecture``.
     """
-    if architecture == "tiny":
-        return tiny_graph(input_image, stage5=stage5, train_bn=train_bn)
+    if architecture in SMALL_BACKBONES:
+        return SMALL_BACKBONES[architecture](input_image, stage5=stage5, train_bn=train_bn)
     if architecture not in STAGE4_IDENTITY_BLOCKS:
         raise ValueError(
             f"architecture must be one of {BACKBONES} or a callable Config.BACKBONE; "
@@ -144,6 +144,45 @@ def tiny_graph(input_image: Any, stage5: bool = True, train_bn: bool | None = Tr
         x = BatchNorm(name=f"bn{number}a_tiny")(x, training=training)
         outputs.append(KL.Activation("relu", name=f"res{number}a_out")(x))
     return outputs
+
+
+def compact_graph(input_image: Any, stage5: bool = True, train_bn: bool | None = False,
+                  widths: Sequence[int] = (32, 48, 64, 96, 128)) -> list:
+    """A small plain CNN for CPU runs: per stage a stride-2 and a stride-1 3x3 convolution.
+
+    Stronger than ``"tiny"`` (one convolution per stage) at a cost that is still small next to
+    the mask head. Layers are named ``res{stage}{a,b}_compact`` / ``bn{stage}{a,b}_compact`` so
+    the ``3+``/``4+``/``5+`` presets select stages as for ResNet.
+
+    Args:
+        input_image: [batch, height, width, 3] Keras tensor.
+        stage5: build C5 (else it is None).
+        train_bn: ``Config.TRAIN_BN`` (passed as BatchNorm's ``training``).
+        widths: channels of stages 1..5.
+
+    Returns:
+        [C1, C2, C3, C4, C5] Keras tensors.
+    """
+    training = _bn_flag(train_bn)
+    x = input_image
+    outputs = []
+    for stage, width in zip(range(1, 6), widths):
+        if stage == 5 and not stage5:
+            outputs.append(None)
+            break
+        for part, stride in (("a", 2), ("b", 1)):
+            first = stage == 1 and part == "a"
+            x = KL.Conv2D(width, (3, 3), strides=stride, padding="same",
+                          name="conv1" if first else f"res{stage}{part}_compact")(x)
+            x = BatchNorm(name="bn_conv1" if first else f"bn{stage}{part}_compact")(
+                x, training=training)
+            x = KL.Activation("relu")(x)
+        outputs.append(x)
+    return outputs
+
+
+#: The small CPU backbones by ``Config.BACKBONE`` name.
+SMALL_BACKBONES = {"tiny": tiny_graph, "compact": compact_graph}
 
 
 def build_backbone(input_image: Any, backbone: str | Callable[..., Any],

@@ -4,7 +4,8 @@
 (``mrcnn/config.py`` of matterport/Mask_RCNN), so a user's existing ``class MyConfig(Config)``
 carries over unchanged. Differences from upstream: the values are validated in ``__init__``
 (``ValueError`` naming the attribute, what was expected and what was received), ``"tiny"`` is
-an accepted ``BACKBONE`` (a small CPU backbone for demos and tests), ``__init__`` cooperates
+and ``"compact"`` are accepted ``BACKBONE`` names (small CPU backbones for demos and tests),
+``MASK_HEAD_FILTERS`` sets the mask head's width, ``__init__`` cooperates
 with mixins (``class MyConfig(SomeMixin, Config)``), and ``display()`` lists upper-case
 settings only. This module needs NumPy only; importing it never imports TensorFlow.
 """
@@ -15,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from mrcnn_ohem.core.checks import check_choice, check_int, check_number, fail
+
 #: Backbone names the bundled model builds. A callable ``BACKBONE`` is also accepted.
-BACKBONES = ("resnet50", "resnet101", "tiny")
+BACKBONES = ("resnet50", "resnet101", "tiny", "compact")
 #: ``IMAGE_RESIZE_MODE`` values understood by :func:`mrcnn_ohem.maskrcnn.utils.resize_image`.
 RESIZE_MODES = ("none", "square", "pad64", "crop")
 #: Image sides must be divisible by this so that the five FPN levels align (2**6).
@@ -67,6 +70,8 @@ class Config:
     FPN_CLASSIF_FC_LAYERS_SIZE = 1024
     # Channels of the top-down FPN layers.
     TOP_DOWN_PYRAMID_SIZE = 256
+    # Filters of the mask head's convolutions (Matterport's 256; its weight files need 256).
+    MASK_HEAD_FILTERS = 256
 
     # Number of classes including the background class.
     NUM_CLASSES = 1
@@ -164,83 +169,66 @@ class Config:
                      "POST_NMS_ROIS_INFERENCE", "IMAGE_CHANNEL_COUNT", "TRAIN_ROIS_PER_IMAGE",
                      "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES",
                      "DETECTION_MAX_INSTANCES", "FPN_CLASSIF_FC_LAYERS_SIZE",
-                     "TOP_DOWN_PYRAMID_SIZE"):
-            _check_int(name, getattr(self, name), minimum=1)
+                     "TOP_DOWN_PYRAMID_SIZE", "MASK_HEAD_FILTERS"):
+            check_int(name, getattr(self, name), 1)
         # Matterport's default is 1 (background only), so a bare Config() stays constructible;
         # real configs override it with 1 + the number of object classes.
-        _check_int("NUM_CLASSES", self.NUM_CLASSES, minimum=1,
-                   hint=" (the background class counts as one)")
+        check_int("NUM_CLASSES", self.NUM_CLASSES, 1, hint=" (the background class counts as one)")
         self._validate_backbone()
         self._validate_images()
         for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE",
                      "DETECTION_NMS_THRESHOLD"):
-            _check_range(name, getattr(self, name), 0.0, 1.0)
-        ratio = self.ROI_POSITIVE_RATIO
-        if not _is_real(ratio) or not 0.0 < ratio <= 1.0:
-            raise ValueError(f"ROI_POSITIVE_RATIO: expected a number in (0, 1], "
-                             f"received {ratio!r}")
+            check_number(name, getattr(self, name), 0.0, 1.0)
+        check_number("ROI_POSITIVE_RATIO", self.ROI_POSITIVE_RATIO, 0.0, 1.0, low_open=True)
         for name in ("RPN_BBOX_STD_DEV", "BBOX_STD_DEV"):
             std = np.asarray(getattr(self, name))
             if std.shape != (4,) or not np.all(std > 0):
-                raise ValueError(f"{name}: expected 4 positive numbers (dy, dx, dh, dw), "
-                                 f"received {getattr(self, name)!r}")
+                fail(name, "4 positive numbers (dy, dx, dh, dw)", getattr(self, name))
 
     def _validate_backbone(self) -> None:
         backbone = self.BACKBONE
         if callable(backbone):
             if not callable(self.COMPUTE_BACKBONE_SHAPE):
                 raise TypeError(
-                    "COMPUTE_BACKBONE_SHAPE: expected a callable (image_shape) -> "
-                    "[levels, (height, width)] because BACKBONE is a callable, received "
+                    "COMPUTE_BACKBONE_SHAPE must be a callable (image_shape) -> "
+                    "[levels, (height, width)] because BACKBONE is a callable; received "
                     f"{self.COMPUTE_BACKBONE_SHAPE!r}")
         elif backbone not in BACKBONES:
-            raise ValueError(f"BACKBONE: expected one of {list(BACKBONES)} or a callable, "
-                             f"received {backbone!r}")
+            fail("BACKBONE", f"one of {list(BACKBONES)} or a callable", backbone)
         strides = list(self.BACKBONE_STRIDES)
         scales = list(self.RPN_ANCHOR_SCALES)
         for i, stride in enumerate(strides):
-            _check_int(f"BACKBONE_STRIDES[{i}]", stride, minimum=1)
+            check_int(f"BACKBONE_STRIDES[{i}]", stride, 1)
         if len(scales) != len(strides):
-            raise ValueError(
-                f"RPN_ANCHOR_SCALES: expected one scale per FPN level, i.e. "
-                f"{len(strides)} values to match BACKBONE_STRIDES={strides}, "
-                f"received {len(scales)} values {tuple(scales)}")
+            fail("RPN_ANCHOR_SCALES", f"one scale per FPN level, i.e. {len(strides)} values to "
+                 f"match BACKBONE_STRIDES={strides}", tuple(scales))
         ratios = np.asarray(self.RPN_ANCHOR_RATIOS, dtype=float)
         if ratios.ndim != 1 or ratios.size == 0 or not np.all(ratios > 0):
-            raise ValueError(f"RPN_ANCHOR_RATIOS: expected a non-empty list of positive "
-                             f"numbers, received {self.RPN_ANCHOR_RATIOS!r}")
+            fail("RPN_ANCHOR_RATIOS", "a non-empty list of positive numbers",
+                 self.RPN_ANCHOR_RATIOS)
 
     def _validate_images(self) -> None:
         mode = self.IMAGE_RESIZE_MODE
-        if mode not in RESIZE_MODES:
-            raise ValueError(f"IMAGE_RESIZE_MODE: expected one of {list(RESIZE_MODES)}, "
-                             f"received {mode!r}")
+        check_choice("IMAGE_RESIZE_MODE", mode, RESIZE_MODES)
         # The model input is IMAGE_SHAPE in every mode; "crop" derives it from IMAGE_MIN_DIM.
         side_name = "IMAGE_MIN_DIM" if mode == "crop" else "IMAGE_MAX_DIM"
         side = getattr(self, side_name)
-        _check_int(side_name, side, minimum=IMAGE_DIM_DIVISOR)
+        check_int(side_name, side, IMAGE_DIM_DIVISOR)
         if side % IMAGE_DIM_DIVISOR:
-            raise ValueError(
-                f"{side_name}: expected a multiple of {IMAGE_DIM_DIVISOR} (2**6, so that the "
-                f"FPN levels align) in IMAGE_RESIZE_MODE={mode!r}, received {side!r}; "
-                f"nearest valid values are {_neighbours(side)}")
+            fail(side_name, f"a multiple of {IMAGE_DIM_DIVISOR} (2**6, so that the FPN levels "
+                 f"align) in IMAGE_RESIZE_MODE={mode!r}, e.g. {_neighbours(side)}", side)
         if self.IMAGE_MIN_DIM is not None and mode != "crop":
-            _check_int("IMAGE_MIN_DIM", self.IMAGE_MIN_DIM, minimum=0)
-        min_scale = self.IMAGE_MIN_SCALE
-        if min_scale is not None and (not _is_real(min_scale) or min_scale < 0):
-            raise ValueError(f"IMAGE_MIN_SCALE: expected a number >= 0 or None, "
-                             f"received {min_scale!r}")
+            check_int("IMAGE_MIN_DIM", self.IMAGE_MIN_DIM, 0)
+        check_number("IMAGE_MIN_SCALE", self.IMAGE_MIN_SCALE, 0.0, allow_none=True)
         mean = np.asarray(self.MEAN_PIXEL, dtype=float)
         if mean.size not in (1, self.IMAGE_CHANNEL_COUNT):
-            raise ValueError(
-                f"MEAN_PIXEL: expected {self.IMAGE_CHANNEL_COUNT} values (one per channel, "
-                f"IMAGE_CHANNEL_COUNT={self.IMAGE_CHANNEL_COUNT}), received {mean.size} "
-                f"values {self.MEAN_PIXEL!r}")
+            fail("MEAN_PIXEL", f"{self.IMAGE_CHANNEL_COUNT} values (one per channel, "
+                 f"IMAGE_CHANNEL_COUNT={self.IMAGE_CHANNEL_COUNT})", self.MEAN_PIXEL)
         mini = tuple(self.MINI_MASK_SHAPE)
         if len(mini) != 2:
-            raise ValueError(f"MINI_MASK_SHAPE: expected (height, width), received {mini!r}")
+            fail("MINI_MASK_SHAPE", "(height, width)", mini)
         for i, value in enumerate(mini):
-            _check_int(f"MINI_MASK_SHAPE[{i}]", value, minimum=1)
+            check_int(f"MINI_MASK_SHAPE[{i}]", value, 1)
 
     # ------------------------------------------------------------------ inspection
 
@@ -270,21 +258,6 @@ class Config:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_int(name: str, value: Any, minimum: int, hint: str = "") -> None:
-    if (not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_))
-            or value < minimum):
-        raise ValueError(f"{name}: expected an integer >= {minimum}{hint}, received {value!r}")
-
-
-def _check_range(name: str, value: Any, low: float, high: float) -> None:
-    if not _is_real(value) or not low <= value <= high:
-        raise ValueError(f"{name}: expected a number in [{low}, {high}], received {value!r}")
 
 
 def _neighbours(side: int) -> str:

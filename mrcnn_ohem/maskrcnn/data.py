@@ -3,18 +3,17 @@
 Follows Matterport Mask R-CNN's data pipeline (``mrcnn/model.py``): each image is resized
 with ``resize_image``, its masks with the bool-safe ``resize_mask``, optionally augmented,
 and given RPN targets; batches carry Matterport's seven ``inputs``. ``DataGenerator`` is a
-``tf_keras.utils.Sequence`` and calls ``load_image_gt`` and ``build_rpn_targets`` through the
-:mod:`mrcnn_ohem.maskrcnn.model` module at call time, so a patch of that module (for example
-``mrcnn_ohem.patch(config, module=mrcnn_ohem.maskrcnn.model)``) changes what it yields.
+``tf_keras.utils.Sequence`` and calls the ``load_image_gt`` and ``build_rpn_targets`` it is
+handed; ``MaskRCNN.train`` hands it the ones on :mod:`mrcnn_ohem.maskrcnn.model` at that moment,
+so a patch of that module (for example ``mrcnn_ohem.patch(config, module=modellib)``) changes
+what it yields. Without them it uses this package's own.
 
 Images without instances are skipped with a logged warning naming the image, as upstream;
 unlike upstream, other errors are raised, not logged and skipped.
 """
 from __future__ import annotations
 
-import importlib
 import logging
-import types
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -211,22 +210,6 @@ def _random_fliplr(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.
 #  Batches
 ############################################################
 
-def _pipeline() -> types.ModuleType | types.SimpleNamespace:
-    """The module whose ``load_image_gt`` / ``build_rpn_targets`` the generator calls.
-
-    ``mrcnn_ohem.maskrcnn.model`` (so patches of it apply); only if that module does not
-    exist, this package's own functions.
-    """
-    name = f"{__package__}.model"
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name != name:
-            raise
-        return types.SimpleNamespace(load_image_gt=load_image_gt,
-                                     build_rpn_targets=_targets.build_rpn_targets)
-
-
 class DataGenerator(keras.utils.Sequence):
     """Training batches of a dataset as a Keras ``Sequence`` (Matterport's inputs layout).
 
@@ -261,6 +244,11 @@ class DataGenerator(keras.utils.Sequence):
         no_augmentation_sources: sources whose images are never augmented.
         batch_size: images per batch (default ``config.BATCH_SIZE``).
         seed: seed of the shuffling and instance subsampling (None: unseeded).
+        load_image_gt: ``(dataset, config, image_id, augmentation=...)`` -> Matterport's five
+            arrays; default :func:`load_image_gt` of this module.
+        build_rpn_targets: ``(image_shape, anchors, gt_class_ids, gt_boxes, config)`` ->
+            ``(rpn_match, rpn_bbox)``; default Matterport's random-256 builder
+            (:func:`mrcnn_ohem.maskrcnn.targets.build_rpn_targets`).
 
     Raises:
         ValueError: an empty dataset or ``batch_size`` < 1 (at construction); from
@@ -272,8 +260,12 @@ class DataGenerator(keras.utils.Sequence):
                  augmentation: Any = None, random_rois: int = 0,
                  detection_targets: bool = False,
                  no_augmentation_sources: Sequence[str] | None = None, *,
-                 batch_size: int | None = None, seed: int | None = None) -> None:
+                 batch_size: int | None = None, seed: int | None = None,
+                 load_image_gt: Callable[..., tuple] | None = None,
+                 build_rpn_targets: Callable[..., tuple] | None = None) -> None:
         super().__init__()
+        self.load_image_gt = load_image_gt or globals()["load_image_gt"]
+        self.build_rpn_targets = build_rpn_targets or _targets.build_rpn_targets
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
@@ -307,7 +299,6 @@ class DataGenerator(keras.utils.Sequence):
     def __getitem__(self, idx: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         if not 0 <= idx < len(self):
             raise IndexError(f"idx: expected 0 <= idx < {len(self)}, received {idx}")
-        pipeline = _pipeline()
         samples = []
         position = idx * self.batch_size
         num_images = len(self.image_ids)
@@ -320,7 +311,7 @@ class DataGenerator(keras.utils.Sequence):
             position += 1
             if image_id in self._empty_ids:
                 continue
-            sample = self._load(pipeline, image_id)
+            sample = self._load(image_id)
             if sample is None:
                 self._empty_ids.add(image_id)
                 info = self.dataset.image_info[image_id]
@@ -330,12 +321,12 @@ class DataGenerator(keras.utils.Sequence):
             samples.append(sample)
         return self._collate(samples)
 
-    def _load(self, pipeline: Any, image_id: int) -> dict[str, np.ndarray] | None:
+    def _load(self, image_id: int) -> dict[str, np.ndarray] | None:
         """Everything one image contributes to a batch, or None if it has no instances."""
         config = self.config
         source = self.dataset.image_info[image_id]["source"]
         augmentation = None if source in self.no_augmentation_sources else self.augmentation
-        image, image_meta, gt_class_ids, gt_boxes, gt_masks = pipeline.load_image_gt(
+        image, image_meta, gt_class_ids, gt_boxes, gt_masks = self.load_image_gt(
             self.dataset, config, image_id, augmentation=augmentation)
         if not np.any(gt_class_ids > 0):
             return None
@@ -346,7 +337,7 @@ class DataGenerator(keras.utils.Sequence):
                 f"resizing (IMAGE_RESIZE_MODE={config.IMAGE_RESIZE_MODE!r}), received "
                 f"{tuple(image.shape)}; training batches need 'square' or 'crop' mode, or "
                 f"images of that exact size")
-        rpn_match, rpn_bbox = pipeline.build_rpn_targets(
+        rpn_match, rpn_bbox = self.build_rpn_targets(
             image.shape, self.anchors, gt_class_ids, gt_boxes, config)
 
         sample = {}

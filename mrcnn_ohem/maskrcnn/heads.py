@@ -22,8 +22,6 @@ KM = keras.models
 
 #: Filters of the shared RPN convolution (fixed by Matterport's weight files).
 RPN_SHARED_FILTERS = 512
-#: Filters of the mask head's convolutions (fixed by Matterport's weight files).
-MASK_HEAD_FILTERS = 256
 
 
 ############################################################
@@ -116,7 +114,8 @@ def fpn_classifier_graph(rois: Any, feature_maps: Sequence[Any], image_meta: Any
 
 
 def build_fpn_mask_graph(rois: Any, feature_maps: Sequence[Any], image_meta: Any,
-                         pool_size: int, num_classes: int, train_bn: bool | None = True) -> Any:
+                         pool_size: int, num_classes: int, train_bn: bool | None = True,
+                         filters: int = 256) -> Any:
     """Mask head: four 3x3 convolutions, a 2x up-convolution, per-class sigmoid masks.
 
     Args:
@@ -126,6 +125,8 @@ def build_fpn_mask_graph(rois: Any, feature_maps: Sequence[Any], image_meta: Any
         pool_size: side of the ROIAlign output (14 in Matterport).
         num_classes: classes including background.
         train_bn: train the head's batch-norm layers.
+        filters: width of the head's convolutions (``Config.MASK_HEAD_FILTERS``; Matterport's
+            weight files need 256).
 
     Returns:
         [batch, num_rois, 2 * pool_size, 2 * pool_size, num_classes] mask probabilities.
@@ -134,12 +135,12 @@ def build_fpn_mask_graph(rois: Any, feature_maps: Sequence[Any], image_meta: Any
     x = PyramidROIAlign([pool_size, pool_size],
                         name="roi_align_mask")([rois, image_meta] + list(feature_maps))
     for i in range(1, 5):
-        x = KL.TimeDistributed(KL.Conv2D(MASK_HEAD_FILTERS, (3, 3), padding="same"),
+        x = KL.TimeDistributed(KL.Conv2D(filters, (3, 3), padding="same"),
                                name=f"mrcnn_mask_conv{i}")(x)
         x = KL.TimeDistributed(BatchNorm(), name=f"mrcnn_mask_bn{i}")(x, training=training)
         x = KL.Activation("relu")(x)
     x = KL.TimeDistributed(
-        KL.Conv2DTranspose(MASK_HEAD_FILTERS, (2, 2), strides=2, activation="relu"),
+        KL.Conv2DTranspose(filters, (2, 2), strides=2, activation="relu"),
         name="mrcnn_mask_deconv")(x)
     return KL.TimeDistributed(KL.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid"),
                               name="mrcnn_mask")(x)

@@ -20,6 +20,7 @@ import tensorflow as tf
 from mrcnn_ohem._compat import import_tf_keras
 
 from .losses import batch_pack_graph  # noqa: F401  (Matterport exposes it with the layers)
+from .utils import box_refinement_graph
 
 keras = import_tf_keras()
 KL = keras.layers
@@ -276,17 +277,6 @@ class PyramidROIAlign(KL.Layer):
 ############################################################
 #  Detection target layer (training)
 ############################################################
-
-def box_refinement_graph(box: tf.Tensor, gt_box: tf.Tensor) -> tf.Tensor:
-    """Deltas [N, (dy, dx, log(dh), log(dw))] turning ``box`` [N, 4] into ``gt_box`` [N, 4]."""
-    height = box[:, 2] - box[:, 0]
-    width = box[:, 3] - box[:, 1]
-    gt_height = gt_box[:, 2] - gt_box[:, 0]
-    gt_width = gt_box[:, 3] - gt_box[:, 1]
-    dy = (gt_box[:, 0] + 0.5 * gt_height - box[:, 0] - 0.5 * height) / height
-    dx = (gt_box[:, 1] + 0.5 * gt_width - box[:, 1] - 0.5 * width) / width
-    return tf.stack([dy, dx, tf.math.log(gt_height / height), tf.math.log(gt_width / width)], 1)
-
 
 def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, *,
                             train_rois_per_image: int, roi_positive_ratio: float,

@@ -26,13 +26,12 @@ import re
 from collections import OrderedDict
 from typing import Any, Sequence
 
-import h5py
 import numpy as np
 import tensorflow as tf
 
 from mrcnn_ohem._compat import import_tf_keras
 
-from . import utils
+from . import utils, weights
 from .anchors import compute_backbone_shapes, generate_pyramid_anchors
 from .backbone import (BatchNorm, build_backbone, conv_block, identity_block,  # noqa: F401
                        resnet_graph, tiny_graph)
@@ -50,6 +49,8 @@ from .losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F40
                      smooth_l1_loss)
 from .targets import (build_detection_targets, build_rpn_targets,  # noqa: F401
                       generate_random_rois)
+from .training import (LAYER_PRESETS, LOSS_NAMES, WEIGHT_DECAY_NAME,  # noqa: F401
+                       MaskRCNNTrainingModel, tensorboard_callback)
 
 try:  # optional in the data module
     from .data import data_generator  # noqa: F401
@@ -62,20 +63,6 @@ KM = keras.models
 
 logger = logging.getLogger(__name__)
 
-#: The five losses, in Matterport's order; layer names, metric names and LOSS_WEIGHTS keys.
-LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
-              "mrcnn_mask_loss")
-#: Name of the reported L2 weight-decay term.
-WEIGHT_DECAY_NAME = "weight_decay_loss"
-_HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
-#: ``train(layers=...)`` presets -> regular expression over layer names (Matterport's).
-LAYER_PRESETS = {
-    "heads": _HEADS,
-    "3+": r"(res3.*)|(bn3.*)|(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
-    "4+": r"(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
-    "5+": r"(res5.*)|(bn5.*)|" + _HEADS,
-    "all": ".*",
-}
 #: ResNet-50 ImageNet weights Matterport downloaded; we never download, the user supplies it.
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -91,66 +78,6 @@ def log(text: str, array: np.ndarray | None = None) -> None:
             text += f"min: {'':10}  max: {'':10}"
         text += f"  {array.dtype}"
     print(text)
-
-
-############################################################
-#  Training model: losses are outputs, train_step sums them
-############################################################
-
-class MaskRCNNTrainingModel(KM.Model):
-    """Functional Keras model whose ``train_step``/``test_step`` optimise the loss outputs.
-
-    ``loss = sum(LOSS_WEIGHTS[name] * output[name] for the five losses) + weight decay``,
-    weight decay being ``WEIGHT_DECAY * sum(w**2) / size(w)`` over trainable weights other
-    than BatchNorm gamma/beta (Matterport's formula), recomputed over the weights trainable at
-    compile time. Every term is reported as a metric, so ``loss`` equals the sum of the others.
-    """
-
-    def configure_losses(self, loss_weights: dict, weight_decay: float) -> None:
-        """Set the loss weights and create the loss trackers (call inside the strategy scope)."""
-        self.loss_weights_by_name = {n: float(loss_weights.get(n, 1.0)) for n in LOSS_NAMES}
-        self.weight_decay = float(weight_decay)
-        self._trackers = [keras.metrics.Mean(name=name)
-                          for name in ("loss", *LOSS_NAMES, WEIGHT_DECAY_NAME)]
-
-    @property
-    def metrics(self):
-        return list(getattr(self, "_trackers", []))
-
-    def _loss_terms(self, outputs) -> dict:
-        by_name = dict(zip(self.output_names, outputs))
-        terms = OrderedDict((name, tf.reduce_mean(by_name[name]) * self.loss_weights_by_name[name])
-                            for name in LOSS_NAMES)
-        decayed = [tf.reduce_sum(tf.square(w)) / tf.cast(tf.size(w), tf.float32)
-                   for w in self.trainable_weights
-                   if "gamma" not in w.name and "beta" not in w.name]
-        terms[WEIGHT_DECAY_NAME] = self.weight_decay * (tf.add_n(decayed) if decayed
-                                                        else tf.constant(0.0))
-        return terms
-
-    def _report(self, total, terms) -> dict:
-        values = [total, *terms.values()]
-        for tracker, value in zip(self._trackers, values):
-            tracker.update_state(value)
-        return {tracker.name: tracker.result() for tracker in self._trackers}
-
-    def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        variables = self.trainable_variables
-        with tf.GradientTape() as tape:
-            terms = self._loss_terms(self(x, training=True))
-            total = tf.add_n(list(terms.values()))
-            # Gradients are summed over replicas; dividing makes the step use their mean.
-            scaled = total / tf.cast(self.distribute_strategy.num_replicas_in_sync, tf.float32)
-        grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(grads, variables) if g is not None])
-        return self._report(total, terms)
-
-    def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        terms = self._loss_terms(self(x, training=False))
-        return self._report(tf.add_n(list(terms.values())), terms)
 
 
 ############################################################
@@ -248,6 +175,7 @@ class MaskRCNN:
                                  name="ROI")([rpn_class, rpn_bbox, anchors])
 
         head_args = dict(train_bn=config.TRAIN_BN)
+        mask_args = dict(head_args, filters=config.MASK_HEAD_FILTERS)
         if mode == "inference":
             mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
                 rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE,
@@ -258,7 +186,7 @@ class MaskRCNN:
             detection_boxes = KL.Lambda(lambda t: t[..., :4], name="detection_boxes")(detections)
             mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps,
                                               input_image_meta, config.MASK_POOL_SIZE,
-                                              config.NUM_CLASSES, **head_args)
+                                              config.NUM_CLASSES, **mask_args)
             return KM.Model([input_image, input_image_meta, input_anchors],
                             [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
                              rpn_class, rpn_bbox], name="mask_rcnn")
@@ -282,7 +210,7 @@ class MaskRCNN:
             fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE, **head_args)
         mrcnn_mask = build_fpn_mask_graph(rois, mrcnn_feature_maps, input_image_meta,
                                           config.MASK_POOL_SIZE, config.NUM_CLASSES,
-                                          **head_args)
+                                          **mask_args)
         output_rois = KL.Lambda(lambda t: t * 1, name="output_rois")(rois)
 
         # Resolve the loss functions by module-global name now, at build time, so a patch
@@ -350,18 +278,7 @@ class MaskRCNN:
         Raises:
             FileNotFoundError: no run directory, or no checkpoint in the last one.
         """
-        key = self.config.NAME.lower()
-        runs = sorted(d for d in (os.listdir(self.model_dir) if os.path.isdir(self.model_dir)
-                                  else []) if d.startswith(key)
-                      and os.path.isdir(os.path.join(self.model_dir, d)))
-        if not runs:
-            raise FileNotFoundError(f"Could not find a model directory starting with {key!r} "
-                                    f"under {self.model_dir}")
-        run = os.path.join(self.model_dir, runs[-1])
-        checkpoints = sorted(f for f in os.listdir(run) if f.startswith("mask_rcnn"))
-        if not checkpoints:
-            raise FileNotFoundError(f"Could not find weight files in {run}")
-        return os.path.join(run, checkpoints[-1])
+        return weights.find_last(self.model_dir, self.config.NAME.lower())
 
     def load_weights(self, filepath: str, by_name: bool = False,
                      exclude: Sequence[str] | None = None) -> None:
@@ -378,49 +295,9 @@ class MaskRCNN:
         Raises:
             FileNotFoundError: ``filepath`` does not exist.
             ValueError: shapes differ, or (not by name) the layers differ; the message lists
-                the layers.
+                the layers. Nothing is loaded then.
         """
-        if not os.path.isfile(filepath):
-            raise FileNotFoundError(f"filepath: weight file {filepath!r} does not exist")
-        exclude = set(exclude or ())
-        by_name = by_name or bool(exclude)
-        layers = [layer for layer in self.keras_model.layers
-                  if layer.weights and layer.name not in exclude]
-        with h5py.File(filepath, mode="r") as f:
-            group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f \
-                else f
-            names = [_decode(n) for n in group.attrs["layer_names"]]
-            stored = OrderedDict((n, [np.asarray(group[n][_decode(w)])
-                                      for w in group[n].attrs["weight_names"]])
-                                 for n in names if len(group[n].attrs["weight_names"]))
-        if by_name:
-            missing = [layer.name for layer in layers if layer.name not in stored]
-            pairs = [(layer, stored[layer.name]) for layer in layers if layer.name in stored]
-            if missing:
-                logger.info("load_weights: %d layer(s) not in %s keep their weights: %s",
-                            len(missing), filepath, ", ".join(missing))
-        else:
-            model_names = [layer.name for layer in layers]
-            if model_names != list(stored):
-                raise ValueError(
-                    f"load_weights: the layers of {filepath} do not match the model's "
-                    f"(pass by_name=True to load the common ones). Missing from the file: "
-                    f"{[n for n in model_names if n not in stored]}; not in the model: "
-                    f"{[n for n in stored if n not in model_names]}")
-            pairs = [(layer, stored[layer.name]) for layer in layers]
-        mismatched = []
-        for layer, values in pairs:
-            expected = [tuple(w.shape) for w in layer.weights]
-            received = [tuple(v.shape) for v in values]
-            if expected != received:
-                mismatched.append(f"{layer.name} (model {expected}, file {received})")
-        if mismatched:
-            raise ValueError(
-                f"load_weights: {len(mismatched)} layer(s) of {filepath} have weights of other "
-                f"shapes than the model's; pass exclude=[...] to skip them: "
-                + "; ".join(mismatched))
-        keras.backend.batch_set_value(
-            [(w, v) for layer, values in pairs for w, v in zip(layer.weights, values)])
+        weights.load_h5_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
         self.set_log_dir(filepath)
 
     def get_imagenet_weights(self, path: str | None = None) -> str:
@@ -522,15 +399,19 @@ class MaskRCNN:
             except (re.error, TypeError) as err:
                 raise ValueError(f"layers: expected one of {list(LAYER_PRESETS)} or a regular "
                                  f"expression over layer names, received {layers!r}") from err
+        # Hand the generators this module's functions as they are now, so a patch applied to
+        # the module before train() (mrcnn_ohem.patch) is what the batches are built with.
+        pipeline = dict(load_image_gt=globals()["load_image_gt"],
+                        build_rpn_targets=globals()["build_rpn_targets"], seed=seed)
         train_generator = DataGenerator(train_dataset, self.config, shuffle=True,
                                         augmentation=augmentation,
                                         no_augmentation_sources=no_augmentation_sources,
-                                        seed=seed)
-        val_generator = (DataGenerator(val_dataset, self.config, shuffle=True, seed=seed)
+                                        **pipeline)
+        val_generator = (DataGenerator(val_dataset, self.config, shuffle=True, **pipeline)
                          if val_dataset is not None else None)
         os.makedirs(self.log_dir, exist_ok=True)
         callbacks = [
-            *_tensorboard_callback(self.log_dir),
+            *tensorboard_callback(self.log_dir),
             keras.callbacks.ModelCheckpoint(self.checkpoint_path, verbose=0,
                                             save_weights_only=True),
             *(custom_callbacks or []),
@@ -706,18 +587,6 @@ class MaskRCNN:
         return result
 
 
-def _tensorboard_callback(log_dir: str) -> list:
-    """Matterport's TensorBoard callback, or nothing (with a warning) without tensorboard."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        logger.warning("tensorboard is not installed: training curves are not written to %s "
-                       "(pip install tensorboard)", log_dir)
-        return []
-    return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
-                                        write_images=False)]
-
-
 class _NullScope:
     """Stand-in for ``strategy.scope()`` when no strategy is used."""
 
@@ -726,7 +595,3 @@ class _NullScope:
 
     def __exit__(self, *exc):
         return False
-
-
-def _decode(value: Any) -> str:
-    return value.decode("utf8") if isinstance(value, bytes) else str(value)

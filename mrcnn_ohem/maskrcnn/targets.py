@@ -2,7 +2,7 @@
 random ROIs with their classifier and mask targets.
 
 ``build_rpn_targets`` keeps Matterport Mask R-CNN's signature and behaviour: anchors are
-labelled by Matterport's rules (:func:`mrcnn_ohem.matching.match_anchors`, shared with the OHEM
+labelled by Matterport's rules (:func:`mrcnn_ohem.core.matching.match_anchors`, shared with the OHEM
 target builder so both label identically), then randomly subsampled to at most
 ``RPN_TRAIN_ANCHORS_PER_IMAGE`` non-neutral anchors, positives at most half of them. The data
 generator looks this function up on the ``model`` module at call time, so a patched
@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mrcnn_ohem.boxes import NEGATIVE, POSITIVE, box_refinement, compute_overlaps
-from mrcnn_ohem.matching import encode_rpn_bbox, match_anchors, subsample_labels
+from mrcnn_ohem.core.boxes import NEGATIVE, POSITIVE, box_refinement, compute_overlaps
+from mrcnn_ohem.core.matching import encode_rpn_bbox, match_anchors, subsample_labels
 
 from .utils import resize
 

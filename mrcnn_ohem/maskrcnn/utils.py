@@ -17,9 +17,12 @@ import skimage.color
 import skimage.io
 import skimage.transform
 
-from mrcnn_ohem.boxes import box_refinement, compute_overlaps
+from mrcnn_ohem.core.boxes import box_refinement, compute_overlaps
 
 from .anchors import generate_anchors, generate_pyramid_anchors
+from .dataset import Dataset
+from .metrics import (compute_ap, compute_ap_range, compute_matches,  # noqa: F401
+                      compute_overlaps_masks, compute_recall, trim_zeros)
 
 __all__ = [
     "Dataset", "resize", "resize_image", "resize_mask", "minimize_mask", "expand_mask",
@@ -31,135 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-############################################################
-#  Dataset
-############################################################
-
-class Dataset:
-    """Base class of datasets: subclass it, register classes and images, override loaders.
-
-    A subclass adds its classes with :meth:`add_class` and images with :meth:`add_image`,
-    overrides :meth:`load_mask` (and :meth:`load_image` if images are not files), then calls
-    :meth:`prepare`. Internal ids are consecutive integers; class 0 is the background ``BG``.
-    Several sources (e.g. ``"coco"`` and ``"shapes"``) can live in one dataset.
-    """
-
-    def __init__(self, class_map: Any = None) -> None:
-        self._image_ids: np.ndarray = np.zeros([0], dtype=np.int64)
-        self.image_info: list[dict[str, Any]] = []
-        self.class_info: list[dict[str, Any]] = [{"source": "", "id": 0, "name": "BG"}]
-        self.source_class_ids: dict[str, list[int]] = {}
-
-    def add_class(self, source: str, class_id: int, class_name: str) -> None:
-        """Register class ``class_id`` of ``source``; a repeated (source, id) is ignored.
-
-        Raises:
-            ValueError: ``source`` contains a dot (ids are keyed ``"source.id"``).
-        """
-        if "." in source:
-            raise ValueError(f"source: expected a name without '.', received {source!r}")
-        for info in self.class_info:
-            if info["source"] == source and info["id"] == class_id:
-                return
-        self.class_info.append({"source": source, "id": class_id, "name": class_name})
-
-    def add_image(self, source: str, image_id: Any, path: str | None, **kwargs: Any) -> None:
-        """Register an image; extra keyword arguments are stored in its ``image_info`` dict."""
-        info = {"id": image_id, "source": source, "path": path}
-        info.update(kwargs)
-        self.image_info.append(info)
-
-    def image_reference(self, image_id: int) -> str:
-        """A link or description of the image for debugging; override in subclasses."""
-        return ""
-
-    def prepare(self, class_map: Any = None) -> None:
-        """Build the id tables; call after adding classes and images (and after any change).
-
-        Sets ``num_classes``, ``class_ids``, ``class_names``, ``num_images``, ``image_ids``,
-        ``class_from_source_map`` (``"source.id" -> class id``), ``image_from_source_map``
-        (``"source.id" -> image id``), ``sources`` and ``source_class_ids`` (``source ->
-        [class ids]``, the background included for every source). ``class_map`` is accepted
-        for Matterport compatibility and unused, as upstream.
-        """
-        self.num_classes = len(self.class_info)
-        self.class_ids = np.arange(self.num_classes)
-        # Keep the first comma-separated part of a name (COCO names are "a, b").
-        self.class_names = [str(c["name"]).split(",")[0] for c in self.class_info]
-        self.num_images = len(self.image_info)
-        self._image_ids = np.arange(self.num_images)
-        self.class_from_source_map = {f"{info['source']}.{info['id']}": int(class_id)
-                                      for info, class_id in zip(self.class_info, self.class_ids)}
-        self.image_from_source_map = {f"{info['source']}.{info['id']}": int(image_id)
-                                      for info, image_id in zip(self.image_info, self._image_ids)}
-        self.sources = sorted({info["source"] for info in self.class_info})
-        self.source_class_ids = {
-            source: [i for i, info in enumerate(self.class_info)
-                     if i == 0 or info["source"] == source]
-            for source in self.sources
-        }
-
-    def map_source_class_id(self, source_class_id: str) -> int:
-        """Internal class id of ``"source.id"``, e.g. ``"coco.12" -> 11``.
-
-        Raises:
-            KeyError: unknown id; the message lists a few known ones.
-        """
-        try:
-            return self.class_from_source_map[source_class_id]
-        except KeyError:
-            known = list(self.class_from_source_map)[:5]
-            raise KeyError(f"source_class_id: expected a registered 'source.id' such as "
-                           f"{known}, received {source_class_id!r}") from None
-
-    def get_source_class_id(self, class_id: int, source: str) -> Any:
-        """The id that ``source`` uses for internal class ``class_id``.
-
-        Raises:
-            ValueError: the class does not belong to ``source``.
-        """
-        info = self.class_info[class_id]
-        if info["source"] != source:
-            raise ValueError(f"class_id {class_id}: expected a class of source {source!r}, "
-                             f"received one of source {info['source']!r}")
-        return info["id"]
-
-    @property
-    def image_ids(self) -> np.ndarray:
-        """[num_images] int, the internal image ids (set by :meth:`prepare`)."""
-        return self._image_ids
-
-    def source_image_link(self, image_id: int) -> str:
-        """Path or URL of the image."""
-        return self.image_info[image_id]["path"]
-
-    def load_image(self, image_id: int) -> np.ndarray:
-        """Read the image file; always returns RGB.
-
-        Returns:
-            [height, width, 3] uint8 (grayscale expanded to RGB, alpha dropped).
-        """
-        image = skimage.io.imread(self.image_info[image_id]["path"])
-        if image.ndim == 2:
-            image = skimage.color.gray2rgb(image)
-        elif image.ndim == 3 and image.shape[-1] == 1:
-            image = np.repeat(image, 3, axis=-1)
-        if image.shape[-1] == 4:
-            image = image[..., :3]
-        return image
-
-    def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Instance masks of an image; this base version has none and warns.
-
-        Override it to return:
-            masks: [height, width, instances] bool, one binary mask per instance.
-            class_ids: [instances] int32 internal class ids (negative for crowds).
-        """
-        logger.warning("Dataset.load_mask() was called for image %s and returns no "
-                       "instances; override load_mask() in your Dataset subclass.", image_id)
-        return np.empty([0, 0, 0], dtype=bool), np.empty([0], dtype=np.int32)
 
 
 ############################################################
@@ -394,26 +268,6 @@ def compute_iou(box: np.ndarray, boxes: np.ndarray, box_area: float,
         return np.where(union > 0, intersection / union, 0.0)
 
 
-def compute_overlaps_masks(masks1: np.ndarray, masks2: np.ndarray) -> np.ndarray:
-    """IoU of every mask pair.
-
-    Args:
-        masks1: [height, width, N1]; values > 0.5 count as inside.
-        masks2: [height, width, N2].
-
-    Returns:
-        [N1, N2] float IoU; 0 where both masks are empty.
-    """
-    if masks1.shape[-1] == 0 or masks2.shape[-1] == 0:
-        return np.zeros((masks1.shape[-1], masks2.shape[-1]))
-    m1 = np.reshape(masks1 > .5, (-1, masks1.shape[-1])).astype(np.float32)
-    m2 = np.reshape(masks2 > .5, (-1, masks2.shape[-1])).astype(np.float32)
-    intersections = m1.T @ m2  # [N1, N2]
-    union = m1.sum(axis=0)[:, None] + m2.sum(axis=0)[None, :] - intersections
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, intersections / union, 0.0)
-
-
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray,
                         threshold: float) -> np.ndarray:
     """Greedy NMS: keep the best box, drop boxes with IoU > ``threshold`` with it, repeat.
@@ -498,18 +352,6 @@ def denorm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 #  Miscellaneous
 ############################################################
 
-def trim_zeros(x: np.ndarray) -> np.ndarray:
-    """Drop the all-zero rows (padding) of [rows, columns] ``x``.
-
-    Raises:
-        ValueError: ``x`` is not 2-D.
-    """
-    if np.ndim(x) != 2:
-        raise ValueError(f"x: expected a 2-D array [rows, columns], received shape "
-                         f"{np.shape(x)}")
-    return x[~np.all(x == 0, axis=1)]
-
-
 def batch_slice(inputs: Any, graph_fn: Callable[..., Any], batch_size: int,
                 names: Sequence[str] | None = None) -> Any:
     """Run ``graph_fn`` on each batch item of ``inputs`` and stack the results (TF).
@@ -535,115 +377,3 @@ def batch_slice(inputs: Any, graph_fn: Callable[..., Any], batch_size: int,
     names = list(names) if names is not None else [None] * len(per_output)
     stacked = [tf.stack(values, axis=0, name=name) for values, name in zip(per_output, names)]
     return stacked[0] if len(stacked) == 1 else stacked
-
-
-############################################################
-#  Evaluation
-############################################################
-
-def compute_matches(gt_boxes: np.ndarray, gt_class_ids: np.ndarray, gt_masks: np.ndarray,
-                    pred_boxes: np.ndarray, pred_class_ids: np.ndarray,
-                    pred_scores: np.ndarray, pred_masks: np.ndarray,
-                    iou_threshold: float = 0.5, score_threshold: float = 0.0
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Match predictions to ground truth by mask IoU, best-scored prediction first.
-
-    A prediction matches the highest-IoU unmatched GT instance of its class with IoU >=
-    ``iou_threshold``. Unlike Matterport (which tests ``gt_match > 0``), a GT instance at
-    index 0 cannot be matched twice. Zero-padded rows of the boxes are trimmed first.
-
-    Returns:
-        gt_match: [num_gt] float, index of the matching prediction (in score order) or -1.
-        pred_match: [num_pred] float, index of the matched GT instance or -1, predictions
-            sorted by decreasing score.
-        overlaps: [num_pred, num_gt] mask IoU, predictions sorted by score.
-    """
-    gt_boxes = trim_zeros(gt_boxes)
-    gt_masks = gt_masks[..., :gt_boxes.shape[0]]
-    pred_boxes = trim_zeros(pred_boxes)
-    pred_scores = pred_scores[:pred_boxes.shape[0]]
-    order = np.argsort(pred_scores, kind="stable")[::-1]
-    pred_class_ids = np.asarray(pred_class_ids)[order]
-    pred_masks = pred_masks[..., order]
-    overlaps = compute_overlaps_masks(pred_masks, gt_masks)
-
-    pred_match = -1 * np.ones([order.shape[0]])
-    gt_match = -1 * np.ones([gt_boxes.shape[0]])
-    for i in range(order.shape[0]):
-        candidates = np.argsort(overlaps[i], kind="stable")[::-1]
-        candidates = candidates[overlaps[i, candidates] >= score_threshold]
-        for j in candidates:
-            if gt_match[j] > -1:
-                continue
-            if overlaps[i, j] < iou_threshold:
-                break
-            if pred_class_ids[i] == gt_class_ids[j]:
-                gt_match[j] = i
-                pred_match[i] = j
-                break
-    return gt_match, pred_match, overlaps
-
-
-def compute_ap(gt_boxes: np.ndarray, gt_class_ids: np.ndarray, gt_masks: np.ndarray,
-               pred_boxes: np.ndarray, pred_class_ids: np.ndarray, pred_scores: np.ndarray,
-               pred_masks: np.ndarray, iou_threshold: float = 0.5
-               ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-    """VOC-style average precision (all points, monotone precision envelope) of one image.
-
-    Returns:
-        mAP: the area under the precision/recall curve.
-        precisions: [num_pred + 2] the precision envelope, padded with 0 at both ends.
-        recalls: [num_pred + 2] recall at each prediction, padded with 0 and 1.
-        overlaps: [num_pred, num_gt] mask IoU.
-    """
-    gt_match, pred_match, overlaps = compute_matches(
-        gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids, pred_scores,
-        pred_masks, iou_threshold)
-    hits = np.cumsum(pred_match > -1)
-    precisions = hits / (np.arange(len(pred_match)) + 1)
-    recalls = hits.astype(np.float32) / max(len(gt_match), 1)
-    precisions = np.concatenate([[0], precisions, [0]])
-    recalls = np.concatenate([[0], recalls, [1]])
-    # Precision at recall r becomes the best precision at any recall >= r.
-    precisions = np.maximum.accumulate(precisions[::-1])[::-1]
-    steps = np.flatnonzero(recalls[:-1] != recalls[1:]) + 1
-    m_ap = float(np.sum((recalls[steps] - recalls[steps - 1]) * precisions[steps]))
-    return m_ap, precisions, recalls, overlaps
-
-
-def compute_ap_range(gt_box: np.ndarray, gt_class_id: np.ndarray, gt_mask: np.ndarray,
-                     pred_box: np.ndarray, pred_class_id: np.ndarray, pred_score: np.ndarray,
-                     pred_mask: np.ndarray, iou_thresholds: Sequence[float] | None = None,
-                     verbose: int = 1) -> float:
-    """Mean of :func:`compute_ap` over IoU thresholds (default 0.5, 0.55, ..., 0.95)."""
-    if iou_thresholds is None:
-        iou_thresholds = np.arange(0.5, 1.0, 0.05)
-    aps = []
-    for threshold in iou_thresholds:
-        ap = compute_ap(gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score,
-                        pred_mask, iou_threshold=threshold)[0]
-        if verbose:
-            print(f"AP @{threshold:.2f}:\t {ap:.3f}")
-        aps.append(ap)
-    mean_ap = float(np.mean(aps))
-    if verbose:
-        print(f"AP @{iou_thresholds[0]:.2f}-{iou_thresholds[-1]:.2f}:\t {mean_ap:.3f}")
-    return mean_ap
-
-
-def compute_recall(pred_boxes: np.ndarray, gt_boxes: np.ndarray,
-                   iou: float) -> tuple[float, np.ndarray]:
-    """Fraction of GT boxes that some prediction overlaps with IoU >= ``iou``.
-
-    Returns:
-        recall: matched GT boxes / all GT boxes.
-        positive_ids: [M] indices of the predictions with IoU >= ``iou`` to some GT box.
-    """
-    overlaps = compute_overlaps(pred_boxes, gt_boxes)  # [num_pred, num_gt]
-    if overlaps.size == 0:
-        return 0.0, np.zeros([0], dtype=np.int64)
-    iou_max = overlaps.max(axis=1)
-    iou_argmax = overlaps.argmax(axis=1)
-    positive_ids = np.flatnonzero(iou_max >= iou)
-    recall = len(set(iou_argmax[positive_ids].tolist())) / gt_boxes.shape[0]
-    return recall, positive_ids

@@ -12,7 +12,7 @@ Run from the repository root with the package installed (``make venv``)::
 
 The folder follows the official COCO layout (``annotations/instances_<subset><year>.json`` and
 ``<subset><year>/``); nothing is downloaded. Options, run folders, checkpoints and the metrics
-JSON are described in :mod:`mrcnn_ohem.datasets.train_eval`; ``--help`` lists everything.
+JSON are described in :mod:`mrcnn_ohem.runner.train_eval`; ``--help`` lists everything.
 (Command names and options follow Matterport's ``samples/coco/coco.py``.)
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from mrcnn_ohem.datasets import train_eval
+from mrcnn_ohem.runner import cli
 
 
 def build_parser():
     """The command line of this script."""
-    return train_eval.build_parser(
+    return cli.build_parser(
         "coco.py", "Train / evaluate Mask R-CNN (optionally with OHEM) on a COCO-format dataset.",
         prefix="coco", image_size=512, backbone="resnet50",
     )
@@ -33,7 +33,7 @@ def build_parser():
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit code."""
-    return train_eval.main(argv, build_parser())
+    return cli.main(argv, build_parser())
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The data (target squares, circles and triangles among look-alike distractors, see
 :mod:`mrcnn_ohem.datasets.shapes`) is written once as a COCO-format folder and then read back
-through the same code path as real COCO (:mod:`mrcnn_ohem.datasets.train_eval`). Run from the
+through the same code path as real COCO (:mod:`mrcnn_ohem.runner.train_eval`). Run from the
 repository root with the package installed::
 
     python samples/shapes/shapes.py train --ohem --epochs 3 --steps-per-epoch 100
@@ -19,15 +19,15 @@ import logging
 import sys
 from typing import Sequence
 
-from mrcnn_ohem.datasets import train_eval
 from mrcnn_ohem.datasets.shapes import ensure_coco_folder
+from mrcnn_ohem.runner import cli
 
 logger = logging.getLogger("shapes")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The shared train/evaluate options plus how much data to generate."""
-    parser = train_eval.build_parser(
+    parser = cli.build_parser(
         "shapes.py", "Train / evaluate Mask R-CNN (optionally with OHEM) on generated shapes.",
         prefix="shapes", image_size=128, backbone="compact", dataset="data/shapes",
         anchor_fraction=0.25,  # 32 px anchors at 128 px: dense positives for 16-41 px shapes
@@ -49,7 +49,7 @@ def generate(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), generate the data, run the command."""
-    return train_eval.main(argv, build_parser(), prepare=generate)
+    return cli.main(argv, build_parser(), prepare=generate)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mrcnn_ohem.boxes import NEGATIVE, NEUTRAL, POSITIVE, box_refinement, compute_overlaps
+from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE, box_refinement, compute_overlaps
 
 POSITIVE_IOU = 0.7
 NEGATIVE_IOU = 0.3

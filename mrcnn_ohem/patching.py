@@ -1,4 +1,10 @@
-"""Swap OHEM into a Matterport-style model module, reversibly.
+"""Where a config becomes arguments, and the reversible swap into a Matterport-style module.
+
+The losses (:mod:`mrcnn_ohem.losses`) and targets (:mod:`mrcnn_ohem.targets`) take plain
+arguments. This module resolves a config once (:func:`~mrcnn_ohem.config.ohem_settings`) and
+binds the values into functions with Matterport's signatures:
+:func:`make_rpn_class_loss_graph`, :func:`make_build_rpn_targets` and, for direct calls with a
+config, :func:`build_rpn_targets`.
 
 ``patch(config, module)`` replaces two module-level functions:
 
@@ -23,11 +29,111 @@ import threading
 from types import ModuleType
 from typing import Any, Callable
 
-from mrcnn_ohem import targets
-from mrcnn_ohem.config import ohem_settings
-from mrcnn_ohem.losses import make_rpn_class_loss_graph
+import numpy as np
+import tensorflow as tf
 
-__all__ = ["patch", "PatchHandle"]
+from mrcnn_ohem.config import OHEMSettings, ohem_settings
+from mrcnn_ohem.losses import ohem_rpn_class_loss
+from mrcnn_ohem.targets import ohem_rpn_targets
+
+__all__ = ["patch", "PatchHandle", "make_rpn_class_loss_graph", "make_build_rpn_targets",
+           "build_rpn_targets"]
+
+_FROM_CONFIG: Any = object()
+
+
+# --- config -> functions with Matterport's signatures -----------------------------------------
+
+def make_rpn_class_loss_graph(config: Any) -> Callable[[Any, Any], tf.Tensor]:
+    """A drop-in ``rpn_class_loss_graph(rpn_match, rpn_class_logits)`` bound to a config.
+
+    The config's ``OHEM_RPN_*`` settings are read and validated once, here.
+
+    Args:
+        config: a Matterport-style config, usually with :class:`~mrcnn_ohem.config.OHEMConfigMixin`.
+
+    Returns:
+        ``rpn_class_loss_graph(rpn_match, rpn_class_logits) -> scalar float32``, with the
+        resolved settings as its ``ohem_settings`` attribute.
+    """
+    settings = ohem_settings(config)
+    return _bind_loss(settings)
+
+
+def _bind_loss(settings: OHEMSettings) -> Callable[[Any, Any], tf.Tensor]:
+    def rpn_class_loss_graph(rpn_match, rpn_class_logits):
+        """OHEM RPN class loss (mrcnn_ohem); see ``mrcnn_ohem.losses.ohem_rpn_class_loss``.
+
+        rpn_match: [batch, anchors, 1] int. rpn_class_logits: [batch, anchors, 2].
+        """
+        return ohem_rpn_class_loss(
+            rpn_match,
+            rpn_class_logits,
+            top_k=settings.top_k,
+            per_image=settings.per_image,
+            positive_fraction=settings.positive_fraction,
+        )
+
+    rpn_class_loss_graph.ohem_settings = settings
+    return rpn_class_loss_graph
+
+
+def _target_arguments(config: Any) -> dict[str, Any]:
+    """The plain arguments of :func:`~mrcnn_ohem.targets.ohem_rpn_targets` for ``config``."""
+    return {
+        "anchors_per_image": config.RPN_TRAIN_ANCHORS_PER_IMAGE,
+        "bbox_std_dev": np.asarray(config.RPN_BBOX_STD_DEV, dtype=np.float32),
+        "negative_pool": ohem_settings(config).negative_pool,
+    }
+
+
+def make_build_rpn_targets(config: Any) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """A drop-in ``build_rpn_targets(image_shape, anchors, gt_class_ids, gt_boxes, config)``.
+
+    Every setting is taken from ``config`` now; the ``config`` passed at call time (Matterport's
+    data generator passes the model's) is accepted for the signature and not read again.
+    """
+    arguments = _target_arguments(config)
+
+    def build_rpn_targets(image_shape, anchors, gt_class_ids, gt_boxes, config):
+        """OHEM RPN targets (mrcnn_ohem): every negative kept; see mrcnn_ohem.targets."""
+        return ohem_rpn_targets(anchors, gt_class_ids, gt_boxes, **arguments)
+
+    return build_rpn_targets
+
+
+def build_rpn_targets(
+    image_shape: Any,
+    anchors: np.ndarray,
+    gt_class_ids: np.ndarray,
+    gt_boxes: np.ndarray,
+    config: Any,
+    *,
+    negative_pool: int | None = _FROM_CONFIG,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Matterport's ``build_rpn_targets`` signature over :func:`~mrcnn_ohem.targets.ohem_rpn_targets`.
+
+    Args:
+        image_shape: [height, width, channels] of the molded image (unused, as upstream).
+        anchors: [num_anchors, (y1, x1, y2, x2)] in pixels.
+        gt_class_ids: [num_gt] int; negative ids mark crowd boxes.
+        gt_boxes: [num_gt, (y1, x1, y2, x2)] in pixels.
+        config: reads ``RPN_TRAIN_ANCHORS_PER_IMAGE``, ``RPN_BBOX_STD_DEV`` and, unless
+            ``negative_pool`` is given, ``OHEM_RPN_NEGATIVE_POOL`` (default None).
+        negative_pool: None keeps every negative; n keeps a random n per image.
+        rng: random generator; NumPy's global one when None.
+
+    Returns:
+        rpn_match [num_anchors] int32 and rpn_bbox [RPN_TRAIN_ANCHORS_PER_IMAGE, 4] float32.
+    """
+    arguments = _target_arguments(config)
+    if negative_pool is not _FROM_CONFIG:
+        arguments["negative_pool"] = negative_pool
+    return ohem_rpn_targets(anchors, gt_class_ids, gt_boxes, rng=rng, **arguments)
+
+
+# --- the reversible patch -----------------------------------------------------------------------
 
 #: name -> number of leading positional parameters the patched function must accept.
 _TARGETS = {"rpn_class_loss_graph": 2, "build_rpn_targets": 5}
@@ -135,16 +241,10 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
     if not settings.enabled:
         return PatchHandle(target_module, {})
 
-    loss_graph = make_rpn_class_loss_graph(config)
-    pool = settings.negative_pool
-
-    def build_rpn_targets(image_shape, anchors, gt_class_ids, gt_boxes, config):
-        """OHEM RPN targets (mrcnn_ohem): every negative kept; see mrcnn_ohem.targets."""
-        return targets.build_rpn_targets(
-            image_shape, anchors, gt_class_ids, gt_boxes, config, negative_pool=pool
-        )
-
-    replacements = {"rpn_class_loss_graph": loss_graph, "build_rpn_targets": build_rpn_targets}
+    replacements = {
+        "rpn_class_loss_graph": _bind_loss(settings),
+        "build_rpn_targets": make_build_rpn_targets(config),
+    }
     with _LOCK:
         previous = _ACTIVE.get(target_module.__name__)
         if previous is not None:

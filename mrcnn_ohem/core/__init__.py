@@ -1,0 +1,9 @@
+"""The neutral layer under both the bundled Mask R-CNN and the OHEM code.
+
+- :mod:`.boxes` -- IoU and Matterport's box coding (NumPy).
+- :mod:`.matching` -- Matterport's anchor-labelling rules, without sampling (NumPy).
+- :mod:`.selection` -- exact, gradient-free top-k selection (TensorFlow).
+
+Nothing here reads a ``Config`` or builds a Keras model; nothing here imports the rest of
+``mrcnn_ohem``.
+"""

@@ -1,0 +1,105 @@
+"""Training machinery: the loss-summing Keras model, layer presets and callbacks.
+
+Split from :mod:`.model`, which re-exports every name here. The five loss layers are model
+outputs; :class:`MaskRCNNTrainingModel` adds them (times ``LOSS_WEIGHTS``) to the L2 weight
+decay in its own ``train_step``, so nothing is attached with ``add_loss`` and calling
+``train()`` again never adds a loss twice.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import tensorflow as tf
+
+from mrcnn_ohem._compat import import_tf_keras
+
+keras = import_tf_keras()
+KM = keras.models
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LOSS_NAMES", "WEIGHT_DECAY_NAME", "LAYER_PRESETS", "MaskRCNNTrainingModel",
+           "tensorboard_callback"]
+
+#: The five losses, in Matterport's order; layer names, metric names and LOSS_WEIGHTS keys.
+LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
+              "mrcnn_mask_loss")
+#: Name of the reported L2 weight-decay term.
+WEIGHT_DECAY_NAME = "weight_decay_loss"
+_HEADS = r"(mrcnn\_.*)|(rpn\_.*)|(fpn\_.*)"
+#: ``train(layers=...)`` presets -> regular expression over layer names (Matterport's).
+LAYER_PRESETS = {
+    "heads": _HEADS,
+    "3+": r"(res3.*)|(bn3.*)|(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
+    "4+": r"(res4.*)|(bn4.*)|(res5.*)|(bn5.*)|" + _HEADS,
+    "5+": r"(res5.*)|(bn5.*)|" + _HEADS,
+    "all": ".*",
+}
+
+class MaskRCNNTrainingModel(KM.Model):
+    """Functional Keras model whose ``train_step``/``test_step`` optimise the loss outputs.
+
+    ``loss = sum(LOSS_WEIGHTS[name] * output[name] for the five losses) + weight decay``,
+    weight decay being ``WEIGHT_DECAY * sum(w**2) / size(w)`` over trainable weights other
+    than BatchNorm gamma/beta (Matterport's formula), recomputed over the weights trainable at
+    compile time. Every term is reported as a metric, so ``loss`` equals the sum of the others.
+    """
+
+    def configure_losses(self, loss_weights: dict, weight_decay: float) -> None:
+        """Set the loss weights and create the loss trackers (call inside the strategy scope)."""
+        self.loss_weights_by_name = {n: float(loss_weights.get(n, 1.0)) for n in LOSS_NAMES}
+        self.weight_decay = float(weight_decay)
+        self._trackers = [keras.metrics.Mean(name=name)
+                          for name in ("loss", *LOSS_NAMES, WEIGHT_DECAY_NAME)]
+
+    @property
+    def metrics(self):
+        return list(getattr(self, "_trackers", []))
+
+    def _loss_terms(self, outputs) -> dict:
+        by_name = dict(zip(self.output_names, outputs))
+        terms = OrderedDict((name, tf.reduce_mean(by_name[name]) * self.loss_weights_by_name[name])
+                            for name in LOSS_NAMES)
+        decayed = [tf.reduce_sum(tf.square(w)) / tf.cast(tf.size(w), tf.float32)
+                   for w in self.trainable_weights
+                   if "gamma" not in w.name and "beta" not in w.name]
+        terms[WEIGHT_DECAY_NAME] = self.weight_decay * (tf.add_n(decayed) if decayed
+                                                        else tf.constant(0.0))
+        return terms
+
+    def _report(self, total, terms) -> dict:
+        values = [total, *terms.values()]
+        for tracker, value in zip(self._trackers, values):
+            tracker.update_state(value)
+        return {tracker.name: tracker.result() for tracker in self._trackers}
+
+    def train_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            terms = self._loss_terms(self(x, training=True))
+            total = tf.add_n(list(terms.values()))
+            # Gradients are summed over replicas; dividing makes the step use their mean.
+            scaled = total / tf.cast(self.distribute_strategy.num_replicas_in_sync, tf.float32)
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(grads, variables) if g is not None])
+        return self._report(total, terms)
+
+    def test_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        terms = self._loss_terms(self(x, training=False))
+        return self._report(tf.add_n(list(terms.values())), terms)
+
+
+def tensorboard_callback(log_dir: str) -> list:
+    """Matterport's TensorBoard callback, or nothing (with a warning) without tensorboard."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        logger.warning("tensorboard is not installed: training curves are not written to %s "
+                       "(pip install tensorboard)", log_dir)
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
+                                        write_images=False)]
