@@ -7,6 +7,7 @@ HERE = Path(__file__).parent
 
 TEST_REQUIRES = [
     "pytest>=7",
+    "ruff==0.17.6",
     "hypothesis>=6",
     "matplotlib>=3.7",
     "nbclient>=0.9",

@@ -25,14 +25,15 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks._results import command_line, machine_line, write_section  # noqa: E402
-
-from mrcnn_ohem import ohem_rpn_class_loss  # noqa: E402
+from mrcnn_ohem import (
+    build_rpn_targets,  # noqa: E402
+    ohem_rpn_class_loss,  # noqa: E402
+)
 from mrcnn_ohem.core.boxes import compute_overlaps  # noqa: E402
 from mrcnn_ohem.maskrcnn import targets as matterport_targets  # noqa: E402
 from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors  # noqa: E402
 from mrcnn_ohem.maskrcnn.config import Config  # noqa: E402
 from samples.snippet import circulated_rpn_class_loss  # noqa: E402
-from mrcnn_ohem import build_rpn_targets  # noqa: E402
 
 
 class FullSizeConfig(Config):
@@ -90,15 +91,18 @@ def loss_timings(rpn_match, repeats):
         m = tf.squeeze(m, -1)
         where = tf.where(tf.not_equal(m, 0))
         labels = tf.gather_nd(tf.cast(tf.equal(m, 1), tf.int32), where)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.gather_nd(l, where)))
+        return tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.gather_nd(l, where)))
 
     rows = [
         ("plain softmax cross-entropy over all anchors (floor)", timed(floor)),
         ("Matterport rpn_class_loss_graph (all non-neutral)", timed(matterport)),
         ("circulated snippet (pooled top-k, >= threshold)", timed(lambda m, l: circulated_rpn_class_loss(m, l, 256))),
         ("ohem_rpn_class_loss, per image, k=256", timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256))),
-        ("ohem_rpn_class_loss, pooled, k=256", timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256, per_image=False))),
-        ("ohem_rpn_class_loss, per image, positive_fraction=0.5", timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256, positive_fraction=0.5))),
+        ("ohem_rpn_class_loss, pooled, k=256",
+         timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256, per_image=False))),
+        ("ohem_rpn_class_loss, per image, positive_fraction=0.5",
+         timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256, positive_fraction=0.5))),
     ]
     return rows
 
@@ -106,9 +110,11 @@ def loss_timings(rpn_match, repeats):
 def target_timings(config, anchors, images, repeats):
     gt_ids, gt_boxes = images[0]
     rows = [
-        ("compute_overlaps(anchors, gt) alone (floor)", median_ms(lambda: compute_overlaps(anchors, gt_boxes), repeats)),
+        ("compute_overlaps(anchors, gt) alone (floor)",
+         median_ms(lambda: compute_overlaps(anchors, gt_boxes), repeats)),
         ("Matterport build_rpn_targets (random 256)", median_ms(
-            lambda: matterport_targets.build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config), repeats)),
+            lambda: matterport_targets.build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config),
+            repeats)),
         ("mrcnn_ohem build_rpn_targets (every negative)", median_ms(
             lambda: build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config), repeats)),
     ]

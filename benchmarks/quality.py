@@ -42,9 +42,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -406,8 +407,7 @@ def _distractor_boxes(budget: Budget, coco_id: int) -> np.ndarray:
 
 def evaluate_run(model: Any, dataset: Any, coco: Any, budget: Budget, distractors: bool) -> dict[str, float]:
     """Detect on every evaluation image and compute the run's metrics (see the module docstring)."""
-    from mrcnn_ohem.datasets.coco_eval import (build_coco_results, detect_with_proposals,
-                                               proposal_results, score_results)
+    from mrcnn_ohem.datasets.coco_eval import build_coco_results, detect_with_proposals, proposal_results, score_results
     from mrcnn_ohem.maskrcnn.utils import extract_bboxes
 
     ids = list(dataset.image_ids)
@@ -740,7 +740,7 @@ def report(shapes_runs: list[dict], coco_runs: list[dict], budget: Budget, coco_
                   "", markdown_table(coco_table, coco_metrics, runs=coco_runs)]
     else:
         parts.append(coco_note)
-    parts += ["", f"Plot: [quality.png](quality.png) (bars = mean, error bars = std over seeds)."]
+    parts += ["", "Plot: [quality.png](quality.png) (bars = mean, error bars = std over seeds)."]
     return "\n".join(parts)
 
 

@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 
 from mrcnn_ohem.core.checks import check_bool, check_int, check_number
 
-__all__ = ["OHEMConfigMixin", "OHEMConfig", "OHEMSettings", "ohem_settings", "validate_ohem_config"]
+# OHEMConfig is served by the module __getattr__ below.
+__all__ = ["OHEMConfigMixin", "OHEMConfig", "OHEMSettings", "ohem_settings", "validate_ohem_config"]  # noqa: F822
 
 
 class OHEMSettings(NamedTuple):

@@ -17,8 +17,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from mrcnn_ohem.core import selection
 from mrcnn_ohem._compat import import_tf_keras
+from mrcnn_ohem.core import selection
 from mrcnn_ohem.core.boxes import NEGATIVE, POSITIVE
 from mrcnn_ohem.core.checks import check_bool, check_int, check_number
 

@@ -26,8 +26,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import threading
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -138,7 +139,7 @@ def build_rpn_targets(
 #: name -> number of leading positional parameters the patched function must accept.
 _TARGETS = {"rpn_class_loss_graph": 2, "build_rpn_targets": 5}
 _LOCK = threading.Lock()
-_ACTIVE: dict[str, "PatchHandle"] = {}
+_ACTIVE: dict[str, PatchHandle] = {}
 
 
 class PatchHandle:
@@ -167,7 +168,7 @@ class PatchHandle:
                 setattr(self.module, name, original)
             del _ACTIVE[self.module.__name__]
 
-    def __enter__(self) -> "PatchHandle":
+    def __enter__(self) -> PatchHandle:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:

@@ -21,8 +21,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     keras = import_tf_keras()
     output = Path(args.output)
     data, logs = output / "data", output / "logs"
-    for subset, count, seed in (("train", args.train_images, 2 * args.seed), ("val", args.val_images, 2 * args.seed + 1)):
+    subsets = (("train", args.train_images, 2 * args.seed), ("val", args.val_images, 2 * args.seed + 1))
+    for subset, count, seed in subsets:
         ensure_coco_folder(data, subset, count, args.image_size, seed)
     runs: dict[str, Any] = {}
     for label, flag in RUNS:

@@ -12,13 +12,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from snippet import circulated_rpn_class_loss  # samples/snippet.py, beside this script
 
-from mrcnn_ohem import ohem_rpn_class_loss
+from mrcnn_ohem import build_rpn_targets, ohem_rpn_class_loss
 from mrcnn_ohem.maskrcnn import targets as matterport_targets
 from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
 from mrcnn_ohem.maskrcnn.config import Config
-from mrcnn_ohem import build_rpn_targets
-from snippet import circulated_rpn_class_loss  # samples/snippet.py, beside this script
 
 LOG = logging.getLogger("snippet_defects")
 K = 256

@@ -15,7 +15,6 @@ from pycocotools.coco import COCO
 
 from benchmarks import quality
 
-
 ############################################################
 #  distractor_false_positives
 ############################################################

@@ -30,7 +30,8 @@ def test_bundled_ohem_config_is_a_config():
 def test_display_shows_ohem_settings(capsys):
     UserConfig().display()
     out = capsys.readouterr().out
-    for name in ("OHEM_RPN ", "OHEM_RPN_TOP_K", "OHEM_RPN_PER_IMAGE", "OHEM_RPN_POSITIVE_FRACTION", "OHEM_RPN_NEGATIVE_POOL"):
+    for name in ("OHEM_RPN ", "OHEM_RPN_TOP_K", "OHEM_RPN_PER_IMAGE", "OHEM_RPN_POSITIVE_FRACTION",
+                 "OHEM_RPN_NEGATIVE_POOL"):
         assert name in out
 
 
@@ -39,11 +40,15 @@ def test_display_shows_ohem_settings(capsys):
     [
         ("OHEM_RPN", 1, r"OHEM_RPN must be True or False; received 1"),
         ("OHEM_RPN_PER_IMAGE", "no", r"OHEM_RPN_PER_IMAGE must be True or False; received 'no'"),
-        ("OHEM_RPN_TOP_K", 0, r"OHEM_RPN_TOP_K must be None or an integer >= 1 \(None: RPN_TRAIN_ANCHORS_PER_IMAGE\); received 0"),
+        ("OHEM_RPN_TOP_K", 0,
+         r"OHEM_RPN_TOP_K must be None or an integer >= 1 \(None: RPN_TRAIN_ANCHORS_PER_IMAGE\); received 0"),
         ("OHEM_RPN_TOP_K", 12.0, r"OHEM_RPN_TOP_K must be .* received 12.0"),
-        ("OHEM_RPN_POSITIVE_FRACTION", 1.2, r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received 1.2"),
-        ("OHEM_RPN_POSITIVE_FRACTION", True, r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received True"),
-        ("OHEM_RPN_NEGATIVE_POOL", 0, r"OHEM_RPN_NEGATIVE_POOL must be None or an integer >= 1 \(None: keep every negative\); received 0"),
+        ("OHEM_RPN_POSITIVE_FRACTION", 1.2,
+         r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received 1.2"),
+        ("OHEM_RPN_POSITIVE_FRACTION", True,
+         r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received True"),
+        ("OHEM_RPN_NEGATIVE_POOL", 0,
+         r"OHEM_RPN_NEGATIVE_POOL must be None or an integer >= 1 \(None: keep every negative\); received 0"),
     ],
 )
 def test_invalid_settings_raise_in_init(attribute, value, message):
@@ -57,5 +62,6 @@ def test_plain_config_object_uses_defaults():
         RPN_TRAIN_ANCHORS_PER_IMAGE = 128
 
     assert ohem_settings(Plain()).top_k == 128
-    with pytest.raises(ValueError, match=r"RPN_TRAIN_ANCHORS_PER_IMAGE must be an integer >= 1 when OHEM_RPN_TOP_K is None; received None"):
+    with pytest.raises(ValueError, match=r"RPN_TRAIN_ANCHORS_PER_IMAGE must be an integer >= 1 when "
+                                         r"OHEM_RPN_TOP_K is None; received None"):
         ohem_settings(object())

@@ -236,7 +236,8 @@ def test_missing_paths_name_the_expected_file_and_layout(tmp_path, coco_root):
 
 
 def test_unknown_class_name_lists_valid_names(coco_root):
-    with pytest.raises(ValueError, match=r"unknown class name 'dgo'.*Did you mean \['dog'\].*Valid names: person, bicycle"):
+    with pytest.raises(ValueError,
+                       match=r"unknown class name 'dgo'.*Did you mean \['dog'\].*Valid names: person, bicycle"):
         CocoDataset().load_coco(coco_root, "val", class_names=["dgo"])
     with pytest.raises(ValueError, match=r"unknown category id 12 .*valid ids: \[1, 2, 3"):
         CocoDataset().load_coco(coco_root, "val", class_ids=[12])
@@ -262,7 +263,8 @@ def test_bad_limit(coco_root, limit):
         ("{not json", r"is not valid JSON"),
         ("[1, 2]", r"not a COCO instances file: expected a JSON object .* received a JSON list"),
         ('{"images": [], "annotations": []}', r"missing list\(s\) \['categories'\]"),
-        ('{"images": [{"id": 1}], "annotations": [], "categories": []}', r"entry of 'images' lacks \['file_name', 'height', 'width'\]"),
+        ('{"images": [{"id": 1}], "annotations": [], "categories": []}',
+         r"entry of 'images' lacks \['file_name', 'height', 'width'\]"),
     ],
 )
 def test_json_that_is_not_coco(tmp_path, content, message):

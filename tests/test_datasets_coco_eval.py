@@ -86,7 +86,7 @@ def test_no_detections_score_zero_not_crash(shapes_coco):
 def test_shifted_boxes_lose_ap75_before_ap50(shapes_coco):
     dataset, coco = shapes_coco
     detections, ids = [], []
-    for coco_id, rois, class_ids, scores, masks in _ground_truth_as_detections(dataset):
+    for coco_id, rois, class_ids, scores, _ in _ground_truth_as_detections(dataset):
         ids.append(coco_id)
         height = rois[:, 2] - rois[:, 0]
         shifted = rois + np.stack([0.2 * height, 0 * height, 0.2 * height, 0 * height], axis=1)
@@ -124,7 +124,8 @@ def test_scoring_leaves_ground_truth_untouched_and_respects_categories():
 def _rle(dataset, ann):
     info = next(i for i in dataset.image_info if i["id"] == ann["image_id"])
     rle = dataset.annToRLE(ann, info["height"], info["width"])
-    return {"size": rle["size"], "counts": rle["counts"].decode() if isinstance(rle["counts"], bytes) else rle["counts"]}
+    counts = rle["counts"]
+    return {"size": rle["size"], "counts": counts.decode() if isinstance(counts, bytes) else counts}
 
 
 def test_score_results_argument_errors(shapes_coco):

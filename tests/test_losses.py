@@ -5,9 +5,9 @@ import itertools
 
 import numpy as np
 import pytest
+import reference
 import tensorflow as tf
 
-import reference
 from mrcnn_ohem import TopKCrossEntropy, make_rpn_class_loss_graph, ohem_rpn_class_loss, topk_cross_entropy
 from mrcnn_ohem._compat import import_tf_keras
 from samples.snippet import circulated_rpn_class_loss
@@ -202,7 +202,8 @@ def test_per_image_budget_is_not_taken_by_one_cluttered_image():
     logits[1, :, 1] = -5.0  # easy negatives: loss ~ 0.0067
     _, grad_pooled = loss_and_grad(match, logits, top_k=10, per_image=False)
     _, grad_image = loss_and_grad(match, logits, top_k=10, per_image=True)
-    touched = lambda g, b: int(np.count_nonzero(np.abs(g.numpy()[b]).sum(1)))
+    def touched(g, b):
+        return int(np.count_nonzero(np.abs(g.numpy()[b]).sum(1)))
     assert (touched(grad_pooled, 0), touched(grad_pooled, 1)) == (20, 0)
     assert (touched(grad_image, 0), touched(grad_image, 1)) == (10, 10)
 
@@ -305,7 +306,8 @@ def test_bad_options_raise_before_work(kwargs, match):
 @pytest.mark.parametrize(
     "match_shape,logits_shape,error,message",
     [
-        ((1, 3, 1), (1, 3, 3), ValueError, r"rpn_class_logits must have shape \[batch, anchors, 2\]; received shape \[1, 3, 3\]"),
+        ((1, 3, 1), (1, 3, 3), ValueError,
+         r"rpn_class_logits must have shape \[batch, anchors, 2\]; received shape \[1, 3, 3\]"),
         ((1, 3, 2), (1, 3, 2), ValueError, r"rpn_match must have shape \[batch, anchors, 1\]"),
         ((3,), (1, 3, 2), ValueError, r"rpn_match must have shape .* received shape \[3\]"),
         ((1, 4, 1), (1, 3, 2), ValueError, r"agree on the anchors axis"),

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrcnn_ohem.maskrcnn.anchors import (compute_backbone_shapes, generate_anchors,
-                                         generate_pyramid_anchors)
+from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_anchors, generate_pyramid_anchors
 from mrcnn_ohem.maskrcnn.utils import generate_pyramid_anchors as utils_pyramid
 
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TinyConfig
 
 from mrcnn_ohem.maskrcnn.config import Config
-
-from conftest import TinyConfig
 
 # Matterport's Config attributes and defaults (mrcnn/config.py of matterport/Mask_RCNN).
 MATTERPORT_DEFAULTS = {

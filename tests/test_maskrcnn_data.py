@@ -5,12 +5,11 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import SHAPE_SPECS, ShapesDataset, TinyConfig
 
 from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE
-from mrcnn_ohem.maskrcnn import data, model, targets
+from mrcnn_ohem.maskrcnn import data, targets
 from mrcnn_ohem.maskrcnn.utils import expand_mask
-
-from conftest import SHAPE_SPECS, ShapesDataset, TinyConfig
 
 
 def _dataset(specs):

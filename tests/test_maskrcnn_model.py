@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import TinyConfig
 
 from mrcnn_ohem.maskrcnn import model as modellib
 from mrcnn_ohem.maskrcnn.config import Config
 from mrcnn_ohem.maskrcnn.data import DataGenerator
 from mrcnn_ohem.maskrcnn.utils import Dataset
-from conftest import TinyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = list(modellib.LOSS_NAMES)

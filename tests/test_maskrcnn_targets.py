@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE, compute_overlaps
-from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
-from mrcnn_ohem.maskrcnn.targets import (build_detection_targets, build_rpn_targets,
-                                         generate_random_rois)
-from mrcnn_ohem.maskrcnn.utils import minimize_mask
 from mrcnn_ohem.core.matching import match_anchors
+from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
+from mrcnn_ohem.maskrcnn.targets import build_detection_targets, build_rpn_targets, generate_random_rois
+from mrcnn_ohem.maskrcnn.utils import minimize_mask
 
 
 def _anchors(config):

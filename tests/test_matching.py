@@ -108,7 +108,8 @@ def test_encode_rpn_bbox_packs_positive_deltas():
     expected = box_refinement(ANCHORS[[0, 1, 3]], GT_BOXES[[0, 0, 1]]) / std
     np.testing.assert_allclose(rpn_bbox[:3], expected, rtol=1e-6)
     assert not rpn_bbox[3:].any()
-    with pytest.raises(ValueError, match=r"num_rows must be >= the number of positive anchors; received num_rows=2 for 3"):
+    with pytest.raises(ValueError,
+                       match=r"num_rows must be >= the number of positive anchors; received num_rows=2 for 3"):
         encode_rpn_bbox(ANCHORS, match.rpn_match, match, 2, std)
 
 

@@ -5,10 +5,10 @@ import types
 
 import numpy as np
 import pytest
+import reference
 import tensorflow as tf
 
 import mrcnn_ohem
-import reference
 from mrcnn_ohem.core.boxes import NEGATIVE
 
 # A miniature of mrcnn/model.py: module-level loss and targets, and a builder whose Lambda looks
@@ -36,7 +36,8 @@ MINI_MODEL_SOURCE = textwrap.dedent(
         match = match_anchors(anchors, gt_class_ids, gt_boxes)
         subsample_labels(match.rpn_match, 1, config.RPN_TRAIN_ANCHORS_PER_IMAGE // 2)
         subsample_labels(match.rpn_match, -1, config.RPN_TRAIN_ANCHORS_PER_IMAGE - (match.rpn_match == 1).sum())
-        bbox = encode_rpn_bbox(anchors, match.rpn_match, match, config.RPN_TRAIN_ANCHORS_PER_IMAGE, config.RPN_BBOX_STD_DEV)
+        bbox = encode_rpn_bbox(anchors, match.rpn_match, match, config.RPN_TRAIN_ANCHORS_PER_IMAGE,
+                               config.RPN_BBOX_STD_DEV)
         return match.rpn_match, bbox
 
     def build_model(num_anchors):

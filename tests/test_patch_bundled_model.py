@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference
 import tensorflow as tf
+from test_maskrcnn_model import RandomShapes, TinyModelConfig
 
 import mrcnn_ohem
-import reference
 from mrcnn_ohem.maskrcnn import model as modellib
 from mrcnn_ohem.maskrcnn.data import DataGenerator
-from test_maskrcnn_model import RandomShapes, TinyModelConfig
 
 
 class OHEMTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):

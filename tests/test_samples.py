@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mrcnn_ohem.runner import train_eval
 from mrcnn_ohem.datasets.shapes import write_coco_folder
+from mrcnn_ohem.runner import train_eval
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -114,7 +114,8 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
     assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator) == originals
     (run,) = logs.glob("coco_ohem*")
     with h5py.File(run / "mask_rcnn_coco_ohem_0001.h5", "r") as weights:
-        kernel_shapes = [weights["mrcnn_mask_conv1"][name].shape for name in weights["mrcnn_mask_conv1"].attrs["weight_names"]]
+        conv1 = weights["mrcnn_mask_conv1"]
+        kernel_shapes = [conv1[name].shape for name in conv1.attrs["weight_names"]]
     assert kernel_shapes[0][-1] == 64  # the tiny backbone's narrow mask head
     history = json.loads((run / "history.json").read_text())
     assert history["ohem"] is True and history["steps"] == 2

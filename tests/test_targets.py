@@ -1,8 +1,8 @@
 """mrcnn_ohem.targets.build_rpn_targets: Matterport's labels and deltas, every negative kept."""
 import numpy as np
 
-from mrcnn_ohem.core.boxes import NEGATIVE, POSITIVE, box_refinement, compute_overlaps
 from mrcnn_ohem import build_rpn_targets
+from mrcnn_ohem.core.boxes import NEGATIVE, POSITIVE, box_refinement, compute_overlaps
 
 
 class Cfg:
@@ -19,7 +19,8 @@ def grid_anchors(size=64, step=4, box=8):
 def test_every_negative_kept_and_positives_capped():
     anchors = grid_anchors()  # 256 anchors
     gt_boxes = np.array([[8, 8, 16, 16], [30, 30, 46, 46]], np.float32)
-    rpn_match, rpn_bbox = build_rpn_targets((64, 64, 3), anchors, np.array([1, 2]), gt_boxes, Cfg(), rng=np.random.default_rng(0))
+    rpn_match, rpn_bbox = build_rpn_targets((64, 64, 3), anchors, np.array([1, 2]), gt_boxes, Cfg(),
+                                           rng=np.random.default_rng(0))
     iou = compute_overlaps(anchors, gt_boxes)  # [256, 2], tested in test_matching.py
     is_best = (iou == iou.max(axis=0)).any(axis=1)  # best-anchor rule: positive (or capped to neutral)
     # every anchor with best IoU < 0.3 that is not a best anchor is negative: none dropped

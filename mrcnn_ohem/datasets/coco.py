@@ -366,7 +366,8 @@ class CocoDataset(utils.Dataset):
         key = f"{SOURCE}.{int(category_id)}"
         if key not in self.class_from_source_map:
             valid = [c["id"] for c in self.class_info if c["source"] == SOURCE]
-            raise ValueError(f"category_id must be one of the loaded COCO categories {valid}; received {category_id!r}.")
+            raise ValueError(
+                f"category_id must be one of the loaded COCO categories {valid}; received {category_id!r}.")
         return int(self.class_from_source_map[key])
 
 

@@ -8,7 +8,8 @@ outputs share this order, so it must not change. NumPy only.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,8 @@ file (for example ``mask_rcnn_coco.h5``) loads by name.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from mrcnn_ohem._compat import import_tf_keras
 

@@ -14,7 +14,8 @@ unlike upstream, other errors are raised, not logged and skipped.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

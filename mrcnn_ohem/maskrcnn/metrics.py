@@ -4,7 +4,7 @@ Re-exported by :mod:`.utils` under Matterport's names (``utils.compute_ap`` etc.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -24,7 +24,8 @@ import multiprocessing
 import os
 import re
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -33,24 +34,36 @@ from mrcnn_ohem._compat import import_tf_keras
 
 from . import utils, weights
 from .anchors import compute_backbone_shapes, generate_pyramid_anchors
-from .backbone import (BatchNorm, build_backbone, conv_block, identity_block,  # noqa: F401
-                       resnet_graph, tiny_graph)
-from .data import (DataGenerator, compose_image_meta, load_image_gt,  # noqa: F401
-                   mold_image, parse_image_meta, unmold_image)
-from .heads import (build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph,  # noqa: F401
-                    rpn_graph)
-from .layers import (DetectionLayer, DetectionTargetLayer, ProposalLayer,  # noqa: F401
-                     PyramidROIAlign, apply_box_deltas_graph, batch_pack_graph,
-                     clip_boxes_graph, denorm_boxes_graph, detection_targets_graph,
-                     log2_graph, norm_boxes_graph, overlaps_graph, parse_image_meta_graph,
-                     refine_detections_graph, trim_zeros_graph)
-from .losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401
-                     mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
-                     smooth_l1_loss)
-from .targets import (build_detection_targets, build_rpn_targets,  # noqa: F401
-                      generate_random_rois)
-from .training import (LAYER_PRESETS, LOSS_NAMES, WEIGHT_DECAY_NAME,  # noqa: F401
-                       MaskRCNNTrainingModel, tensorboard_callback)
+from .backbone import BatchNorm, build_backbone, conv_block, identity_block, resnet_graph, tiny_graph  # noqa: F401
+from .data import DataGenerator, compose_image_meta, load_image_gt, mold_image, parse_image_meta, unmold_image  # noqa: F401
+from .heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph, rpn_graph  # noqa: F401
+from .layers import (  # noqa: F401
+    DetectionLayer,
+    DetectionTargetLayer,
+    ProposalLayer,
+    PyramidROIAlign,
+    apply_box_deltas_graph,
+    batch_pack_graph,
+    clip_boxes_graph,
+    denorm_boxes_graph,
+    detection_targets_graph,
+    log2_graph,
+    norm_boxes_graph,
+    overlaps_graph,
+    parse_image_meta_graph,
+    refine_detections_graph,
+    trim_zeros_graph,
+)
+from .losses import (  # noqa: F401
+    mrcnn_bbox_loss_graph,
+    mrcnn_class_loss_graph,
+    mrcnn_mask_loss_graph,
+    rpn_bbox_loss_graph,
+    rpn_class_loss_graph,
+    smooth_l1_loss,
+)
+from .targets import build_detection_targets, build_rpn_targets, generate_random_rois  # noqa: F401
+from .training import LAYER_PRESETS, LOSS_NAMES, WEIGHT_DECAY_NAME, MaskRCNNTrainingModel, tensorboard_callback  # noqa: F401
 
 try:  # optional in the data module
     from .data import data_generator  # noqa: F401
@@ -559,7 +572,7 @@ class MaskRCNN:
         return [layer for layer in layers if layer.get_weights()]
 
     def run_graph(self, images: Sequence[np.ndarray], outputs: Sequence[tuple[str, Any]],
-                  image_metas: np.ndarray | None = None) -> "OrderedDict[str, np.ndarray]":
+                  image_metas: np.ndarray | None = None) -> OrderedDict[str, np.ndarray]:
         """Evaluate named Keras tensors of the inference graph on ``images``.
 
         Args:

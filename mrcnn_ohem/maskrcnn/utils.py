@@ -10,7 +10,8 @@ with ``y2``/``x2`` exclusive.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import skimage.color
@@ -21,8 +22,7 @@ from mrcnn_ohem.core.boxes import box_refinement, compute_overlaps
 
 from .anchors import generate_anchors, generate_pyramid_anchors
 from .dataset import Dataset
-from .metrics import (compute_ap, compute_ap_range, compute_matches,  # noqa: F401
-                      compute_overlaps_masks, compute_recall, trim_zeros)
+from .metrics import compute_ap, compute_ap_range, compute_matches, compute_overlaps_masks, compute_recall, trim_zeros  # noqa: F401
 
 __all__ = [
     "Dataset", "resize", "resize_image", "resize_mask", "minimize_mask", "expand_mask",

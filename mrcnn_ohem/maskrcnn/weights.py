@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -41,7 +42,7 @@ def find_last(model_dir: str, key: str) -> str:
     return os.path.join(run, checkpoints[-1])
 
 
-def read_h5_weights(filepath: str) -> "OrderedDict[str, list[np.ndarray]]":
+def read_h5_weights(filepath: str) -> OrderedDict[str, list[np.ndarray]]:
     """``{layer name: [weight arrays]}`` of a Keras 2 ``.h5`` file, in the file's layer order.
 
     Raises:

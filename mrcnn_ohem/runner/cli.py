@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from mrcnn_ohem.maskrcnn.config import BACKBONES
 

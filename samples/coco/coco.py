@@ -18,7 +18,7 @@ JSON are described in :mod:`mrcnn_ohem.runner.train_eval`; ``--help`` lists ever
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mrcnn_ohem.runner import cli
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from mrcnn_ohem.datasets.shapes import ensure_coco_folder
 from mrcnn_ohem.runner import cli
