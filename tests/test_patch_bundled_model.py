@@ -28,7 +28,10 @@ def dataset():
 
 def batch_and_outputs(model, dataset, config):
     np.random.seed(0)
-    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+    # As MaskRCNN.train does: the generator is handed the model module's (patched) functions.
+    generator = DataGenerator(dataset, config, shuffle=False, load_image_gt=modellib.load_image_gt,
+                              build_rpn_targets=modellib.build_rpn_targets)
+    inputs, _ = generator[0]
     keras_model = model.keras_model
     outputs = dict(zip(keras_model.output_names, keras_model(inputs, training=False)))
     return inputs, outputs
