@@ -43,6 +43,8 @@ _EXPORTS = {
     "build_rpn_targets": "patching",
     "make_build_rpn_targets": "patching",
     "make_rpn_class_loss_graph": "patching",
+    "make_mrcnn_class_loss_graph": "patching",
+    "make_detection_target_layer": "patching",
     "patch": "patching",
 }
 
