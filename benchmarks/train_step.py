@@ -59,6 +59,7 @@ def _make_config(args: argparse.Namespace):
         OHEM_RPN_LOSS = "focal" if args.child == "focal" else "ohem"
         OHEM_ROI = args.child == "ohem_roi"
         OHEM_ROI_POOL = max(args.roi_pool, args.rois)
+        MASK_HEAD_FILTERS = args.mask_filters
 
     return BenchConfig()
 
@@ -162,7 +163,8 @@ def render(args: argparse.Namespace, results: dict[str, list[dict]]) -> str:
         f"\"{args.layers}\", TRAIN_ROIS_PER_IMAGE {args.rois} of 1000 proposals, "
         f"{args.warmup} warm-up + {args.steps} timed `train_on_batch` steps per run, "
         f"{args.rounds} run(s) per variant, each in its own process, alternating; ohem_roi: a pool "
-        f"of {max(args.roi_pool, args.rois)} RoIs per image, class loss on the hardest {args.rois}.",
+        f"of {max(args.roi_pool, args.rois)} RoIs per image, class loss on the hardest {args.rois}; "
+        f"mask head {args.mask_filters} filters.",
         "",
         "| variant | median step (ms) | vs plain | median data batch (ms) | negatives in batch |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -210,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=1, help="runs per variant")
     parser.add_argument("--roi-pool", type=int, default=512, help="OHEM_ROI_POOL of the ohem_roi variant")
+    parser.add_argument("--mask-filters", type=int, default=256,
+                        help="MASK_HEAD_FILTERS (Matterport's 256; the runner uses 64 on the CPU backbones)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="variants to time (plain is always included: the others are relative to it)")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     passthrough = [f"--size={args.size}", f"--backbone={args.backbone}", f"--batch={args.batch}",
                    f"--layers={args.layers}", f"--rois={args.rois}", f"--warmup={args.warmup}",
-                   f"--steps={args.steps}", f"--roi-pool={args.roi_pool}"]
+                   f"--steps={args.steps}", f"--roi-pool={args.roi_pool}", f"--mask-filters={args.mask_filters}"]
     variants = [v for v in VARIANTS if v == "plain" or v in args.variants]
     results: dict[str, list] = {v: [] for v in variants}
     load_before = _load_average()
