@@ -6,6 +6,11 @@ so neither inherits the other's traced graphs, caches or memory:
 - ``plain``: the bundled model as shipped (Matterport's loss and random 256-anchor targets);
 - ``ohem``: ``mrcnn_ohem.patch(config, module=mrcnn_ohem.maskrcnn.model)`` applied before the
   model and the data generator are built (OHEM loss in the graph, every negative kept).
+- ``ohem_roi``: the patch with ``OHEM_RPN = False`` and ``OHEM_ROI = True``: the heads see a
+  pool of ``--roi-pool`` RoIs per image instead of ``--rois`` and the class loss keeps the
+  hardest ``--rois`` (the RPN is Matterport's);
+- ``focal``: the patch with ``OHEM_RPN_LOSS = "focal"`` (focal loss over every anchor, every
+  negative kept).
 
 Per variant it reports the median of ``keras_model.train_on_batch`` over pre-built batches
 (the graph: backbone, heads, losses, backward, SGD) after a few warm-up steps, and the median
@@ -13,7 +18,7 @@ time the data generator takes to build one batch (where the OHEM targets are com
 Default: 256x256 images, ResNet-50, batch 2, layers "heads" (the cheapest step, so the one
 where a fixed OHEM cost weighs most).
 
-Run from the repo root: ``python -m benchmarks.train_step [--write]``.
+Run from the repo root: ``python -m benchmarks.train_step [--variants plain ohem_roi] [--write]``.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("plain", "ohem")
+VARIANTS = ("plain", "ohem", "ohem_roi", "focal")
 logger = logging.getLogger("benchmarks.train_step")
 
 
@@ -50,6 +55,11 @@ def _make_config(args: argparse.Namespace):
         POST_NMS_ROIS_TRAINING = 1000
         STEPS_PER_EPOCH = 1
         VALIDATION_STEPS = 1
+        OHEM_RPN = args.child in ("ohem", "focal")
+        OHEM_RPN_LOSS = "focal" if args.child == "focal" else "ohem"
+        OHEM_ROI = args.child == "ohem_roi"
+        OHEM_ROI_POOL = max(args.roi_pool, args.rois)
+        MASK_HEAD_FILTERS = args.mask_filters
 
     return BenchConfig()
 
@@ -102,7 +112,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     np.random.seed(0)
     tf.random.set_seed(0)
     config = _make_config(args)
-    handle = mrcnn_ohem.patch(config, module=modellib) if args.child == "ohem" else None
+    handle = mrcnn_ohem.patch(config, module=modellib) if args.child != "plain" else None
     dataset = _make_dataset(8, args.size)
     generator = modellib.DataGenerator(dataset, config, shuffle=False, seed=0)
     batch_times, batches = [], []
@@ -146,17 +156,20 @@ def render(args: argparse.Namespace, results: dict[str, list[dict]]) -> str:
         "## Training step of the bundled Mask R-CNN, with and without the OHEM patch",
         "",
         f"Machine: {_machine()}",
+        f"Load average (1, 5, 15 min) before / after: {results['load'][0]} / {results['load'][1]}",
         f"Command: `{_command()}`",
         "",
         f"Config: {args.size}x{args.size} images, {args.backbone}, batch {args.batch}, layers "
         f"\"{args.layers}\", TRAIN_ROIS_PER_IMAGE {args.rois} of 1000 proposals, "
         f"{args.warmup} warm-up + {args.steps} timed `train_on_batch` steps per run, "
-        f"{args.rounds} run(s) per variant, each in its own process, alternating.",
+        f"{args.rounds} run(s) per variant, each in its own process, alternating; ohem_roi: a pool "
+        f"of {max(args.roi_pool, args.rois)} RoIs per image, class loss on the hardest {args.rois}; "
+        f"mask head {args.mask_filters} filters.",
         "",
         "| variant | median step (ms) | vs plain | median data batch (ms) | negatives in batch |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for variant in VARIANTS:
+    for variant in (v for v in VARIANTS if results.get(v)):
         step = median_ms("step_times", variant)
         lines.append(
             f"| {variant} | {step:.0f} | {100 * (step / plain_step - 1):+.1f}% | "
@@ -166,6 +179,14 @@ def render(args: argparse.Namespace, results: dict[str, list[dict]]) -> str:
               "data batch = `DataGenerator[i]` (image loading, resizing, RPN targets), which "
               "Keras overlaps with the step in worker threads during `train()`."]
     return "\n".join(lines)
+
+
+def _load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may be shared)."""
+    try:
+        return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _machine() -> str:
@@ -190,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=1, help="runs per variant")
+    parser.add_argument("--roi-pool", type=int, default=512, help="OHEM_ROI_POOL of the ohem_roi variant")
+    parser.add_argument("--mask-filters", type=int, default=256,
+                        help="MASK_HEAD_FILTERS (Matterport's 256; the runner uses 64 on the CPU backbones)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                        help="variants to time (plain is always included: the others are relative to it)")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -199,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     passthrough = [f"--size={args.size}", f"--backbone={args.backbone}", f"--batch={args.batch}",
                    f"--layers={args.layers}", f"--rois={args.rois}", f"--warmup={args.warmup}",
-                   f"--steps={args.steps}"]
-    results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+                   f"--steps={args.steps}", f"--roi-pool={args.roi_pool}", f"--mask-filters={args.mask_filters}"]
+    variants = [v for v in VARIANTS if v == "plain" or v in args.variants]
+    results: dict[str, list] = {v: [] for v in variants}
+    load_before = _load_average()
     for round_index in range(args.rounds):
-        order = VARIANTS if round_index % 2 == 0 else VARIANTS[::-1]
+        order = variants if round_index % 2 == 0 else variants[::-1]
         for variant in order:
             results[variant].append(_spawn(variant, passthrough))
+    results["load"] = [load_before, _load_average()]
     text = render(args, results)
     print(text)
     if args.write:

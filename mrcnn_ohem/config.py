@@ -17,12 +17,18 @@ those values into the loss and target functions. This module imports no model co
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any, NamedTuple
 
-from mrcnn_ohem.core.checks import check_bool, check_int, check_number
+from mrcnn_ohem.core.checks import check_bool, check_choice, check_int, check_number
 
 # OHEMConfig is served by the module __getattr__ below.
-__all__ = ["OHEMConfigMixin", "OHEMConfig", "OHEMSettings", "ohem_settings", "validate_ohem_config"]  # noqa: F822
+__all__ = ["OHEMConfigMixin", "OHEMConfig", "OHEMSettings", "ohem_settings", "validate_ohem_config",  # noqa: F822
+           "RPN_LOSSES", "RPNLossSettings", "rpn_loss_settings", "ROISettings", "ohem_roi_settings"]
+
+#: ``OHEM_RPN_LOSS`` values: top-k mining, or the focal loss over every anchor.
+RPN_LOSSES = ("ohem", "focal")
 
 
 class OHEMSettings(NamedTuple):
@@ -33,6 +39,24 @@ class OHEMSettings(NamedTuple):
     per_image: bool
     positive_fraction: float | None
     negative_pool: int | None
+
+
+class RPNLossSettings(NamedTuple):
+    """Which RPN objectness loss ``patch()`` installs when ``OHEM_RPN`` is on."""
+
+    loss: str  # "ohem" or "focal"
+    focal_alpha: float
+    focal_gamma: float
+
+
+class ROISettings(NamedTuple):
+    """RoI-head OHEM arguments a config resolves to (see :func:`ohem_roi_settings`)."""
+
+    enabled: bool
+    pool: int
+    top_k: int | None  # None only when disabled and the config has no TRAIN_ROIS_PER_IMAGE
+    train_rois_per_image: int | None
+    roi_positive_ratio: float | None
 
 
 def _get(config: Any, name: str) -> Any:
@@ -46,6 +70,8 @@ def validate_ohem_config(config: Any) -> None:
     Missing attributes take the mixin's defaults, so a plain Matterport config validates too.
     """
     _resolve(config)
+    rpn_loss_settings(config)
+    ohem_roi_settings(config)
 
 
 def _resolve(config: Any) -> OHEMSettings:
@@ -70,6 +96,45 @@ def ohem_settings(config: Any) -> OHEMSettings:
     return _resolve(config)
 
 
+def rpn_loss_settings(config: Any) -> RPNLossSettings:
+    """Validate and resolve ``OHEM_RPN_LOSS`` and the focal-loss knobs of ``config``."""
+    return RPNLossSettings(
+        loss=check_choice("OHEM_RPN_LOSS", _get(config, "OHEM_RPN_LOSS"), RPN_LOSSES),
+        focal_alpha=check_number("OHEM_RPN_FOCAL_ALPHA", _get(config, "OHEM_RPN_FOCAL_ALPHA"), 0.0, 1.0),
+        focal_gamma=check_number("OHEM_RPN_FOCAL_GAMMA", _get(config, "OHEM_RPN_FOCAL_GAMMA"), 0.0),
+    )
+
+
+def ohem_roi_settings(config: Any) -> ROISettings:
+    """Validate and resolve the ``OHEM_ROI*`` settings of ``config``.
+
+    ``OHEM_ROI_TOP_K = None`` resolves to ``TRAIN_ROIS_PER_IMAGE``. With ``OHEM_ROI`` on, the
+    pool must hold at least ``TRAIN_ROIS_PER_IMAGE`` RoIs (it replaces Matterport's sample of
+    that size and keeps the same positives).
+    """
+    enabled = check_bool("OHEM_ROI", _get(config, "OHEM_ROI"))
+    pool = check_int("OHEM_ROI_POOL", _get(config, "OHEM_ROI_POOL"), 1)
+    top_k = check_int("OHEM_ROI_TOP_K", _get(config, "OHEM_ROI_TOP_K"), 1, allow_none=True,
+                      hint=" (None: TRAIN_ROIS_PER_IMAGE)")
+    rois = getattr(config, "TRAIN_ROIS_PER_IMAGE", None)
+    ratio = getattr(config, "ROI_POSITIVE_RATIO", None)
+    if enabled or rois is not None:
+        rois = check_int("TRAIN_ROIS_PER_IMAGE", rois, 1, hint=" when OHEM_ROI is True")
+    if enabled:
+        ratio = check_number("ROI_POSITIVE_RATIO", ratio, 0.0, 1.0, low_open=True,
+                             hint=" when OHEM_ROI is True")
+        if pool < rois:
+            check_int("OHEM_ROI_POOL", pool, rois, hint=" (TRAIN_ROIS_PER_IMAGE) when OHEM_ROI is True")
+    if top_k is None:
+        top_k = rois
+    return ROISettings(enabled=enabled, pool=pool, top_k=top_k, train_rois_per_image=rois,
+                       roi_positive_ratio=ratio)
+
+
+#: Settings whose None means another attribute's value, shown resolved by ``display()``.
+_EFFECTIVE = {"OHEM_RPN_TOP_K": "RPN_TRAIN_ANCHORS_PER_IMAGE", "OHEM_ROI_TOP_K": "TRAIN_ROIS_PER_IMAGE"}
+
+
 class OHEMConfigMixin:
     """Adds validated ``OHEM_*`` settings to a Matterport-style ``Config``.
 
@@ -86,10 +151,33 @@ class OHEMConfigMixin:
     OHEM_RPN_POSITIVE_FRACTION = None
     # None: every negative anchor stays a candidate. n: a random n negatives per image do.
     OHEM_RPN_NEGATIVE_POOL = None
+    # RPN objectness loss when OHEM_RPN is on: "ohem" (hardest TOP_K) or "focal" (every anchor).
+    OHEM_RPN_LOSS = "ohem"
+    # Focal loss: weight of positives in [0, 1] (negatives get 1 - alpha), and the exponent >= 0.
+    OHEM_RPN_FOCAL_ALPHA = 0.25
+    OHEM_RPN_FOCAL_GAMMA = 2.0
+    # Switch OHEM on the RoI head (the paper's setting): heads see a pool, class loss the hardest.
+    OHEM_ROI = False
+    # RoIs per image the heads see while training (>= TRAIN_ROIS_PER_IMAGE); extra ones negative.
+    OHEM_ROI_POOL = 512
+    # Hardest RoIs per image the class loss keeps; None means TRAIN_ROIS_PER_IMAGE.
+    OHEM_ROI_TOP_K = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         validate_ohem_config(self)
+
+    def display(self) -> None:
+        """The base ``display()``, with ``None`` settings shown as the values patch() uses."""
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            super().display()
+        resolved = {"OHEM_RPN_TOP_K": ohem_settings(self).top_k, "OHEM_ROI_TOP_K": ohem_roi_settings(self).top_k}
+        for line in buffer.getvalue().split("\n")[:-1]:
+            name = line.split(" ", 1)[0]
+            if name in _EFFECTIVE and getattr(self, name) is None:
+                line = f"{name:30} {resolved[name]} (None: {_EFFECTIVE[name]})"
+            print(line)
 
 
 def _bundled_ohem_config() -> type:

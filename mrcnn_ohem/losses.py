@@ -1,4 +1,5 @@
-"""OHEM losses in pure TensorFlow: the RPN objectness loss and a generic top-k cross-entropy.
+"""OHEM losses in pure TensorFlow: the RPN objectness loss (OHEM or focal) and a generic top-k
+cross-entropy.
 
 Every loss here is a plain function of tensors: it works eagerly, under ``tf.function``, in a
 TF1-style ``tf.compat.v1`` graph, inside a tf-keras ``Lambda`` and inside a Keras 3 layer.
@@ -26,6 +27,7 @@ keras = import_tf_keras()
 
 __all__ = [
     "ohem_rpn_class_loss",
+    "focal_rpn_class_loss",
     "topk_cross_entropy",
     "TopKCrossEntropy",
 ]
@@ -144,6 +146,57 @@ def ohem_rpn_class_loss(
             losses, positives, negatives, budget, max_positives
         )
     return _masked_mean(tf.gather(losses, indices, batch_dims=1), keep)
+
+
+def focal_rpn_class_loss(
+    rpn_match: Any,
+    rpn_class_logits: Any,
+    *,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> tf.Tensor:
+    """RPN anchor classification with the focal loss (Lin et al., RetinaNet, ICCV 2017).
+
+    The alternative to mining: every non-neutral anchor contributes, easy ones down-weighted.
+    Per non-neutral anchor, ``p_t`` is the softmax probability of its true label (positive =
+    foreground), ``alpha_t`` is ``alpha`` for positives and ``1 - alpha`` for negatives, and the
+    loss is ``-alpha_t * (1 - p_t) ** gamma * log(p_t)``. The result is the sum over the batch
+    divided by max(1, positive anchors in the batch), RetinaNet's normalisation, so give it the
+    full negative pool (``mrcnn_ohem.patch`` installs it with the OHEM targets). With
+    ``gamma = 0`` and ``alpha = 0.5`` it is half the summed cross-entropy of the non-neutral
+    anchors over the number of positives.
+
+    Args:
+        rpn_match: [batch, anchors, 1] (or [batch, anchors]) int, 1 positive, -1 negative,
+            0 neutral.
+        rpn_class_logits: [batch, anchors, 2] float (BG, FG) logits; computed in float32.
+        alpha: weight of the positives in [0, 1] (negatives get ``1 - alpha``).
+        gamma: focusing exponent >= 0; 0 gives the alpha-weighted cross-entropy.
+
+    Returns:
+        Scalar float32; exactly 0.0, still connected to the logits, without non-neutral anchors.
+
+    Raises:
+        ValueError: ``alpha`` or ``gamma`` out of range, or a shape is wrong.
+        TypeError: logits are not floating point, or labels not numeric.
+    """
+    alpha = check_number("alpha", alpha, 0.0, 1.0)
+    gamma = check_number("gamma", gamma, 0.0)
+    match, logits = _rpn_inputs(rpn_match, rpn_class_logits)
+    positives = tf.equal(match, POSITIVE)  # [batch, anchors]
+    candidates = positives | tf.equal(match, NEGATIVE)
+    log_p_t = -tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(positives, tf.int32), logits=logits)  # [batch, anchors]
+    one_minus_p_t = -tf.math.expm1(log_p_t)  # 1 - p_t without cancellation
+    # (1 - p_t) ** gamma, with a finite gradient where p_t == 1 (the loss is 0 there anyway).
+    nonzero = one_minus_p_t > 0.0
+    safe = tf.where(nonzero, one_minus_p_t, tf.ones_like(one_minus_p_t))
+    modulating = tf.where(nonzero, tf.pow(safe, gamma), tf.zeros_like(safe))
+    alpha_t = tf.where(positives, alpha, 1.0 - alpha)
+    losses = -alpha_t * modulating * log_p_t
+    total = tf.reduce_sum(tf.where(candidates, losses, tf.zeros_like(losses)))
+    count = tf.reduce_sum(tf.cast(positives, tf.float32))
+    return total / tf.maximum(count, 1.0)
 
 
 def _masked_mean(values: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:

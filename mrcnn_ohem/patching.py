@@ -6,11 +6,23 @@ binds the values into functions with Matterport's signatures:
 :func:`make_rpn_class_loss_graph`, :func:`make_build_rpn_targets` and, for direct calls with a
 config, :func:`build_rpn_targets`.
 
-``patch(config, module)`` replaces two module-level functions:
+``patch(config, module)`` replaces module-level names, each group only when the config turns
+it on:
 
-- ``rpn_class_loss_graph(rpn_match, rpn_class_logits)`` by the OHEM loss bound to ``config``;
-- ``build_rpn_targets(image_shape, anchors, gt_class_ids, gt_boxes, config)`` by the target
-  builder that keeps every negative (:func:`mrcnn_ohem.targets.build_rpn_targets`).
+- ``OHEM_RPN``: ``rpn_class_loss_graph(rpn_match, rpn_class_logits)`` by the OHEM loss bound
+  to ``config`` (or, with ``OHEM_RPN_LOSS = "focal"``, by the focal loss), and
+  ``build_rpn_targets(image_shape, anchors, gt_class_ids, gt_boxes, config)`` by the target
+  builder that keeps every negative (:func:`mrcnn_ohem.targets.ohem_rpn_targets`);
+- ``OHEM_ROI``: ``DetectionTargetLayer`` by a subclass of the module's own class that samples
+  a pool of ``OHEM_ROI_POOL`` RoIs per image (:func:`mrcnn_ohem.roi.ohem_roi_targets`), and
+  ``mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids)`` by the
+  loss over the hardest ``OHEM_ROI_TOP_K`` (:func:`mrcnn_ohem.roi.ohem_mrcnn_class_loss`).
+  Matterport's builder constructs ``DetectionTargetLayer(config, name="proposal_targets")``
+  by module-global name, so the subclass reaches the bundled model and forks alike; its base
+  ``__init__`` is handed a copy of the config whose ``TRAIN_ROIS_PER_IMAGE`` is the pool size,
+  so whatever a fork's layer derives from it (output shapes, padding) is pool-sized too. The
+  heads downstream take any number of RoIs; the box and mask losses read positives only, and
+  the pool holds exactly the positives Matterport would sample.
 
 Two rules follow from how Matterport code looks these names up:
 
@@ -23,6 +35,7 @@ Two rules follow from how Matterport code looks these names up:
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import threading
@@ -33,12 +46,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from mrcnn_ohem.config import OHEMSettings, ohem_settings
-from mrcnn_ohem.losses import ohem_rpn_class_loss
+from mrcnn_ohem.config import OHEMSettings, RPNLossSettings, ohem_roi_settings, ohem_settings, rpn_loss_settings
+from mrcnn_ohem.losses import focal_rpn_class_loss, ohem_rpn_class_loss
+from mrcnn_ohem.roi import ohem_mrcnn_class_loss, ohem_roi_targets
 from mrcnn_ohem.targets import ohem_rpn_targets
 
 __all__ = ["patch", "PatchHandle", "make_rpn_class_loss_graph", "make_build_rpn_targets",
-           "build_rpn_targets"]
+           "build_rpn_targets", "make_mrcnn_class_loss_graph", "make_detection_target_layer"]
 
 _FROM_CONFIG: Any = object()
 
@@ -55,10 +69,26 @@ def make_rpn_class_loss_graph(config: Any) -> Callable[[Any, Any], tf.Tensor]:
 
     Returns:
         ``rpn_class_loss_graph(rpn_match, rpn_class_logits) -> scalar float32``, with the
-        resolved settings as its ``ohem_settings`` attribute.
+        resolved settings as its ``ohem_settings`` attribute: the OHEM loss, or the focal loss
+        (:func:`~mrcnn_ohem.losses.focal_rpn_class_loss`) when ``OHEM_RPN_LOSS = "focal"``.
     """
     settings = ohem_settings(config)
-    return _bind_loss(settings)
+    loss = rpn_loss_settings(config)
+    return _bind_focal_loss(settings, loss) if loss.loss == "focal" else _bind_loss(settings)
+
+
+def _bind_focal_loss(settings: OHEMSettings, loss: RPNLossSettings) -> Callable[[Any, Any], tf.Tensor]:
+    def rpn_class_loss_graph(rpn_match, rpn_class_logits):
+        """Focal RPN class loss (mrcnn_ohem); see ``mrcnn_ohem.losses.focal_rpn_class_loss``.
+
+        rpn_match: [batch, anchors, 1] int. rpn_class_logits: [batch, anchors, 2].
+        """
+        return focal_rpn_class_loss(rpn_match, rpn_class_logits, alpha=loss.focal_alpha,
+                                    gamma=loss.focal_gamma)
+
+    rpn_class_loss_graph.ohem_settings = settings
+    rpn_class_loss_graph.rpn_loss_settings = loss
+    return rpn_class_loss_graph
 
 
 def _bind_loss(settings: OHEMSettings) -> Callable[[Any, Any], tf.Tensor]:
@@ -134,10 +164,101 @@ def build_rpn_targets(
     return ohem_rpn_targets(anchors, gt_class_ids, gt_boxes, rng=rng, **arguments)
 
 
+def make_mrcnn_class_loss_graph(config: Any) -> Callable[[Any, Any, Any], tf.Tensor]:
+    """A drop-in ``mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids)``.
+
+    Keeps the hardest ``OHEM_ROI_TOP_K`` RoIs per image (default ``TRAIN_ROIS_PER_IMAGE``); see
+    :func:`~mrcnn_ohem.roi.ohem_mrcnn_class_loss`. The resolved settings are its
+    ``ohem_roi_settings`` attribute.
+    """
+    roi = ohem_roi_settings(config)
+    if roi.top_k is None:
+        raise ValueError("TRAIN_ROIS_PER_IMAGE must be an integer >= 1 when OHEM_ROI_TOP_K is None; received None")
+
+    def mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids):
+        """RoI-head OHEM class loss (mrcnn_ohem); see ``mrcnn_ohem.roi.ohem_mrcnn_class_loss``.
+
+        target_class_ids: [batch, rois] int. pred_class_logits: [batch, rois, classes].
+        active_class_ids: [batch, classes].
+        """
+        return ohem_mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids, top_k=roi.top_k)
+
+    mrcnn_class_loss_graph.ohem_roi_settings = roi
+    return mrcnn_class_loss_graph
+
+
+def _roi_target_arguments(config: Any) -> dict[str, Any]:
+    """The plain arguments of :func:`~mrcnn_ohem.roi.ohem_roi_targets` for ``config``."""
+    roi = ohem_roi_settings(config)
+    return {
+        "train_rois_per_image": roi.train_rois_per_image,
+        "roi_positive_ratio": float(config.ROI_POSITIVE_RATIO),
+        "pool_size": roi.pool,
+        "bbox_std_dev": [float(v) for v in np.reshape(config.BBOX_STD_DEV, [4])],
+        "mask_shape": [int(v) for v in config.MASK_SHAPE],
+        "use_mini_mask": bool(config.USE_MINI_MASK),
+    }
+
+
+def make_detection_target_layer(config: Any, base: type) -> type:
+    """A subclass of a Matterport-style ``DetectionTargetLayer`` that samples OHEM RoI pools.
+
+    Constructed as Matterport's builder does, ``Layer(config, name="proposal_targets")``, it
+    returns ``[rois, target_class_ids, target_bbox, target_mask]`` with ``OHEM_ROI_POOL`` rows
+    per image (:func:`~mrcnn_ohem.roi.ohem_roi_targets`). Every setting is read from ``config``
+    now; the base class's ``__init__`` receives a copy of the construction-time config whose
+    ``TRAIN_ROIS_PER_IMAGE`` is the pool size, so a fork that derives shapes from it agrees.
+
+    Args:
+        config: a config with ``OHEM_ROI*`` settings and Matterport's RoI attributes.
+        base: the module's own ``DetectionTargetLayer`` class (a Keras layer).
+
+    Returns:
+        The subclass, named like ``base``, with the bound arguments as ``ohem_arguments``.
+    """
+    arguments = _roi_target_arguments(config)
+    pool = arguments["pool_size"]
+    mask_shape = arguments["mask_shape"]
+
+    def __init__(self, config=None, *args, **kwargs):
+        if config is not None:
+            config = copy.copy(config)
+            config.TRAIN_ROIS_PER_IMAGE = pool
+        base.__init__(self, config, *args, **kwargs)
+
+    def call(self, inputs):
+        proposals, gt_class_ids, gt_boxes, gt_masks = inputs[:4]
+        signature = (tf.TensorSpec([pool, 4], tf.float32), tf.TensorSpec([pool], tf.int32),
+                     tf.TensorSpec([pool, 4], tf.float32), tf.TensorSpec([pool, *mask_shape], tf.float32))
+        outputs = tf.map_fn(
+            lambda image: ohem_roi_targets(*image, **arguments),
+            (tf.cast(proposals, tf.float32), tf.cast(gt_class_ids, tf.int32), tf.cast(gt_boxes, tf.float32),
+             gt_masks),
+            fn_output_signature=signature)
+        return [tf.stop_gradient(o) for o in outputs]
+
+    def compute_output_shape(self, input_shape):
+        return [(None, pool, 4), (None, pool), (None, pool, 4), (None, pool, *mask_shape)]
+
+    def compute_mask(self, inputs, mask=None):
+        return [None, None, None, None]
+
+    namespace = {
+        "__init__": __init__, "call": call, "compute_output_shape": compute_output_shape,
+        "compute_mask": compute_mask, "ohem_arguments": arguments, "__module__": __name__,
+        "__doc__": f"{base.__name__} with OHEM RoI pools of {pool} per image (mrcnn_ohem); "
+                   "see mrcnn_ohem.roi.ohem_roi_targets.",
+    }
+    return type(base.__name__, (base,), namespace)
+
+
 # --- the reversible patch -----------------------------------------------------------------------
 
-#: name -> number of leading positional parameters the patched function must accept.
-_TARGETS = {"rpn_class_loss_graph": 2, "build_rpn_targets": 5}
+#: name -> number of leading positional parameters the patched function must accept, per switch.
+_RPN_TARGETS = {"rpn_class_loss_graph": 2, "build_rpn_targets": 5}
+_ROI_TARGETS = {"mrcnn_class_loss_graph": 3}
+#: Layer classes replaced by a subclass; Matterport constructs them as ``Layer(config, name=...)``.
+_ROI_LAYERS = ("DetectionTargetLayer",)
 _LOCK = threading.Lock()
 _ACTIVE: dict[str, PatchHandle] = {}
 
@@ -217,8 +338,28 @@ def _check_target(module: ModuleType, name: str, arity: int) -> None:
         )
 
 
+def _check_layer(module: ModuleType, name: str) -> None:
+    layer = getattr(module, name, None)
+    if not inspect.isclass(layer):
+        raise AttributeError(
+            f"module {module.__name__!r} has no class {name!r}; patch() expects a "
+            "Matterport-style model module (mrcnn.model or a fork of it)"
+        )
+    try:
+        parameters = list(inspect.signature(layer).parameters.values())
+    except (TypeError, ValueError):
+        return
+    takes_config = bool(parameters) and parameters[0].kind in (
+        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    if not takes_config:
+        raise TypeError(
+            f"{module.__name__}.{name} must be constructed as {name}(config, name=...) "
+            f"(Matterport's signature); received signature {inspect.signature(layer)}"
+        )
+
+
 def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
-    """Install the OHEM RPN loss and targets on a Matterport-style model module.
+    """Install what the config turns on (RPN OHEM or focal, RoI OHEM) on a Matterport-style module.
 
     Args:
         config: a config with ``OHEM_*`` settings (see :class:`~mrcnn_ohem.config.OHEMConfigMixin`);
@@ -227,8 +368,10 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
 
     Returns:
         A :class:`PatchHandle`. Patching a module that is already patched replaces the earlier
-        OHEM functions (it never stacks) and the handle restores the true originals. With
-        ``OHEM_RPN = False`` nothing is patched and the handle's ``restore()`` does nothing.
+        OHEM functions (it never stacks: a name the new config leaves off gets its original
+        back) and the handle restores the true originals. With ``OHEM_RPN = False`` the RPN
+        names are left alone, with ``OHEM_ROI = False`` (the default) the RoI names; with both
+        off nothing is patched and the handle's ``restore()`` does nothing.
 
     Raises:
         ValueError: an ``OHEM_*`` setting is invalid.
@@ -236,22 +379,36 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
             function with Matterport's signature. Nothing is changed in that case.
     """
     settings = ohem_settings(config)
+    roi = ohem_roi_settings(config)
     target_module = _resolve_module(module)
-    for name, arity in _TARGETS.items():
+    functions = dict(_RPN_TARGETS) if settings.enabled else {}
+    layers: tuple[str, ...] = ()
+    if roi.enabled:
+        functions.update(_ROI_TARGETS)
+        layers = _ROI_LAYERS
+    for name, arity in functions.items():
         _check_target(target_module, name, arity)
-    if not settings.enabled:
+    for name in layers:
+        _check_layer(target_module, name)
+    names = [*functions, *layers]
+    if not names:
         return PatchHandle(target_module, {})
 
-    replacements = {
-        "rpn_class_loss_graph": _bind_loss(settings),
-        "build_rpn_targets": make_build_rpn_targets(config),
-    }
     with _LOCK:
         previous = _ACTIVE.get(target_module.__name__)
-        if previous is not None:
-            originals = previous.originals
-        else:
-            originals = {name: getattr(target_module, name) for name in replacements}
+        earlier = previous.originals if previous is not None else {}
+        originals = {name: earlier.get(name, getattr(target_module, name)) for name in names}
+        replacements: dict[str, Any] = {}
+        if settings.enabled:
+            replacements["rpn_class_loss_graph"] = make_rpn_class_loss_graph(config)
+            replacements["build_rpn_targets"] = make_build_rpn_targets(config)
+        if roi.enabled:
+            replacements["mrcnn_class_loss_graph"] = make_mrcnn_class_loss_graph(config)
+            replacements["DetectionTargetLayer"] = make_detection_target_layer(
+                config, originals["DetectionTargetLayer"])
+        for name, original in earlier.items():
+            if name not in replacements:
+                setattr(target_module, name, original)
         handle = PatchHandle(target_module, originals)
         for name, function in replacements.items():
             setattr(target_module, name, function)

@@ -87,3 +87,44 @@ def topk_ce(labels, logits, top_k) -> float:
     else:
         k = max(1, math.ceil(round(top_k * n, 9)))
     return float(np.sort(losses)[::-1][:k].mean())
+
+
+def focal_rpn_loss(match, logits, alpha=0.25, gamma=2.0) -> float:
+    """Focal RPN loss: sum of -alpha_t (1 - p_t)^gamma log p_t over non-neutral anchors / max(1, P)."""
+    match = np.asarray(match).reshape(-1)
+    logits = np.asarray(logits, dtype=np.float64).reshape(-1, 2)
+    total = 0.0
+    for label, (bg, fg) in zip(match, logits):
+        if label == 0:
+            continue
+        top = max(bg, fg)
+        log_norm = top + math.log(math.exp(bg - top) + math.exp(fg - top))
+        log_p = (fg if label == 1 else bg) - log_norm
+        weight = alpha if label == 1 else 1.0 - alpha
+        total += -weight * (1.0 - math.exp(log_p)) ** gamma * log_p
+    return total / max(1, int((match == 1).sum()))
+
+
+def ohem_mrcnn_class_loss(target_class_ids, logits, active_class_ids, top_k) -> float:
+    """RoI-head OHEM class loss: per image the top_k largest CE x pred_active (first image's
+    active row), ties to the lower index; sum kept / max(1, sum kept pred_active)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    targets = np.asarray(target_class_ids)
+    active = np.asarray(active_class_ids, dtype=np.float64)[0]
+    total, weight = 0.0, 0.0
+    for image in range(logits.shape[0]):
+        pred_active = active[np.argmax(logits[image], axis=1)]
+        losses = softmax_cross_entropy(logits[image], targets[image]) * pred_active
+        for i in _hardest_first(np.arange(len(losses)), losses)[:top_k]:
+            total += losses[i]
+            weight += pred_active[i]
+    return total / max(1.0, weight)
+
+
+def matterport_mrcnn_class_loss(target_class_ids, logits, active_class_ids) -> float:
+    """Matterport's mrcnn_class_loss_graph (first image's active row); NaN without active RoIs."""
+    logits = np.asarray(logits, dtype=np.float64)
+    pred_active = np.asarray(active_class_ids, dtype=np.float64)[0][np.argmax(logits, axis=2)]
+    losses = softmax_cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                   np.asarray(target_class_ids).reshape(-1)) * pred_active.reshape(-1)
+    return float(losses.sum() / pred_active.sum())

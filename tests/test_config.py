@@ -65,3 +65,69 @@ def test_plain_config_object_uses_defaults():
     with pytest.raises(ValueError, match=r"RPN_TRAIN_ANCHORS_PER_IMAGE must be an integer >= 1 when "
                                          r"OHEM_RPN_TOP_K is None; received None"):
         ohem_settings(object())
+
+
+# --- RoI-head OHEM and the focal RPN loss (issue 12) -------------------------------------------
+
+def test_roi_and_rpn_loss_defaults():
+    from mrcnn_ohem.config import ohem_roi_settings, rpn_loss_settings
+
+    config = UserConfig()
+    assert rpn_loss_settings(config) == ("ohem", 0.25, 2.0)
+    roi = ohem_roi_settings(config)
+    assert roi.enabled is False and roi.pool == 512 and roi.top_k == config.TRAIN_ROIS_PER_IMAGE == 200
+
+
+def test_roi_top_k_and_pool_resolve():
+    from mrcnn_ohem.config import ohem_roi_settings
+
+    class Roi(UserConfig):
+        OHEM_ROI = True
+        TRAIN_ROIS_PER_IMAGE = 64
+        OHEM_ROI_POOL = 256
+        OHEM_ROI_TOP_K = 32
+
+    assert ohem_roi_settings(Roi()) == (True, 256, 32, 64, 0.33)
+
+
+def test_display_shows_effective_values(capsys):
+    class Roi(UserConfig):
+        OHEM_ROI = True
+        TRAIN_ROIS_PER_IMAGE = 64
+        OHEM_ROI_POOL = 128
+
+    Roi().display()
+    lines = {line.split(" ", 1)[0]: line.split(None, 1)[1] for line in capsys.readouterr().out.splitlines()
+             if len(line.split()) > 1}
+    assert lines["OHEM_ROI_TOP_K"] == "64 (None: TRAIN_ROIS_PER_IMAGE)"
+    assert lines["OHEM_RPN_TOP_K"] == "256 (None: RPN_TRAIN_ANCHORS_PER_IMAGE)"
+    assert lines["OHEM_ROI"] == "True" and lines["OHEM_ROI_POOL"] == "128"
+    assert lines["OHEM_RPN_LOSS"] == "ohem" and lines["OHEM_RPN_FOCAL_GAMMA"] == "2.0"
+    assert lines["TRAIN_ROIS_PER_IMAGE"] == "64"  # the rest of the listing is untouched
+
+
+@pytest.mark.parametrize(
+    "attributes,message",
+    [
+        ({"OHEM_RPN_LOSS": "retina"}, r"OHEM_RPN_LOSS must be one of \['ohem', 'focal'\]; received 'retina'"),
+        ({"OHEM_RPN_FOCAL_ALPHA": 1.5}, r"OHEM_RPN_FOCAL_ALPHA must be a number in \[0, 1\]; received 1.5"),
+        ({"OHEM_RPN_FOCAL_GAMMA": -2}, r"OHEM_RPN_FOCAL_GAMMA must be a number >= 0; received -2"),
+        ({"OHEM_ROI": "yes"}, r"OHEM_ROI must be True or False; received 'yes'"),
+        ({"OHEM_ROI_POOL": 0}, r"OHEM_ROI_POOL must be an integer >= 1; received 0"),
+        ({"OHEM_ROI_TOP_K": 0},
+         r"OHEM_ROI_TOP_K must be None or an integer >= 1 \(None: TRAIN_ROIS_PER_IMAGE\); received 0"),
+        ({"OHEM_ROI": True, "OHEM_ROI_POOL": 100},
+         r"OHEM_ROI_POOL must be an integer >= 200 \(TRAIN_ROIS_PER_IMAGE\) when OHEM_ROI is True; received 100"),
+    ],
+)
+def test_invalid_roi_and_rpn_loss_settings_raise_in_init(attributes, message):
+    bad = type("Bad", (UserConfig,), attributes)
+    with pytest.raises(ValueError, match=message):
+        bad()
+
+
+def test_small_pool_is_fine_while_roi_ohem_is_off():
+    class Off(UserConfig):
+        OHEM_ROI_POOL = 100
+
+    Off()

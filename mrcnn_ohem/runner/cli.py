@@ -63,6 +63,17 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
     parser.add_argument("--ohem-negative-pool", type=int, default=None, help="OHEM_RPN_NEGATIVE_POOL")
     parser.add_argument("--ohem-pooled", action="store_true",
                         help="one top-k over the whole batch (OHEM_RPN_PER_IMAGE = False)")
+    parser.add_argument("--rpn-loss", choices=("ohem", "focal"), default="ohem",
+                        help="RPN objectness loss of the patched RPN (OHEM_RPN_LOSS): 'ohem' top-k, or "
+                             "'focal' over every anchor (implies the RPN patch, with every negative kept)")
+    parser.add_argument("--ohem-roi", action=argparse.BooleanOptionalAction, default=False,
+                        help="OHEM on the RoI head (OHEM_ROI): the heads see a pool, the class loss keeps "
+                             "the hardest")
+    parser.add_argument("--ohem-roi-pool", type=int, default=None,
+                        help="OHEM_ROI_POOL, RoIs per image in the pool (default 512, at most "
+                             "POST_NMS_ROIS_TRAINING)")
+    parser.add_argument("--ohem-roi-top-k", type=int, default=None,
+                        help="OHEM_ROI_TOP_K, hardest RoIs kept by the class loss (default TRAIN_ROIS_PER_IMAGE)")
     parser.add_argument("--image-size", type=int, default=image_size, help="square input side, a multiple of 64")
     parser.add_argument("--backbone", choices=BACKBONES, default=backbone)
     parser.add_argument("--anchor-base", type=int, default=None,

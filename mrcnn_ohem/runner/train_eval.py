@@ -70,9 +70,25 @@ def class_tokens(classes: Sequence[str] | None) -> tuple[list[int] | None, list[
     return ids or None, names or None
 
 
+def rpn_patched(args: argparse.Namespace) -> bool:
+    """Whether the run patches the RPN: ``--ohem``, or ``--rpn-loss focal`` (which needs the patch)."""
+    return bool(args.ohem) or getattr(args, "rpn_loss", "ohem") == "focal"
+
+
+def uses_patch(args: argparse.Namespace) -> bool:
+    """Whether the run applies ``mrcnn_ohem.patch`` at all (RPN and/or RoI head)."""
+    return rpn_patched(args) or bool(getattr(args, "ohem_roi", False))
+
+
 def run_name(args: argparse.Namespace) -> str:
-    """The config NAME: ``--name`` or ``<prefix>_ohem`` / ``<prefix>_baseline``."""
-    return args.name or f"{args.prefix}_{'ohem' if args.ohem else 'baseline'}"
+    """The config NAME: ``--name``, or ``<prefix>_`` + ``ohem`` / ``focal`` / ``baseline`` for the
+    RPN, with ``_roi`` appended for RoI OHEM (``<prefix>_roi`` when only the RoI head mines)."""
+    if args.name:
+        return args.name
+    rpn = ("focal" if getattr(args, "rpn_loss", "ohem") == "focal" else "ohem") if rpn_patched(args) else None
+    if getattr(args, "ohem_roi", False):
+        return f"{args.prefix}_{rpn}_roi" if rpn else f"{args.prefix}_roi"
+    return f"{args.prefix}_{rpn or 'baseline'}"
 
 
 ############################################################
@@ -81,7 +97,8 @@ def run_name(args: argparse.Namespace) -> str:
 
 
 def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
-    """A ``Config`` (an ``OHEMConfig`` with ``--ohem``) for the parsed options.
+    """A ``Config`` (an ``OHEMConfig`` with ``--ohem``, ``--rpn-loss focal`` or ``--ohem-roi``) for
+    the parsed options.
 
     Args:
         args: parsed options of :func:`build_parser`.
@@ -116,15 +133,23 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
         settings["TRAIN_ROIS_PER_IMAGE"] = int(args.train_rois)
     train_bn = args.train_bn if args.train_bn is not None else cpu
     settings["TRAIN_BN"] = None if train_bn else False
-    if args.ohem:
+    if uses_patch(args):
         bases = (mrcnn_ohem.OHEMConfig,)
         settings.update(
-            OHEM_RPN=True,
+            OHEM_RPN=rpn_patched(args),
             OHEM_RPN_TOP_K=args.ohem_top_k,
             OHEM_RPN_PER_IMAGE=not args.ohem_pooled,
             OHEM_RPN_POSITIVE_FRACTION=args.ohem_positive_fraction,
             OHEM_RPN_NEGATIVE_POOL=args.ohem_negative_pool,
+            OHEM_RPN_LOSS=getattr(args, "rpn_loss", "ohem"),
         )
+        if getattr(args, "ohem_roi", False):
+            pool = args.ohem_roi_pool
+            if pool is None:  # no more RoIs than proposals, but room for TRAIN_ROIS_PER_IMAGE
+                pool = max(min(mrcnn_ohem.OHEMConfig.OHEM_ROI_POOL, settings.get(
+                    "POST_NMS_ROIS_TRAINING", Config.POST_NMS_ROIS_TRAINING)), settings.get(
+                    "TRAIN_ROIS_PER_IMAGE", Config.TRAIN_ROIS_PER_IMAGE))
+            settings.update(OHEM_ROI=True, OHEM_ROI_POOL=pool, OHEM_ROI_TOP_K=args.ohem_roi_top_k)
     return type("RunConfig", bases, settings)()
 
 
@@ -198,7 +223,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     config = make_config(args, dataset.num_classes, "training")
     if args.verbose:
         config.display()
-    handle = mrcnn_ohem.patch(config, module=modellib) if args.ohem else contextlib.nullcontext()
+    handle = mrcnn_ohem.patch(config, module=modellib) if uses_patch(args) else contextlib.nullcontext()
     with handle:
         model, _ = _build_model(modellib, "training", config, args, default_weights="none")
         start_epoch = model.epoch
@@ -206,7 +231,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             logger.warning("Checkpoint is at epoch %d >= --epochs %d: nothing to train.", start_epoch, args.epochs)
         recorder = StepRecorder((args.epochs - start_epoch) * config.STEPS_PER_EPOCH, not args.no_progress)
         logger.info("Training %s (%s) from epoch %d to %d, %d steps per epoch, log dir %s",
-                    config.NAME, "OHEM" if args.ohem else "baseline", start_epoch, args.epochs,
+                    config.NAME, "OHEM" if uses_patch(args) else "baseline", start_epoch, args.epochs,
                     config.STEPS_PER_EPOCH, model.log_dir)
         interrupted = False
         try:

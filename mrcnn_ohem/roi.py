@@ -1,0 +1,231 @@
+"""OHEM for the second stage (the RoI head), the setting of the OHEM paper, in pure TensorFlow.
+
+Two steps, each a plain function of tensors that never sees a Config (the patch in
+:mod:`mrcnn_ohem.patching` binds a config's values into them):
+
+1. **Sampling a pool** (:func:`ohem_roi_targets`, one image). Matterport's detection-target
+   step keeps ``TRAIN_ROIS_PER_IMAGE`` (T) RoIs per image: at most ``int(T * ROI_POSITIVE_RATIO)``
+   random positives (IoU >= 0.5 with a non-crowd GT box) and negatives in proportion. Here the
+   positives are sampled exactly the same way, so the box and mask losses, which only read
+   positives, see what they would see without OHEM; the rest of a pool of ``pool_size`` RoIs is
+   random negatives (IoU < 0.5, away from crowds) instead of a third of T.
+2. **Keeping the hardest** (:func:`ohem_mrcnn_class_loss`). The classifier loss of every pool
+   RoI is ranked with its gradient stopped and only the ``top_k`` hardest per image are
+   averaged, mmdetection's ``OHEMSampler`` idea in a single network (the paper runs a second,
+   read-only copy of the head to rank; here the training forward pass ranks).
+
+Shapes follow Matterport: boxes ``(y1, x1, y2, x2)`` normalised to [0, 1], zero padded.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from mrcnn_ohem.core import selection
+from mrcnn_ohem.core.checks import check_int, check_number
+from mrcnn_ohem.losses import _float_logits
+
+__all__ = ["ohem_mrcnn_class_loss", "ohem_roi_targets", "POSITIVE_IOU", "CROWD_IOU"]
+
+#: A RoI whose best IoU with a GT box reaches this is positive (Matterport's 0.5).
+POSITIVE_IOU = 0.5
+#: A RoI overlapping a crowd box at least this much is never a negative (Matterport's 0.001).
+CROWD_IOU = 0.001
+
+
+# --- sampling the pool ---------------------------------------------------------------------------
+
+def _iou(boxes1: tf.Tensor, boxes2: tf.Tensor) -> tf.Tensor:
+    """IoU [N1, N2] of ``boxes1`` [N1, 4] and ``boxes2`` [N2, 4]; 0 where a union is empty."""
+    a = boxes1[:, tf.newaxis, :]  # [N1, 1, 4]
+    b = boxes2[tf.newaxis, :, :]  # [1, N2, 4]
+    height = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
+    width = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
+    intersection = height * width
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return tf.math.divide_no_nan(intersection, area_a + area_b - intersection)
+
+
+def _best_iou(iou: tf.Tensor) -> tf.Tensor:
+    """Row maxima of ``iou`` [N, G], 0 for every row when G == 0."""
+    return tf.reduce_max(tf.pad(iou, [(0, 0), (0, 1)]), axis=1)
+
+
+def _deltas(boxes: tf.Tensor, gt_boxes: tf.Tensor) -> tf.Tensor:
+    """Box coding ``(dy, dx, log(dh), log(dw))`` that moves ``boxes`` [N, 4] onto ``gt_boxes``."""
+    height = boxes[:, 2] - boxes[:, 0]
+    width = boxes[:, 3] - boxes[:, 1]
+    gt_height = gt_boxes[:, 2] - gt_boxes[:, 0]
+    gt_width = gt_boxes[:, 3] - gt_boxes[:, 1]
+    dy = (gt_boxes[:, 0] + 0.5 * gt_height - boxes[:, 0] - 0.5 * height) / height
+    dx = (gt_boxes[:, 1] + 0.5 * gt_width - boxes[:, 1] - 0.5 * width) / width
+    return tf.stack([dy, dx, tf.math.log(gt_height / height), tf.math.log(gt_width / width)], axis=1)
+
+
+def _non_zero_rows(boxes: tf.Tensor) -> tf.Tensor:
+    """[N] bool, False for all-zero (padding) rows of ``boxes`` [N, 4]."""
+    return tf.reduce_sum(tf.abs(boxes), axis=1) > 0
+
+
+def ohem_roi_targets(
+    proposals: Any,
+    gt_class_ids: Any,
+    gt_boxes: Any,
+    gt_masks: Any,
+    *,
+    train_rois_per_image: int,
+    roi_positive_ratio: float,
+    pool_size: int,
+    bbox_std_dev: Sequence[float],
+    mask_shape: Sequence[int],
+    use_mini_mask: bool,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One image's RoI pool and its class, box and mask targets (Matterport's outputs, pool-sized).
+
+    Positives: a random ``min(int(train_rois_per_image * roi_positive_ratio), positives)`` of the
+    proposals whose best IoU with a non-crowd GT box is >= 0.5, as Matterport samples them.
+    Negatives: a random ``min(pool_size - kept positives, negatives)`` of the proposals with
+    best IoU < 0.5 that overlap no crowd box (IoU < 0.001). An image without positives gets a
+    pool of negatives only (Matterport then samples no RoI at all). Rows are positives, then
+    negatives, then zero padding up to ``pool_size``.
+
+    Args:
+        proposals: [N, (y1, x1, y2, x2)] float32 normalised, zero padded.
+        gt_class_ids: [MAX_GT_INSTANCES] int; 0 is padding, negative ids mark crowd boxes.
+        gt_boxes: [MAX_GT_INSTANCES, (y1, x1, y2, x2)] float32 normalised, zero padded.
+        gt_masks: [height, width, MAX_GT_INSTANCES] bool; mini masks if ``use_mini_mask``.
+        train_rois_per_image: Matterport's ``TRAIN_ROIS_PER_IMAGE``, which caps the positives.
+        roi_positive_ratio: Matterport's ``ROI_POSITIVE_RATIO`` in (0, 1].
+        pool_size: RoIs returned (the heads' training batch per image), >= the positive cap.
+        bbox_std_dev: [4] ``BBOX_STD_DEV``; the deltas are divided by it.
+        mask_shape: (height, width) of the mask targets, ``MASK_SHAPE``.
+        use_mini_mask: whether ``gt_masks`` are mini masks cropped to their box.
+
+    Returns:
+        rois [pool_size, 4] float32, class_ids [pool_size] int32 (0 for negatives and padding),
+        deltas [pool_size, (dy, dx, log(dh), log(dw))] float32, masks [pool_size, mask_h,
+        mask_w] float32 of 0/1; deltas and masks are zero except for positives.
+
+    Raises:
+        ValueError: ``pool_size`` smaller than the positive cap, or an option out of range.
+    """
+    train_rois_per_image = check_int("train_rois_per_image", train_rois_per_image, 1)
+    roi_positive_ratio = check_number("roi_positive_ratio", roi_positive_ratio, 0.0, 1.0, low_open=True)
+    max_positives = int(train_rois_per_image * roi_positive_ratio)
+    pool_size = check_int("pool_size", pool_size, max(1, max_positives),
+                          hint=" (the positive cap int(train_rois_per_image * roi_positive_ratio))")
+    mask_shape = [int(v) for v in mask_shape]
+
+    proposals = tf.boolean_mask(tf.stop_gradient(tf.cast(proposals, tf.float32)),
+                                _non_zero_rows(tf.cast(proposals, tf.float32)))
+    gt_boxes = tf.cast(gt_boxes, tf.float32)
+    gt_class_ids = tf.cast(gt_class_ids, tf.int32)
+    is_crowd = gt_class_ids < 0
+    is_instance = (gt_class_ids > 0) & _non_zero_rows(gt_boxes)
+    crowd_boxes = tf.boolean_mask(gt_boxes, is_crowd)
+    instance_index = tf.where(is_instance)[:, 0]  # [G]
+    gt_boxes = tf.gather(gt_boxes, instance_index)  # [G, 4]
+    gt_class_ids = tf.gather(gt_class_ids, instance_index)  # [G]
+    gt_masks = tf.gather(gt_masks, instance_index, axis=2)  # [h, w, G]
+
+    iou = _iou(proposals, gt_boxes)  # [N, G]
+    best = _best_iou(iou)  # [N]
+    no_crowd = _best_iou(_iou(proposals, crowd_boxes)) < CROWD_IOU
+    positive_index = tf.random.shuffle(tf.where(best >= POSITIVE_IOU)[:, 0])[:max_positives]
+    positive_count = tf.shape(positive_index)[0]
+    negative_index = tf.random.shuffle(tf.where((best < POSITIVE_IOU) & no_crowd)[:, 0])
+    negative_index = negative_index[:pool_size - positive_count]
+
+    positive_rois = tf.gather(proposals, positive_index)  # [P, 4]
+    # The appended zero column is never the arg-max of a positive (IoU >= 0.5 with a real box)
+    # and keeps the arg-max defined when the image has no GT box.
+    assignment = tf.argmax(tf.pad(tf.gather(iou, positive_index), [(0, 0), (0, 1)]), axis=1)  # [P]
+    roi_gt_boxes = tf.gather(gt_boxes, assignment)  # [P, 4]
+    roi_class_ids = tf.gather(gt_class_ids, assignment)  # [P]
+    deltas = _deltas(positive_rois, roi_gt_boxes) / tf.constant(list(bbox_std_dev), tf.float32)
+
+    crop_boxes = positive_rois
+    if use_mini_mask:  # RoI coordinates relative to its GT box, where the mini mask lives
+        gy1, gx1, gy2, gx2 = tf.unstack(roi_gt_boxes, axis=1)
+        y1, x1, y2, x2 = tf.unstack(positive_rois, axis=1)
+        crop_boxes = tf.stack([(y1 - gy1) / (gy2 - gy1), (x1 - gx1) / (gx2 - gx1),
+                               (y2 - gy1) / (gy2 - gy1), (x2 - gx1) / (gx2 - gx1)], axis=1)
+    instance_masks = tf.transpose(tf.cast(gt_masks, tf.float32), [2, 0, 1])[..., tf.newaxis]  # [G, h, w, 1]
+    masks = tf.image.crop_and_resize(tf.gather(instance_masks, assignment), crop_boxes,
+                                     tf.range(positive_count), mask_shape)
+    masks = tf.round(masks[..., 0])  # [P, mask_h, mask_w] of 0/1
+
+    rois = tf.concat([positive_rois, tf.gather(proposals, negative_index)], axis=0)
+    rest = pool_size - positive_count  # negatives and padding
+    rois = tf.pad(rois, [(0, pool_size - tf.shape(rois)[0]), (0, 0)])
+    roi_class_ids = tf.pad(roi_class_ids, [(0, rest)])
+    deltas = tf.pad(deltas, [(0, rest), (0, 0)])
+    masks = tf.pad(masks, [(0, rest), (0, 0), (0, 0)])
+    rois.set_shape([pool_size, 4])
+    roi_class_ids.set_shape([pool_size])
+    deltas.set_shape([pool_size, 4])
+    masks.set_shape([pool_size, *mask_shape])
+    return rois, roi_class_ids, deltas, masks
+
+
+# --- keeping the hardest -------------------------------------------------------------------------
+
+def _class_loss_inputs(target_class_ids: Any, pred_class_logits: Any, active_class_ids: Any):
+    logits = _float_logits("pred_class_logits", pred_class_logits)
+    if logits.shape.rank is not None and logits.shape.rank != 3:
+        raise ValueError("pred_class_logits must have shape [batch, rois, classes]; "
+                         f"received shape {logits.shape.as_list()}")
+    targets = tf.convert_to_tensor(target_class_ids)
+    if targets.shape.rank is not None and targets.shape.rank != 2:
+        raise ValueError("target_class_ids must have shape [batch, rois]; "
+                         f"received shape {targets.shape.as_list()}")
+    active = tf.convert_to_tensor(active_class_ids)
+    if active.shape.rank is not None and active.shape.rank != 2:
+        raise ValueError("active_class_ids must have shape [batch, classes]; "
+                         f"received shape {active.shape.as_list()}")
+    return tf.cast(targets, tf.int32), logits, tf.cast(active, tf.float32)
+
+
+def ohem_mrcnn_class_loss(
+    target_class_ids: Any,
+    pred_class_logits: Any,
+    active_class_ids: Any,
+    *,
+    top_k: int,
+) -> tf.Tensor:
+    """The classifier-head loss over the hardest ``top_k`` RoIs of each image.
+
+    Per RoI the loss is the softmax cross-entropy times ``pred_active``: 1 if the predicted
+    (arg-max) class is active in the first image's row of ``active_class_ids``, else 0
+    (Matterport uses the first image's row for the whole batch; so does this loss). Per image
+    the ``min(top_k, rois)`` largest of these are kept, ranked without gradient, ties to the
+    lower RoI index. Result: sum of the kept losses over the batch / max(1, sum of the kept
+    ``pred_active``). With ``top_k`` >= rois it equals Matterport's ``mrcnn_class_loss_graph``
+    (which gives NaN, and this 0.0, when no RoI is predicted as an active class).
+
+    Args:
+        target_class_ids: [batch, rois] int class ids, 0 for background and padding.
+        pred_class_logits: [batch, rois, classes] float logits; float16/bfloat16 are computed
+            in float32.
+        active_class_ids: [batch, classes] 1 for classes of the image's dataset, else 0.
+        top_k: RoIs kept per image (>= 1).
+
+    Returns:
+        Scalar float32; 0.0 with a zero gradient when nothing kept is active.
+
+    Raises:
+        ValueError: ``top_k`` < 1 or a tensor of the wrong rank.
+        TypeError: ``pred_class_logits`` is not floating point.
+    """
+    top_k = check_int("top_k", top_k, 1)
+    targets, logits, active = _class_loss_inputs(target_class_ids, pred_class_logits, active_class_ids)
+    pred_active = tf.gather(active[0], tf.argmax(logits, axis=2, output_type=tf.int32))  # [batch, rois]
+    losses = pred_active * tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=targets, logits=logits)  # [batch, rois]
+    indices, keep = selection.hardest(losses, tf.ones_like(losses, dtype=tf.bool), top_k)
+    kept_losses = tf.where(keep, tf.gather(losses, indices, batch_dims=1), 0.0)
+    kept_active = tf.where(keep, tf.gather(pred_active, indices, batch_dims=1), 0.0)
+    return tf.reduce_sum(kept_losses) / tf.maximum(tf.reduce_sum(kept_active), 1.0)

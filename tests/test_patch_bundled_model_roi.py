@@ -1,0 +1,105 @@
+"""mrcnn_ohem.patch with OHEM_ROI and the focal RPN loss on the bundled Mask R-CNN: the built
+model trains on RoI pools with the OHEM class loss (and the focal RPN loss), restore() brings
+Matterport's model back, and short seeded runs on a fixed batch lower the patched losses."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference
+import tensorflow as tf
+from test_maskrcnn_model import RandomShapes, TinyModelConfig
+
+import mrcnn_ohem
+from mrcnn_ohem._compat import import_tf_keras
+from mrcnn_ohem.maskrcnn import model as modellib
+from mrcnn_ohem.maskrcnn.data import DataGenerator
+
+keras = import_tf_keras()
+
+
+class RoiTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
+    NAME = "roitiny"
+    OHEM_RPN = False
+    OHEM_ROI = True
+    OHEM_ROI_POOL = 40  # TRAIN_ROIS_PER_IMAGE is 16
+    OHEM_ROI_TOP_K = 8
+
+
+class FocalTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
+    NAME = "focaltiny"
+    OHEM_RPN_LOSS = "focal"
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    ds = RandomShapes()
+    ds.load(4, seed=5)
+    ds.prepare()
+    return ds
+
+
+def fixed_batch(dataset, config):
+    np.random.seed(0)
+    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+    return inputs
+
+
+def probe(model, names):
+    """Run the training graph once, returning the named layers' outputs from the same forward."""
+    keras_model = model.keras_model
+    tensors = [keras_model.get_layer(n).output for n in names]
+    return keras.Model(keras_model.inputs, tensors)
+
+
+@pytest.mark.slow
+def test_patched_model_trains_on_roi_pools_and_restore(tmp_path, dataset):
+    config = RoiTiny()
+    plain = (modellib.DetectionTargetLayer, modellib.mrcnn_class_loss_graph, modellib.rpn_class_loss_graph)
+    with mrcnn_ohem.patch(config, module=modellib) as handle:
+        assert set(handle.originals) == {"DetectionTargetLayer", "mrcnn_class_loss_graph"}
+        tf.random.set_seed(0)
+        model = modellib.MaskRCNN("training", config, str(tmp_path))
+        inputs = fixed_batch(dataset, config)
+        targets, logits, loss, bbox_loss, mask_loss, masks = probe(model, [
+            "proposal_targets", "mrcnn_class_logits", "mrcnn_class_loss", "mrcnn_bbox_loss",
+            "mrcnn_mask_loss", "mrcnn_mask"])(inputs)
+        rois, class_ids = targets[0].numpy(), targets[1].numpy()
+        assert rois.shape == (2, 40, 4) and masks.shape[1] == 40
+        assert ((class_ids > 0).sum(axis=1) <= int(16 * 0.33)).all()
+        active = inputs[1][:, 12:]  # image_meta's active_class_ids
+        expected = reference.ohem_mrcnn_class_loss(class_ids, logits.numpy(), active, 8)
+        assert loss.numpy() == pytest.approx(expected, rel=1e-4)
+        assert np.isfinite(bbox_loss.numpy()) and np.isfinite(mask_loss.numpy())
+    assert not handle.active
+    assert (modellib.DetectionTargetLayer, modellib.mrcnn_class_loss_graph, modellib.rpn_class_loss_graph) == plain
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    assert probe(model, ["proposal_targets"])(fixed_batch(dataset, config))[0][0].shape == (2, 16, 4)
+
+
+def train_on_fixed_batch(model, inputs, steps, learning_rate):
+    model.set_trainable(modellib.LAYER_PRESETS["all"], verbose=0)
+    model.compile(learning_rate, 0.9)
+    history = []
+    for _ in range(steps):
+        history.append(model.keras_model.train_on_batch(inputs, return_dict=True))
+    return history
+
+
+def assert_lowered(history, name, window=5):
+    values = np.array([step[name] for step in history])
+    print(name, np.round(values, 4).tolist())
+    assert np.all(np.isfinite(values)), values
+    first, last = values[:window].mean(), values[-window:].mean()
+    assert last < 0.8 * first, values
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_class,name", [(RoiTiny, "mrcnn_class_loss"), (FocalTiny, "rpn_class_loss")])
+def test_short_run_lowers_the_patched_loss(tmp_path, dataset, config_class, name):
+    config = config_class()
+    with mrcnn_ohem.patch(config, module=modellib):
+        keras.utils.set_random_seed(0)
+        model = modellib.MaskRCNN("training", config, str(tmp_path))
+        inputs = fixed_batch(dataset, config)
+    history = train_on_fixed_batch(model, inputs, steps=24, learning_rate=0.01)
+    assert_lowered(history, name)
