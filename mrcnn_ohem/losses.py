@@ -210,7 +210,10 @@ def _anchor_boxes(anchors: Any, logits: tf.Tensor) -> tf.Tensor:
     if a is not None and b is not None and a != b:
         raise ValueError(f"anchors and rpn_class_logits must agree on the anchors axis; received "
                          f"{anchors.shape.as_list()} and {logits.shape.as_list()}")
-    return tf.cast(anchors, tf.float32)
+    with tf.control_dependencies([tf.debugging.assert_equal(
+            tf.shape(anchors)[0], tf.shape(logits)[1],
+            message="anchors and rpn_class_logits must agree on the anchors axis")]):
+        return tf.cast(anchors, tf.float32)
 
 
 def _survivors(losses, positives, negatives, anchors, nms_threshold, budget, max_positives):

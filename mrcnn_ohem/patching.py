@@ -12,6 +12,11 @@ config, :func:`build_rpn_targets`.
 - ``build_rpn_targets(image_shape, anchors, gt_class_ids, gt_boxes, config)`` by the target
   builder that keeps every negative (:func:`mrcnn_ohem.targets.build_rpn_targets`).
 
+The bound loss reports its selection statistics (:data:`SELECTION_METRICS`) through
+:mod:`mrcnn_ohem.core.auxiliary` to any training loop that listens: the bundled model's
+``train_step`` does, so they appear in its Keras logs, History and TensorBoard. A Matterport fork
+trained by stock Keras ``fit`` does not listen; there the statistics are not reported.
+
 Two rules follow from how Matterport code looks these names up:
 
 1. Patch **before** ``MaskRCNN(...)`` is constructed. The training graph's
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -34,11 +40,19 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn_ohem.config import OHEMSettings, ohem_settings
+from mrcnn_ohem.core import auxiliary
 from mrcnn_ohem.losses import ohem_rpn_class_loss
 from mrcnn_ohem.targets import ohem_rpn_targets
 
 __all__ = ["patch", "PatchHandle", "make_rpn_class_loss_graph", "make_build_rpn_targets",
-           "build_rpn_targets"]
+           "build_rpn_targets", "config_anchors", "SELECTION_METRICS"]
+
+#: Names under which the bound loss reports its selection statistics (batch means) to a
+#: listening training loop (:mod:`mrcnn_ohem.core.auxiliary`): kept positives, kept negatives,
+#: smallest kept loss.
+SELECTION_METRICS = ("ohem_rpn_kept_positives", "ohem_rpn_kept_negatives", "ohem_rpn_threshold")
+#: Resize modes in which every training input is exactly ``IMAGE_SHAPE`` (so one anchor set fits).
+FIXED_SHAPE_RESIZE_MODES = ("square", "crop")
 
 _FROM_CONFIG: Any = object()
 
@@ -48,7 +62,10 @@ _FROM_CONFIG: Any = object()
 def make_rpn_class_loss_graph(config: Any) -> Callable[[Any, Any], tf.Tensor]:
     """A drop-in ``rpn_class_loss_graph(rpn_match, rpn_class_logits)`` bound to a config.
 
-    The config's ``OHEM_RPN_*`` settings are read and validated once, here.
+    The config's ``OHEM_RPN_*`` settings are read and validated once, here; with
+    ``OHEM_RPN_NMS_THRESHOLD`` set, the anchors are computed here too (:func:`config_anchors`).
+    Inside an :func:`mrcnn_ohem.core.auxiliary.recording` (the bundled model's ``train_step``
+    opens one) the loss also reports :data:`SELECTION_METRICS`.
 
     Args:
         config: a Matterport-style config, usually with :class:`~mrcnn_ohem.config.OHEMConfigMixin`.
@@ -56,24 +73,70 @@ def make_rpn_class_loss_graph(config: Any) -> Callable[[Any, Any], tf.Tensor]:
     Returns:
         ``rpn_class_loss_graph(rpn_match, rpn_class_logits) -> scalar float32``, with the
         resolved settings as its ``ohem_settings`` attribute.
+
+    Raises:
+        ValueError: a setting is invalid, or NMS is on without a fixed image shape.
     """
     settings = ohem_settings(config)
-    return _bind_loss(settings)
+    anchors = config_anchors(config) if settings.nms_threshold is not None else None
+    return _bind_loss(settings, anchors)
 
 
-def _bind_loss(settings: OHEMSettings) -> Callable[[Any, Any], tf.Tensor]:
+def config_anchors(config: Any) -> np.ndarray:
+    """The anchors a Matterport-style model trains ``config.IMAGE_SHAPE`` inputs with.
+
+    Built from the config's ``RPN_ANCHOR_SCALES``, ``RPN_ANCHOR_RATIOS``, ``BACKBONE_STRIDES``
+    and ``RPN_ANCHOR_STRIDE`` (a callable ``BACKBONE`` gives the feature shapes through
+    ``COMPUTE_BACKBONE_SHAPE``), in the order the RPN outputs them: level by level, cell-major,
+    ratios within a cell (Matterport's ``generate_pyramid_anchors``).
+
+    Returns:
+        [anchors, (y1, x1, y2, x2)] float32 in pixels.
+
+    Raises:
+        ValueError: ``IMAGE_RESIZE_MODE`` is not one of :data:`FIXED_SHAPE_RESIZE_MODES`, so the
+            anchors differ from batch to batch.
+    """
+    mode = getattr(config, "IMAGE_RESIZE_MODE", "square")
+    if mode not in FIXED_SHAPE_RESIZE_MODES:
+        raise ValueError(
+            f"IMAGE_RESIZE_MODE must be one of {list(FIXED_SHAPE_RESIZE_MODES)} when "
+            f"OHEM_RPN_NMS_THRESHOLD is set (NMS needs the anchors of one fixed IMAGE_SHAPE); "
+            f"received {mode!r}. Set OHEM_RPN_NMS_THRESHOLD = None or use a fixed-size mode.")
+    # OHEM may depend on the bundled model's NumPy anchor generator, never the reverse.
+    from mrcnn_ohem.maskrcnn.anchors import generate_pyramid_anchors
+
+    shape = [int(v) for v in np.asarray(config.IMAGE_SHAPE)[:2]]
+    strides = list(config.BACKBONE_STRIDES)
+    if callable(getattr(config, "BACKBONE", None)):
+        features = np.asarray(config.COMPUTE_BACKBONE_SHAPE(np.asarray(config.IMAGE_SHAPE)))
+    else:
+        features = np.array([[math.ceil(shape[0] / s), math.ceil(shape[1] / s)] for s in strides])
+    anchors = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS, features,
+                                       strides, config.RPN_ANCHOR_STRIDE)
+    return anchors.astype(np.float32)
+
+
+def _bind_loss(settings: OHEMSettings, anchors: np.ndarray | None = None) -> Callable[[Any, Any], tf.Tensor]:
+    options = dict(top_k=settings.top_k, per_image=settings.per_image,
+                   positive_fraction=settings.positive_fraction)
+    if settings.nms_threshold is not None:
+        options.update(anchors=anchors, nms_threshold=settings.nms_threshold)
+    if settings.max_negatives_per_positive is not None:
+        options.update(max_negatives_per_positive=settings.max_negatives_per_positive,
+                       min_negatives=settings.min_negatives)
+
     def rpn_class_loss_graph(rpn_match, rpn_class_logits):
         """OHEM RPN class loss (mrcnn_ohem); see ``mrcnn_ohem.losses.ohem_rpn_class_loss``.
 
         rpn_match: [batch, anchors, 1] int. rpn_class_logits: [batch, anchors, 2].
         """
-        return ohem_rpn_class_loss(
-            rpn_match,
-            rpn_class_logits,
-            top_k=settings.top_k,
-            per_image=settings.per_image,
-            positive_fraction=settings.positive_fraction,
-        )
+        if not auxiliary.listening():
+            return ohem_rpn_class_loss(rpn_match, rpn_class_logits, **options)
+        loss, stats = ohem_rpn_class_loss(rpn_match, rpn_class_logits, return_stats=True, **options)
+        for name, key in zip(SELECTION_METRICS, ("kept_positives", "kept_negatives", "threshold")):
+            auxiliary.record(name, tf.reduce_mean(tf.cast(stats[key], tf.float32)))
+        return loss
 
     rpn_class_loss_graph.ohem_settings = settings
     return rpn_class_loss_graph
@@ -231,7 +294,8 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
         ``OHEM_RPN = False`` nothing is patched and the handle's ``restore()`` does nothing.
 
     Raises:
-        ValueError: an ``OHEM_*`` setting is invalid.
+        ValueError: an ``OHEM_*`` setting is invalid, or ``OHEM_RPN_NMS_THRESHOLD`` is set while
+            ``IMAGE_RESIZE_MODE`` gives no fixed image shape.
         ImportError / TypeError / AttributeError: the module cannot be imported or lacks a
             function with Matterport's signature. Nothing is changed in that case.
     """
@@ -243,7 +307,7 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
         return PatchHandle(target_module, {})
 
     replacements = {
-        "rpn_class_loss_graph": _bind_loss(settings),
+        "rpn_class_loss_graph": make_rpn_class_loss_graph(config),
         "build_rpn_targets": make_build_rpn_targets(config),
     }
     with _LOCK:
