@@ -287,8 +287,9 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, *,
 
     Positives have IoU >= 0.5 with a (non-crowd) GT box, at most
     ``train_rois_per_image * roi_positive_ratio`` of them, picked at random; negatives (IoU <
-    0.5, away from crowds) fill up to the positive ratio. Crowds are GT boxes with a negative
-    class ID.
+    0.5, away from crowds) fill up to the positive ratio; an image without any instance gets
+    ``train_rois_per_image - max positives`` negatives (background-only images, see
+    ``Config.TRAIN_BACKGROUND_IMAGES``). Crowds are GT boxes with a negative class ID.
 
     Args:
         proposals: [N, (y1, x1, y2, x2)] normalised, zero padded.
@@ -323,6 +324,10 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, *,
     positive_count = tf.shape(positive_indices)[0]
     negative_count = tf.cast(tf.cast(positive_count, tf.float32) / roi_positive_ratio,
                              tf.int32) - positive_count
+    # A background-only image (no instance at all) has no positives to scale by; it gets the
+    # negative share of the budget instead of nothing, so its heads learn "background".
+    negative_count = tf.where(tf.size(gt_class_ids) > 0, negative_count,
+                              train_rois_per_image - max_positive)
     negative_indices = tf.random.shuffle(negative_indices)[:negative_count]
     positive_rois = tf.gather(proposals, positive_indices)
     negative_rois = tf.gather(proposals, negative_indices)
