@@ -33,6 +33,7 @@ _EXPORTS = {
     "topk_cross_entropy": "losses",
     "ohem_rpn_targets": "targets",
     "PatchHandle": "patching",
+    "add_selection_metrics": "patching",
     "build_rpn_targets": "patching",
     "make_build_rpn_targets": "patching",
     "make_rpn_class_loss_graph": "patching",

@@ -15,7 +15,8 @@ config, :func:`build_rpn_targets`.
 The bound loss reports its selection statistics (:data:`SELECTION_METRICS`) through
 :mod:`mrcnn_ohem.core.auxiliary` to any training loop that listens: the bundled model's
 ``train_step`` does, so they appear in its Keras logs, History and TensorBoard. A Matterport fork
-trained by stock Keras ``fit`` does not listen; there the statistics are not reported.
+trained by stock Keras ``fit`` does not listen: :func:`add_selection_metrics` adds them to its
+training model as Keras metrics instead.
 
 Two rules follow from how Matterport code looks these names up:
 
@@ -45,7 +46,7 @@ from mrcnn_ohem.losses import ohem_rpn_class_loss
 from mrcnn_ohem.targets import ohem_rpn_targets
 
 __all__ = ["patch", "PatchHandle", "make_rpn_class_loss_graph", "make_build_rpn_targets",
-           "build_rpn_targets", "config_anchors", "SELECTION_METRICS"]
+           "build_rpn_targets", "config_anchors", "add_selection_metrics", "SELECTION_METRICS"]
 
 #: Names under which the bound loss reports its selection statistics (batch means) to a
 #: listening training loop (:mod:`mrcnn_ohem.core.auxiliary`): kept positives, kept negatives,
@@ -195,6 +196,50 @@ def build_rpn_targets(
     if negative_pool is not _FROM_CONFIG:
         arguments["negative_pool"] = negative_pool
     return ohem_rpn_targets(anchors, gt_class_ids, gt_boxes, rng=rng, **arguments)
+
+
+def add_selection_metrics(keras_model: Any, layer_name: str = "rpn_class_loss") -> list[str]:
+    """Report :data:`SELECTION_METRICS` on a fork's tf-keras training model trained by ``fit``.
+
+    For Matterport-style models whose ``train_step`` is Keras' own (the bundled model needs no
+    call: it listens by itself). The loss layer's function is applied once more to the loss
+    layer's own inputs, while listening, and each statistic is added with
+    ``keras_model.add_metric(..., aggregation="mean")``, so it appears in the logs, History and
+    TensorBoard like the losses. This repeats the selection once per step (about the cost of the
+    OHEM loss itself). Call it after ``patch()`` and model construction, before ``compile``.
+
+    Args:
+        keras_model: the functional training model (``MaskRCNN(...).keras_model``).
+        layer_name: the ``Lambda`` layer that computes the RPN class loss.
+
+    Returns:
+        The metric names added.
+
+    Raises:
+        ValueError: the model has no such layer, or its loss reports nothing (not patched with
+            OHEM).
+    """
+    try:
+        layer = keras_model.get_layer(layer_name)
+    except ValueError as err:
+        raise ValueError(f"layer_name must name the RPN class loss layer of keras_model; received "
+                         f"{layer_name!r}") from err
+    function = getattr(layer, "function", None) or layer.call
+
+    def selection_stats(inputs):
+        with auxiliary.recording() as recorded:
+            function(inputs)
+        missing = [name for name in SELECTION_METRICS if name not in recorded.values]
+        if missing:
+            raise ValueError(f"the {layer_name!r} layer must compute the OHEM loss of a patched module "
+                             f"(call mrcnn_ohem.patch before building the model); received no {missing}")
+        return tf.stack([recorded.values[name] for name in SELECTION_METRICS])  # [3]
+
+    lambda_layer = type(layer)  # keras.layers.Lambda of the fork's Keras
+    stats = lambda_layer(selection_stats, name="ohem_rpn_selection_stats")(layer.input)
+    for i, name in enumerate(SELECTION_METRICS):
+        keras_model.add_metric(stats[i], name=name, aggregation="mean")
+    return list(SELECTION_METRICS)
 
 
 # --- the reversible patch -----------------------------------------------------------------------

@@ -165,3 +165,36 @@ def test_auxiliary_recordings_nest_and_are_per_thread():
         thread.join()
     assert inner.values == {"a": 1.0} and outer.names == ["b"] and seen == [False]
     assert not auxiliary.listening()
+
+
+# --- a fork trained by stock Keras fit ------------------------------------------------------------
+
+def test_add_selection_metrics_on_a_stock_keras_model(tmp_path):
+    import sys
+    import types
+
+    from test_patch import MINI_MODEL_SOURCE, Cfg
+
+    module = types.ModuleType("mini_fork_model")
+    exec(compile(MINI_MODEL_SOURCE, "mini_fork_model.py", "exec"), module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        with mrcnn_ohem.patch(Cfg(), module=module):
+            model = module.build_model(300)
+            assert mrcnn_ohem.add_selection_metrics(model) == list(SELECTION_METRICS)
+            model.add_loss(tf.reduce_mean(model.outputs[1]))
+            model.compile(optimizer="sgd")
+            rng = np.random.default_rng(0)
+            match = rng.choice([-1, 0, 1], size=(4, 300, 1)).astype(np.int32)
+            features = rng.normal(size=(4, 300, 3)).astype(np.float32)
+            history = model.fit([match, features], epochs=2, batch_size=2, verbose=0)
+        for name in SELECTION_METRICS:
+            assert len(history.history[name]) == 2 and np.all(np.isfinite(history.history[name])), name
+        # top_k = 5 per image, labels drawn uniformly: 5 kept per image in all.
+        kept = np.add(history.history["ohem_rpn_kept_positives"], history.history["ohem_rpn_kept_negatives"])
+        np.testing.assert_allclose(kept, 5.0, rtol=1e-6)
+        plain = module.build_model(300)  # not patched any more
+        with pytest.raises(ValueError, match="must compute the OHEM loss of a patched module"):
+            mrcnn_ohem.add_selection_metrics(plain)
+    finally:
+        sys.modules.pop(module.__name__, None)
