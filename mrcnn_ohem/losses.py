@@ -187,8 +187,8 @@ def ohem_rpn_class_loss(
         is_negative = tf.gather(negatives, indices, batch_dims=1)  # [rows, width]
     if ratio is not None:
         kept_positives = tf.reduce_sum(tf.cast(keep & ~is_negative, tf.int32), axis=1)  # [rows]
-        floor = min_negatives if per_image else min_negatives * batch
-        limit = tf.maximum(floor, tf.cast(tf.floor(ratio * tf.cast(kept_positives, tf.float64)), tf.int32))
+        least = min_negatives if per_image else min_negatives * batch  # the pool's floor
+        limit = tf.maximum(least, tf.cast(tf.floor(ratio * tf.cast(kept_positives, tf.float64)), tf.int32))
         keep = selection.limit_negatives(keep, is_negative, limit)
     kept_losses = tf.gather(losses, indices, batch_dims=1)
     loss = _masked_mean(kept_losses, keep)
