@@ -8,7 +8,8 @@ benchmarks too).
 Runs and checkpoints follow Matterport's layout: ``<logs>/<name>YYYYmmddTHHMM/
 mask_rcnn_<name>_<epoch:04d>.h5``, one file per finished epoch. ``name`` defaults to
 ``<prefix>_ohem`` or ``<prefix>_baseline``, so ``--model last`` finds the last run of the same
-kind. Training also writes ``history.json`` (per-step losses and seconds) in the run folder;
+kind. Training also writes ``history.json`` (per-step losses and seconds, and with OHEM the
+selection statistics ``ohem_rpn_kept_positives`` / ``_kept_negatives`` / ``_threshold``) in the run folder;
 evaluation writes ``metrics_<subset><year>_<checkpoint>.json`` next to the checkpoint (or in
 ``--logs`` for ``--model none``) and prints a table.
 
