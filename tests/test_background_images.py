@@ -87,3 +87,17 @@ def test_cli_flags_reach_the_config():
     with pytest.raises(ValueError, match="OHEM_RPN_NMS_THRESHOLD must be"):
         train_eval.make_config(parser.parse_args(["train", "--ohem", "--ohem-nms", "0"]), 4, "training")
     assert np.isclose(config.OHEM_RPN_NMS_THRESHOLD, 0.7)
+
+
+def test_step_recorder_keeps_the_statistics_per_step():
+    from mrcnn_ohem.runner.callbacks import StepRecorder
+
+    recorder = StepRecorder(2, show=False)
+    recorder.on_train_begin()
+    recorder.on_epoch_begin(0)
+    # Keras logs running means: steps of 4 and 8 kept negatives log 4, then 6.
+    for batch, mean in enumerate((4.0, 6.0)):
+        recorder.on_train_batch_begin(batch)
+        recorder.on_train_batch_end(batch, {"loss": 1.0, "ohem_rpn_kept_negatives": mean})
+    recorder.on_train_end()
+    assert [row["ohem_rpn_kept_negatives"] for row in recorder.steps] == [4.0, 8.0]
