@@ -40,6 +40,7 @@ _EXPORTS = {
     "ohem_mrcnn_class_loss": "roi",
     "ohem_roi_targets": "roi",
     "PatchHandle": "patching",
+    "add_selection_metrics": "patching",
     "build_rpn_targets": "patching",
     "make_build_rpn_targets": "patching",
     "make_rpn_class_loss_graph": "patching",

@@ -39,6 +39,9 @@ class OHEMSettings(NamedTuple):
     per_image: bool
     positive_fraction: float | None
     negative_pool: int | None
+    nms_threshold: float | None = None
+    max_negatives_per_positive: float | None = None
+    min_negatives: int = 0
 
 
 class RPNLossSettings(NamedTuple):
@@ -83,12 +86,19 @@ def _resolve(config: Any) -> OHEMSettings:
                             0.0, 1.0, allow_none=True)
     pool = check_int("OHEM_RPN_NEGATIVE_POOL", _get(config, "OHEM_RPN_NEGATIVE_POOL"), 1,
                      allow_none=True, hint=" (None: keep every negative)")
+    nms_threshold = check_number("OHEM_RPN_NMS_THRESHOLD", _get(config, "OHEM_RPN_NMS_THRESHOLD"),
+                                 0.0, 1.0, low_open=True, allow_none=True, hint=" (None: no de-duplication)")
+    ratio = check_number("OHEM_RPN_MAX_NEGATIVES_PER_POSITIVE",
+                         _get(config, "OHEM_RPN_MAX_NEGATIVES_PER_POSITIVE"), 0.0, allow_none=True,
+                         hint=" (None: no ratio)")
+    min_negatives = check_int("OHEM_RPN_MIN_NEGATIVES", _get(config, "OHEM_RPN_MIN_NEGATIVES"), 0)
     if top_k is None:
         top_k = check_int("RPN_TRAIN_ANCHORS_PER_IMAGE",
                           getattr(config, "RPN_TRAIN_ANCHORS_PER_IMAGE", None), 1,
                           hint=" when OHEM_RPN_TOP_K is None")
     return OHEMSettings(enabled=enabled, top_k=top_k, per_image=per_image,
-                        positive_fraction=fraction, negative_pool=pool)
+                        positive_fraction=fraction, negative_pool=pool, nms_threshold=nms_threshold,
+                        max_negatives_per_positive=ratio, min_negatives=min_negatives)
 
 
 def ohem_settings(config: Any) -> OHEMSettings:
@@ -162,6 +172,14 @@ class OHEMConfigMixin:
     OHEM_ROI_POOL = 512
     # Hardest RoIs per image the class loss keeps; None means TRAIN_ROIS_PER_IMAGE.
     OHEM_ROI_TOP_K = None
+    # None: no de-duplication. t in (0, 1]: per image and label, drop candidates whose IoU with a
+    # harder kept one is > t before the top-k (the OHEM paper uses 0.7); needs a fixed IMAGE_SHAPE.
+    OHEM_RPN_NMS_THRESHOLD = None
+    # None: no ratio. r >= 0: keep at most max(OHEM_RPN_MIN_NEGATIVES, floor(r * kept positives))
+    # of the selected negatives per image (the freed budget is not refilled).
+    OHEM_RPN_MAX_NEGATIVES_PER_POSITIVE = None
+    # Floor of that ratio, so an image without positives still trains on its hardest negatives.
+    OHEM_RPN_MIN_NEGATIVES = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -85,14 +85,22 @@ def ohem_rpn_class_loss(
     top_k: int = 256,
     per_image: bool = True,
     positive_fraction: float | None = None,
-) -> tf.Tensor:
+    anchors: Any = None,
+    nms_threshold: float | None = None,
+    max_negatives_per_positive: float | None = None,
+    min_negatives: int = 0,
+    return_stats: bool = False,
+) -> tf.Tensor | tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """RPN anchor classification loss over the hardest non-neutral anchors.
 
     Each non-neutral anchor gets the softmax cross-entropy of its logits against
     "is positive". Per image, the ``min(top_k, candidates)`` highest losses are kept, exactly
     that many (ties go to the lower anchor index); the loss is their sum divided by how many
     were kept over the whole batch. With ``top_k`` >= the number of candidates this is
-    Matterport's ``rpn_class_loss_graph``.
+    Matterport's ``rpn_class_loss_graph``. The steps, in order: de-duplicate (``nms_threshold``),
+    select (``top_k``, ``per_image``, ``positive_fraction``), cap negatives
+    (``max_negatives_per_positive``, ``min_negatives``), average. With the last four options
+    at their defaults the result is bit for bit the plain top-k loss.
 
     Args:
         rpn_match: [batch, anchors, 1] (or [batch, anchors]) int, 1 positive, -1 negative,
@@ -106,38 +114,70 @@ def ohem_rpn_class_loss(
         positive_fraction: when set (in [0, 1]), at most ``floor(positive_fraction * top_k)``
             positives are kept (the hardest; pooled: ``floor(positive_fraction * top_k *
             batch)``) and the rest of the budget goes to the hardest negatives.
+        anchors: [anchors, (y1, x1, y2, x2)] boxes shared by the batch, any units; only read
+            with ``nms_threshold``.
+        nms_threshold: None, or in (0, 1]: per image and per label, candidates are visited in
+            descending loss order (ties: lower index first) and one is dropped when its IoU
+            with an already kept candidate of the same label is > ``nms_threshold``; the
+            selection then runs on the survivors.
+        max_negatives_per_positive: None, or a ratio >= 0: after the selection only the
+            hardest ``max(min_negatives, floor(ratio * kept positives))`` of the selected
+            negatives stay (per image; pooled: over the pool with ``min_negatives * batch``).
+            The freed budget is not refilled.
+        min_negatives: int >= 0, the floor of that cap (so an image without positives still
+            trains on its hardest negatives); unused without ``max_negatives_per_positive``.
+        return_stats: also return what was kept, per image.
 
     Returns:
-        Scalar float32 loss; exactly 0.0 with a zero gradient when nothing is kept.
+        Scalar float32 loss; exactly 0.0 with a zero gradient when nothing is kept. With
+        ``return_stats``, ``(loss, stats)`` where ``stats`` holds ``"kept_positives"`` and
+        ``"kept_negatives"`` (int32 [batch]; pooled: what the pool kept of each image) and
+        ``"threshold"`` (float32 [batch], the smallest kept loss of the image, 0.0 when none).
 
     Raises:
-        ValueError: an option is out of range, or a shape is wrong.
+        ValueError: an option is out of range, ``nms_threshold`` without ``anchors``, or a
+            shape is wrong.
         TypeError: logits are not floating point, or labels not numeric.
     """
     top_k = check_int("top_k", top_k, 1)
     per_image = check_bool("per_image", per_image)
     if positive_fraction is not None:
         positive_fraction = check_number("positive_fraction", positive_fraction, 0.0, 1.0)
+    nms_threshold = check_number("nms_threshold", nms_threshold, 0.0, 1.0, low_open=True, allow_none=True)
+    ratio = check_number("max_negatives_per_positive", max_negatives_per_positive, 0.0, allow_none=True)
+    min_negatives = check_int("min_negatives", min_negatives, 0)
+    return_stats = check_bool("return_stats", return_stats)
     match, logits = _rpn_inputs(rpn_match, rpn_class_logits)
+    if nms_threshold is not None:
+        if anchors is None:
+            raise ValueError("anchors must be given with nms_threshold: [anchors, (y1, x1, y2, x2)] boxes; "
+                             "received None")
+        anchors = _anchor_boxes(anchors, logits)
 
     positives = tf.equal(match, POSITIVE)  # [batch, anchors]
     negatives = tf.equal(match, NEGATIVE)  # [batch, anchors]
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(positives, tf.int32), logits=logits
     )  # [batch, anchors]
+    batch, num_anchors = tf.shape(losses)[0], tf.shape(losses)[1]
 
     budget = tf.constant(top_k, tf.int32)
     if per_image:
         max_positives = None if positive_fraction is None else math.floor(positive_fraction * top_k)
+        if nms_threshold is not None:
+            positives, negatives = _survivors(losses, positives, negatives, anchors, nms_threshold,
+                                              budget, max_positives)
     else:
-        batch = tf.shape(losses)[0]
-        losses, positives, negatives = (tf.reshape(t, [1, -1]) for t in (losses, positives, negatives))
         budget = budget * batch  # one pool: [1, batch * anchors]
         max_positives = None
         if positive_fraction is not None:
             max_positives = tf.cast(
                 tf.floor(positive_fraction * tf.cast(budget, tf.float64)), tf.int32
             )
+        if nms_threshold is not None:  # NMS stays per image, before pooling
+            positives, negatives = _survivors(losses, positives, negatives, anchors, nms_threshold,
+                                              budget, max_positives)
+        losses, positives, negatives = (tf.reshape(t, [1, -1]) for t in (losses, positives, negatives))
 
     if max_positives is None:
         indices, keep = selection.hardest(losses, positives | negatives, budget)
@@ -145,7 +185,61 @@ def ohem_rpn_class_loss(
         indices, keep = selection.hardest_with_positive_cap(
             losses, positives, negatives, budget, max_positives
         )
-    return _masked_mean(tf.gather(losses, indices, batch_dims=1), keep)
+    if ratio is not None or return_stats:
+        is_negative = tf.gather(negatives, indices, batch_dims=1)  # [rows, width]
+    if ratio is not None:
+        kept_positives = tf.reduce_sum(tf.cast(keep & ~is_negative, tf.int32), axis=1)  # [rows]
+        least = min_negatives if per_image else min_negatives * batch  # the pool's floor
+        limit = tf.maximum(least, tf.cast(tf.floor(ratio * tf.cast(kept_positives, tf.float64)), tf.int32))
+        keep = selection.limit_negatives(keep, is_negative, limit)
+    kept_losses = tf.gather(losses, indices, batch_dims=1)
+    loss = _masked_mean(kept_losses, keep)
+    if not return_stats:
+        return loss
+    image = (tf.broadcast_to(tf.range(batch)[:, None], tf.shape(indices)) if per_image
+             else indices // tf.maximum(num_anchors, 1))  # [rows, width] image of each slot
+    return loss, _selection_stats(tf.stop_gradient(kept_losses), keep, is_negative, image, batch)
+
+
+def _anchor_boxes(anchors: Any, logits: tf.Tensor) -> tf.Tensor:
+    """Validate ``anchors`` as [anchors, 4] matching the logits; return float32 boxes."""
+    anchors = tf.convert_to_tensor(anchors)
+    if not (anchors.dtype.is_floating or anchors.dtype.is_integer):
+        raise TypeError(f"anchors must hold numeric boxes; received dtype {anchors.dtype.name}")
+    if anchors.shape.rank is not None and (anchors.shape.rank != 2 or anchors.shape[-1] not in (4, None)):
+        raise ValueError(f"anchors must have shape [anchors, 4]; received shape {anchors.shape.as_list()}")
+    a, b = anchors.shape[0] if anchors.shape.rank else None, logits.shape[1] if logits.shape.rank else None
+    if a is not None and b is not None and a != b:
+        raise ValueError(f"anchors and rpn_class_logits must agree on the anchors axis; received "
+                         f"{anchors.shape.as_list()} and {logits.shape.as_list()}")
+    with tf.control_dependencies([tf.debugging.assert_equal(
+            tf.shape(anchors)[0], tf.shape(logits)[1],
+            message="anchors and rpn_class_logits must agree on the anchors axis")]):
+        return tf.cast(anchors, tf.float32)
+
+
+def _survivors(losses, positives, negatives, anchors, nms_threshold, budget, max_positives):
+    """Per image and label, the NMS survivors a selection of ``budget`` could ever keep."""
+    positive_need = budget if max_positives is None else max_positives
+    return (selection.first_survivors(losses, positives, anchors, nms_threshold, positive_need),
+            selection.first_survivors(losses, negatives, anchors, nms_threshold, budget))
+
+
+def _selection_stats(kept_losses, keep, is_negative, image, batch) -> dict[str, tf.Tensor]:
+    """Per image: kept positives and negatives (int32 [batch]), smallest kept loss (float32)."""
+    image = tf.reshape(image, [-1])  # [slots]
+    keep = tf.reshape(keep, [-1])
+    is_negative = tf.reshape(is_negative, [-1])
+
+    def count(mask):
+        return tf.math.unsorted_segment_sum(tf.cast(mask, tf.int32), image, batch)  # [batch]
+
+    kept_negatives = count(keep & is_negative)
+    kept_positives = count(keep & ~is_negative)
+    inf = tf.fill(tf.shape(keep), float("inf"))
+    smallest = tf.math.unsorted_segment_min(tf.where(keep, tf.reshape(kept_losses, [-1]), inf), image, batch)
+    threshold = tf.where(kept_positives + kept_negatives > 0, smallest, tf.zeros_like(smallest))
+    return {"kept_positives": kept_positives, "kept_negatives": kept_negatives, "threshold": threshold}
 
 
 def focal_rpn_class_loss(

@@ -24,6 +24,12 @@ it on:
   heads downstream take any number of RoIs; the box and mask losses read positives only, and
   the pool holds exactly the positives Matterport would sample.
 
+The bound loss reports its selection statistics (:data:`SELECTION_METRICS`) through
+:mod:`mrcnn_ohem.core.auxiliary` to any training loop that listens: the bundled model's
+``train_step`` does, so they appear in its Keras logs, History and TensorBoard. A Matterport fork
+trained by stock Keras ``fit`` does not listen: :func:`add_selection_metrics` adds them to its
+training model as Keras metrics instead.
+
 Two rules follow from how Matterport code looks these names up:
 
 1. Patch **before** ``MaskRCNN(...)`` is constructed. The training graph's
@@ -38,6 +44,7 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import math
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -47,12 +54,21 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn_ohem.config import OHEMSettings, RPNLossSettings, ohem_roi_settings, ohem_settings, rpn_loss_settings
+from mrcnn_ohem.core import auxiliary
 from mrcnn_ohem.losses import focal_rpn_class_loss, ohem_rpn_class_loss
 from mrcnn_ohem.roi import ohem_mrcnn_class_loss, ohem_roi_targets
 from mrcnn_ohem.targets import ohem_rpn_targets
 
 __all__ = ["patch", "PatchHandle", "make_rpn_class_loss_graph", "make_build_rpn_targets",
-           "build_rpn_targets", "make_mrcnn_class_loss_graph", "make_detection_target_layer"]
+           "build_rpn_targets", "make_mrcnn_class_loss_graph", "make_detection_target_layer",
+           "config_anchors", "add_selection_metrics", "SELECTION_METRICS"]
+
+#: Names under which the bound loss reports its selection statistics (batch means) to a
+#: listening training loop (:mod:`mrcnn_ohem.core.auxiliary`): kept positives, kept negatives,
+#: smallest kept loss.
+SELECTION_METRICS = ("ohem_rpn_kept_positives", "ohem_rpn_kept_negatives", "ohem_rpn_threshold")
+#: Resize modes in which every training input is exactly ``IMAGE_SHAPE`` (so one anchor set fits).
+FIXED_SHAPE_RESIZE_MODES = ("square", "crop")
 
 _FROM_CONFIG: Any = object()
 
@@ -62,7 +78,10 @@ _FROM_CONFIG: Any = object()
 def make_rpn_class_loss_graph(config: Any) -> Callable[[Any, Any], tf.Tensor]:
     """A drop-in ``rpn_class_loss_graph(rpn_match, rpn_class_logits)`` bound to a config.
 
-    The config's ``OHEM_RPN_*`` settings are read and validated once, here.
+    The config's ``OHEM_RPN_*`` settings are read and validated once, here; with
+    ``OHEM_RPN_NMS_THRESHOLD`` set, the anchors are computed here too (:func:`config_anchors`).
+    Inside an :func:`mrcnn_ohem.core.auxiliary.recording` (the bundled model's ``train_step``
+    opens one) the loss also reports :data:`SELECTION_METRICS`.
 
     Args:
         config: a Matterport-style config, usually with :class:`~mrcnn_ohem.config.OHEMConfigMixin`.
@@ -71,10 +90,16 @@ def make_rpn_class_loss_graph(config: Any) -> Callable[[Any, Any], tf.Tensor]:
         ``rpn_class_loss_graph(rpn_match, rpn_class_logits) -> scalar float32``, with the
         resolved settings as its ``ohem_settings`` attribute: the OHEM loss, or the focal loss
         (:func:`~mrcnn_ohem.losses.focal_rpn_class_loss`) when ``OHEM_RPN_LOSS = "focal"``.
+
+    Raises:
+        ValueError: a setting is invalid, or NMS is on without a fixed image shape.
     """
     settings = ohem_settings(config)
     loss = rpn_loss_settings(config)
-    return _bind_focal_loss(settings, loss) if loss.loss == "focal" else _bind_loss(settings)
+    if loss.loss == "focal":
+        return _bind_focal_loss(settings, loss)
+    anchors = config_anchors(config) if settings.nms_threshold is not None else None
+    return _bind_loss(settings, anchors)
 
 
 def _bind_focal_loss(settings: OHEMSettings, loss: RPNLossSettings) -> Callable[[Any, Any], tf.Tensor]:
@@ -91,19 +116,61 @@ def _bind_focal_loss(settings: OHEMSettings, loss: RPNLossSettings) -> Callable[
     return rpn_class_loss_graph
 
 
-def _bind_loss(settings: OHEMSettings) -> Callable[[Any, Any], tf.Tensor]:
+def config_anchors(config: Any) -> np.ndarray:
+    """The anchors a Matterport-style model trains ``config.IMAGE_SHAPE`` inputs with.
+
+    Built from the config's ``RPN_ANCHOR_SCALES``, ``RPN_ANCHOR_RATIOS``, ``BACKBONE_STRIDES``
+    and ``RPN_ANCHOR_STRIDE`` (a callable ``BACKBONE`` gives the feature shapes through
+    ``COMPUTE_BACKBONE_SHAPE``), in the order the RPN outputs them: level by level, cell-major,
+    ratios within a cell (Matterport's ``generate_pyramid_anchors``).
+
+    Returns:
+        [anchors, (y1, x1, y2, x2)] float32 in pixels.
+
+    Raises:
+        ValueError: ``IMAGE_RESIZE_MODE`` is not one of :data:`FIXED_SHAPE_RESIZE_MODES`, so the
+            anchors differ from batch to batch.
+    """
+    mode = getattr(config, "IMAGE_RESIZE_MODE", "square")
+    if mode not in FIXED_SHAPE_RESIZE_MODES:
+        raise ValueError(
+            f"IMAGE_RESIZE_MODE must be one of {list(FIXED_SHAPE_RESIZE_MODES)} when "
+            f"OHEM_RPN_NMS_THRESHOLD is set (NMS needs the anchors of one fixed IMAGE_SHAPE); "
+            f"received {mode!r}. Set OHEM_RPN_NMS_THRESHOLD = None or use a fixed-size mode.")
+    # OHEM may depend on the bundled model's NumPy anchor generator, never the reverse.
+    from mrcnn_ohem.maskrcnn.anchors import generate_pyramid_anchors
+
+    shape = [int(v) for v in np.asarray(config.IMAGE_SHAPE)[:2]]
+    strides = list(config.BACKBONE_STRIDES)
+    if callable(getattr(config, "BACKBONE", None)):
+        features = np.asarray(config.COMPUTE_BACKBONE_SHAPE(np.asarray(config.IMAGE_SHAPE)))
+    else:
+        features = np.array([[math.ceil(shape[0] / s), math.ceil(shape[1] / s)] for s in strides])
+    anchors = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS, features,
+                                       strides, config.RPN_ANCHOR_STRIDE)
+    return anchors.astype(np.float32)
+
+
+def _bind_loss(settings: OHEMSettings, anchors: np.ndarray | None = None) -> Callable[[Any, Any], tf.Tensor]:
+    options = dict(top_k=settings.top_k, per_image=settings.per_image,
+                   positive_fraction=settings.positive_fraction)
+    if settings.nms_threshold is not None:
+        options.update(anchors=anchors, nms_threshold=settings.nms_threshold)
+    if settings.max_negatives_per_positive is not None:
+        options.update(max_negatives_per_positive=settings.max_negatives_per_positive,
+                       min_negatives=settings.min_negatives)
+
     def rpn_class_loss_graph(rpn_match, rpn_class_logits):
         """OHEM RPN class loss (mrcnn_ohem); see ``mrcnn_ohem.losses.ohem_rpn_class_loss``.
 
         rpn_match: [batch, anchors, 1] int. rpn_class_logits: [batch, anchors, 2].
         """
-        return ohem_rpn_class_loss(
-            rpn_match,
-            rpn_class_logits,
-            top_k=settings.top_k,
-            per_image=settings.per_image,
-            positive_fraction=settings.positive_fraction,
-        )
+        if not auxiliary.listening():
+            return ohem_rpn_class_loss(rpn_match, rpn_class_logits, **options)
+        loss, stats = ohem_rpn_class_loss(rpn_match, rpn_class_logits, return_stats=True, **options)
+        for name, key in zip(SELECTION_METRICS, ("kept_positives", "kept_negatives", "threshold")):
+            auxiliary.record(name, tf.reduce_mean(tf.cast(stats[key], tf.float32)))
+        return loss
 
     rpn_class_loss_graph.ohem_settings = settings
     return rpn_class_loss_graph
@@ -252,6 +319,50 @@ def make_detection_target_layer(config: Any, base: type) -> type:
     return type(base.__name__, (base,), namespace)
 
 
+def add_selection_metrics(keras_model: Any, layer_name: str = "rpn_class_loss") -> list[str]:
+    """Report :data:`SELECTION_METRICS` on a fork's tf-keras training model trained by ``fit``.
+
+    For Matterport-style models whose ``train_step`` is Keras' own (the bundled model needs no
+    call: it listens by itself). The loss layer's function is applied once more to the loss
+    layer's own inputs, while listening, and each statistic is added with
+    ``keras_model.add_metric(..., aggregation="mean")``, so it appears in the logs, History and
+    TensorBoard like the losses. This repeats the selection once per step (about the cost of the
+    OHEM loss itself). Call it after ``patch()`` and model construction, before ``compile``.
+
+    Args:
+        keras_model: the functional training model (``MaskRCNN(...).keras_model``).
+        layer_name: the ``Lambda`` layer that computes the RPN class loss.
+
+    Returns:
+        The metric names added.
+
+    Raises:
+        ValueError: the model has no such layer, or its loss reports nothing (not patched with
+            OHEM).
+    """
+    try:
+        layer = keras_model.get_layer(layer_name)
+    except ValueError as err:
+        raise ValueError(f"layer_name must name the RPN class loss layer of keras_model; received "
+                         f"{layer_name!r}") from err
+    function = getattr(layer, "function", None) or layer.call
+
+    def selection_stats(inputs):
+        with auxiliary.recording() as recorded:
+            function(inputs)
+        missing = [name for name in SELECTION_METRICS if name not in recorded.values]
+        if missing:
+            raise ValueError(f"the {layer_name!r} layer must compute the OHEM loss of a patched module "
+                             f"(call mrcnn_ohem.patch before building the model); received no {missing}")
+        return tf.stack([recorded.values[name] for name in SELECTION_METRICS])  # [3]
+
+    lambda_layer = type(layer)  # keras.layers.Lambda of the fork's Keras
+    stats = lambda_layer(selection_stats, name="ohem_rpn_selection_stats")(layer.input)
+    for i, name in enumerate(SELECTION_METRICS):
+        keras_model.add_metric(stats[i], name=name, aggregation="mean")
+    return list(SELECTION_METRICS)
+
+
 # --- the reversible patch -----------------------------------------------------------------------
 
 #: name -> number of leading positional parameters the patched function must accept, per switch.
@@ -374,7 +485,8 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
         off nothing is patched and the handle's ``restore()`` does nothing.
 
     Raises:
-        ValueError: an ``OHEM_*`` setting is invalid.
+        ValueError: an ``OHEM_*`` setting is invalid, or ``OHEM_RPN_NMS_THRESHOLD`` is set while
+            ``IMAGE_RESIZE_MODE`` gives no fixed image shape.
         ImportError / TypeError / AttributeError: the module cannot be imported or lacks a
             function with Matterport's signature. Nothing is changed in that case.
     """

@@ -128,3 +128,93 @@ def matterport_mrcnn_class_loss(target_class_ids, logits, active_class_ids) -> f
     losses = softmax_cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                    np.asarray(target_class_ids).reshape(-1)) * pred_active.reshape(-1)
     return float(losses.sum() / pred_active.sum())
+
+
+# --- NMS de-duplication, the negative ratio and the selection statistics (issue 11) -------------
+
+def box_iou(a, b) -> float:
+    """IoU of two (y1, x1, y2, x2) boxes in float64; 0.0 when the union is empty."""
+    a = [float(v) for v in a]
+    b = [float(v) for v in b]
+    height = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    width = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = height * width
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def greedy_nms(order, boxes, threshold) -> list[int]:
+    """Visit ``order``; keep one unless its IoU with an already kept one is > ``threshold``."""
+    kept = []
+    for i in order:
+        if all(box_iou(boxes[i], boxes[j]) <= threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+def ohem_rpn_selection(match, logits, top_k, per_image=True, positive_fraction=None, anchors=None,
+                       nms_threshold=None, ratio=None, min_negatives=0):
+    """What the OHEM RPN loss keeps with every option, written plainly.
+
+    Returns:
+        kept: list of (image, anchor); losses: [batch, anchors] float64; stats: dict of
+        ``kept_positives``, ``kept_negatives`` (int [batch]) and ``threshold`` (float [batch]).
+    """
+    match = np.asarray(match).reshape(np.asarray(logits).shape[:2])
+    batch, num_anchors = match.shape
+    labels = (match == 1).astype(np.int64)
+    losses = softmax_cross_entropy(np.asarray(logits).reshape(-1, 2), labels.reshape(-1))
+    losses = losses.reshape(batch, num_anchors)
+
+    # 1. Per image and label, greedy NMS over all candidates in descending loss order.
+    label = match.copy()
+    if nms_threshold is not None:
+        label = np.zeros_like(match)
+        for b in range(batch):
+            for value in (1, -1):
+                order = _hardest_first(np.flatnonzero(match[b] == value), losses[b])
+                for a in greedy_nms(order, anchors, nms_threshold):
+                    label[b, a] = value
+
+    # 2. Top-k (with the positive cap) on the survivors.
+    if per_image:
+        pools = [[(b, a) for a in range(num_anchors)] for b in range(batch)]
+        budget, floor_negatives = top_k, min_negatives
+        cap = None if positive_fraction is None else math.floor(positive_fraction * top_k)
+    else:
+        pools = [[(b, a) for b in range(batch) for a in range(num_anchors)]]
+        budget, floor_negatives = top_k * batch, min_negatives * batch
+        cap = None if positive_fraction is None else math.floor(positive_fraction * top_k * batch)
+    kept = []
+    for pool in pools:
+        pool_losses = np.array([losses[b, a] for b, a in pool])
+        pool_label = np.array([label[b, a] for b, a in pool])
+        if cap is None:
+            chosen = _hardest_first(np.flatnonzero(pool_label != 0), pool_losses)[:budget]
+        else:
+            pos = _hardest_first(np.flatnonzero(pool_label == 1), pool_losses)[:cap]
+            neg = _hardest_first(np.flatnonzero(pool_label == -1), pool_losses)[: budget - len(pos)]
+            chosen = pos + neg
+        # 3. The ratio: only the hardest max(floor, floor(ratio * positives)) negatives stay.
+        if ratio is not None:
+            positives = [i for i in chosen if pool_label[i] == 1]
+            negatives = _hardest_first(np.array([i for i in chosen if pool_label[i] == -1], dtype=int),
+                                       pool_losses)
+            allowed = max(floor_negatives, math.floor(ratio * len(positives)))
+            chosen = positives + negatives[:allowed]
+        kept.extend(pool[i] for i in chosen)
+
+    stats = {"kept_positives": np.zeros(batch, int), "kept_negatives": np.zeros(batch, int),
+             "threshold": np.zeros(batch)}
+    for b in range(batch):
+        mine = [a for image, a in kept if image == b]
+        stats["kept_positives"][b] = sum(match[b, a] == 1 for a in mine)
+        stats["kept_negatives"][b] = sum(match[b, a] == -1 for a in mine)
+        stats["threshold"][b] = min(losses[b, a] for a in mine) if mine else 0.0
+    return kept, losses, stats
+
+
+def ohem_rpn_selection_loss(*args, **kwargs) -> float:
+    """The loss of :func:`ohem_rpn_selection`: mean kept cross-entropy, 0.0 when none is kept."""
+    kept, losses, _ = ohem_rpn_selection(*args, **kwargs)
+    return float(sum(losses[b, a] for b, a in kept) / len(kept)) if kept else 0.0

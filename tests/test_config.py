@@ -12,7 +12,8 @@ class UserConfig(OHEMConfigMixin, Config):
 
 def test_defaults_resolve_top_k_from_rpn_budget():
     settings = ohem_settings(UserConfig())
-    assert settings == (True, 256, True, None, None)
+    assert settings[:5] == (True, 256, True, None, None)
+    assert settings[5:] == (None, None, 0)  # nms_threshold, max_negatives_per_positive, min_negatives
 
 
 def test_bundled_ohem_config_is_a_config():

@@ -222,3 +222,14 @@ def test_resnet_graph_rejects_unknown_architecture():
     image = import_tf_keras().layers.Input([64, 64, 3])
     with pytest.raises(ValueError, match="architecture must be one of.*received 'resnet18'"):
         backbone.resnet_graph(image, "resnet18")
+
+
+def test_detection_target_layer_gives_background_rois_to_an_image_without_gt_when_asked():
+    # TRAIN_ROIS_PER_IMAGE 6 at ROI_POSITIVE_RATIO 0.33: max 1 positive, so 5 background RoIs.
+    proposals, _, _, _ = _target_inputs()
+    layer = layers.DetectionTargetLayer(train_rois_per_image=6, mask_shape=(7, 7), background_rois=True)
+    rois, class_ids, deltas, masks = layer([tf.constant(proposals), tf.zeros([1, 4], tf.int32),
+                                            tf.zeros([1, 4, 4]), tf.zeros([1, 16, 16, 4], tf.bool)])
+    real = np.abs(rois.numpy()[0]).sum(axis=1) > 0
+    assert real.sum() == 5 and not class_ids.numpy().any()
+    assert not deltas.numpy().any() and not masks.numpy().any()

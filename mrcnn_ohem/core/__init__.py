@@ -3,6 +3,7 @@
 - :mod:`.boxes` -- IoU and Matterport's box coding (NumPy).
 - :mod:`.matching` -- Matterport's anchor-labelling rules, without sampling (NumPy).
 - :mod:`.selection` -- exact, gradient-free top-k selection (TensorFlow).
+- :mod:`.auxiliary` -- named scalars a loss graph reports to a listening training loop.
 
 Nothing here reads a ``Config`` or builds a Keras model; nothing here imports the rest of
 ``mrcnn_ohem``.

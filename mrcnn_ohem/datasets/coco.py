@@ -198,6 +198,7 @@ class CocoDataset(utils.Dataset):
         class_names: Iterable[str] | None = None,
         limit: int | None = None,
         return_coco: bool = False,
+        empty_images: int = 0,
     ) -> COCO | None:
         """Add the images and categories of one COCO subset.
 
@@ -210,6 +211,11 @@ class CocoDataset(utils.Dataset):
                 ``class_ids`` when both are given.
             limit: keep only the first ``limit`` images in ascending COCO image id order.
             return_coco: return the ``pycocotools`` ``COCO`` object (needed for evaluation).
+            empty_images: also add up to this many images of the subset that contain none of
+                the selected categories (the lowest COCO image ids among them, so always the
+                same ones; ``limit`` does not count them). They load with no instances: train on
+                them with ``Config.TRAIN_BACKGROUND_IMAGES = True`` (the data generator skips
+                them otherwise). Objects of unselected categories in them count as background.
 
         Returns:
             The ``COCO`` object when ``return_coco`` is True, else None.
@@ -235,6 +241,8 @@ class CocoDataset(utils.Dataset):
             raise FileNotFoundError(f"Expected the image folder {images_dir}; it does not exist. {COCO_LAYOUT}")
         if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 1):
             raise ValueError(f"limit must be a positive integer or None; received {limit!r}.")
+        if isinstance(empty_images, bool) or not isinstance(empty_images, (int, np.integer)) or empty_images < 0:
+            raise ValueError(f"empty_images must be an integer >= 0; received {empty_images!r}.")
         coco = load_coco_json(ann_file)
         cat_ids = _select_categories(coco, class_ids, class_names, ann_file)
         image_ids = sorted({i for c in cat_ids for i in coco.getImgIds(catIds=[c])})
@@ -246,6 +254,9 @@ class CocoDataset(utils.Dataset):
                 f"subset {subset}{year} in {ann_file} has zero images containing the selected "
                 f"categories {names}; choose other classes or another subset."
             )
+        with_objects = {i for c in cat_ids for i in coco.getImgIds(catIds=[c])}
+        empty_ids = [i for i in sorted(coco.imgs) if i not in with_objects][: int(empty_images)]
+        image_ids = image_ids + empty_ids
         for cat_id in cat_ids:
             self.add_class(SOURCE, cat_id, coco.cats[cat_id]["name"])
         for image_id in image_ids:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -428,6 +428,7 @@ def write_coco_folder(
     image_format: str = "png",
     max_targets: int = 3,
     max_distractors: int = 3,
+    background_images: int = 0,
 ) -> Path:
     """Write generated scenes as a COCO instances folder.
 
@@ -445,6 +446,10 @@ def write_coco_folder(
         mask_format: ``"rle"`` (compressed RLE, exact) or ``"polygon"`` (contours; boundary pixels
             may differ after rasterisation, holes are lost).
         image_format: ``"png"`` (lossless) or ``"jpg"``.
+        background_images: after the ``count`` scenes, this many background-only ones (scenes
+            ``count``, ``count + 1``, ... with their targets removed, distractors kept), image ids
+            ``count + 1`` on, without annotations; ``CocoDataset.load_coco(empty_images=...)``
+            picks them up.
 
     Returns:
         Path of the annotation JSON.
@@ -461,8 +466,12 @@ def write_coco_folder(
     image_dir.mkdir(parents=True, exist_ok=True)
     ann_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for index in range(int(count)):
+    if not isinstance(background_images, (int, np.integer)) or background_images < 0:
+        raise ValueError(f"background_images must be an integer >= 0; received {background_images!r}.")
+    for index in range(int(count) + int(background_images)):
         scene = generate_scene(seed, index, height, width, max_targets, max_distractors)
+        if index >= count:  # background-only: the look-alikes stay, the labelled shapes go
+            scene = replace(scene, shapes=scene.distractors)
         image, masks, class_ids = render_scene(scene)
         image_id = index + 1
         file_name = f"{image_id:012d}.{image_format}"
@@ -503,25 +512,29 @@ def ensure_coco_folder(
     size: int,
     seed: int,
     year: str = "2017",
+    background_images: int = 0,
 ) -> Path:
     """Write ``subset`` with :func:`write_coco_folder` unless an identical one is already there.
 
-    The annotation file's ``info`` records ``count``, ``size`` and ``seed``; a folder written
-    with other values is regenerated.
+    The annotation file's ``info`` records ``count``, ``size``, ``seed`` (and
+    ``background_images`` when not 0); a folder written with other values is regenerated.
 
     Returns:
         Path of the annotation JSON.
     """
     path = Path(root) / "annotations" / f"instances_{subset}{year}.json"
     wanted = {"count": int(count), "height": int(size), "width": int(size), "seed": int(seed)}
+    if background_images:
+        wanted["background_images"] = int(background_images)
     if path.is_file():
         try:
             info = json.loads(path.read_text(encoding="utf-8")).get("info", {})
         except (json.JSONDecodeError, UnicodeDecodeError):
             info = {}
-        if all(info.get(k) == v for k, v in wanted.items()):
+        if all(info.get(k) == v for k, v in wanted.items()) and info.get("background_images", 0) == background_images:
             return path
-    path = write_coco_folder(root, subset, count, size, size, seed, year=year)
+    path = write_coco_folder(root, subset, count, size, size, seed, year=year,
+                             background_images=int(background_images))
     document = json.loads(path.read_text(encoding="utf-8"))
     document["info"].update(wanted)
     path.write_text(json.dumps(document), encoding="utf-8")

@@ -5,7 +5,8 @@
 carries over unchanged. Differences from upstream: the values are validated in ``__init__``
 (``ValueError`` naming the attribute, what was expected and what was received), ``"tiny"`` is
 and ``"compact"`` are accepted ``BACKBONE`` names (small CPU backbones for demos and tests),
-``MASK_HEAD_FILTERS`` sets the mask head's width, ``__init__`` cooperates
+``MASK_HEAD_FILTERS`` sets the mask head's width, ``TRAIN_BACKGROUND_IMAGES`` opts in to
+training on images without instances, ``__init__`` cooperates
 with mixins (``class MyConfig(SomeMixin, Config)``), and ``display()`` lists upper-case
 settings only. This module needs NumPy only; importing it never imports TensorFlow.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mrcnn_ohem.core.checks import check_choice, check_int, check_number, fail
+from mrcnn_ohem.core.checks import check_bool, check_choice, check_int, check_number, fail
 
 #: Backbone names the bundled model builds. A callable ``BACKBONE`` is also accepted.
 BACKBONES = ("resnet50", "resnet101", "tiny", "compact")
@@ -121,6 +122,9 @@ class Config:
     MASK_SHAPE = [28, 28]
     # Ground-truth instances kept per image.
     MAX_GT_INSTANCES = 100
+    # Train on images without instances (background-only: every RPN anchor negative, the heads
+    # see only background RoIs, box and mask losses 0) instead of skipping them as Matterport does.
+    TRAIN_BACKGROUND_IMAGES = False
     # Standard deviations the box deltas are divided by (RPN and heads).
     RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
     BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
@@ -174,6 +178,7 @@ class Config:
         # Matterport's default is 1 (background only), so a bare Config() stays constructible;
         # real configs override it with 1 + the number of object classes.
         check_int("NUM_CLASSES", self.NUM_CLASSES, 1, hint=" (the background class counts as one)")
+        check_bool("TRAIN_BACKGROUND_IMAGES", self.TRAIN_BACKGROUND_IMAGES)
         self._validate_backbone()
         self._validate_images()
         for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE",

@@ -8,8 +8,10 @@ handed; ``MaskRCNN.train`` hands it the ones on :mod:`mrcnn_ohem.maskrcnn.model`
 so a patch of that module (for example ``mrcnn_ohem.patch(config, module=modellib)``) changes
 what it yields. Without them it uses this package's own.
 
-Images without instances are skipped with a logged warning naming the image, as upstream;
-unlike upstream, other errors are raised, not logged and skipped.
+Images without instances are skipped with a logged warning naming the image, as upstream,
+unless ``config.TRAIN_BACKGROUND_IMAGES`` is True: then they are trained on as background-only
+images (no GT boxes or masks, every RPN anchor negative). Unlike upstream, other errors are
+raised, not logged and skipped.
 """
 from __future__ import annotations
 
@@ -232,8 +234,9 @@ class DataGenerator(keras.utils.Sequence):
         :func:`~mrcnn_ohem.maskrcnn.targets.build_detection_targets`.
 
     Batch ``idx`` takes images from position ``idx * batch_size`` of the (shuffled) id list,
-    moving on past images without instances (each is warned about once) and wrapping around
-    at the end, so every batch is full.
+    moving on past images without instances (each is warned about once; with
+    ``config.TRAIN_BACKGROUND_IMAGES`` they are kept instead) and wrapping around at the end,
+    so every batch is full.
 
     Args:
         dataset: a prepared Dataset.
@@ -329,7 +332,7 @@ class DataGenerator(keras.utils.Sequence):
         augmentation = None if source in self.no_augmentation_sources else self.augmentation
         image, image_meta, gt_class_ids, gt_boxes, gt_masks = self.load_image_gt(
             self.dataset, config, image_id, augmentation=augmentation)
-        if not np.any(gt_class_ids > 0):
+        if not np.any(gt_class_ids > 0) and not getattr(config, "TRAIN_BACKGROUND_IMAGES", False):
             return None
         expected_shape = tuple(int(v) for v in config.IMAGE_SHAPE)
         if tuple(image.shape) != expected_shape:

@@ -282,12 +282,15 @@ class PyramidROIAlign(KL.Layer):
 def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, *,
                             train_rois_per_image: int, roi_positive_ratio: float,
                             bbox_std_dev: Sequence[float], mask_shape: Sequence[int],
-                            use_mini_mask: bool):
+                            use_mini_mask: bool, background_rois: bool = False):
     """Sample ROIs of one image and build their class, box and mask targets.
 
     Positives have IoU >= 0.5 with a (non-crowd) GT box, at most
     ``train_rois_per_image * roi_positive_ratio`` of them, picked at random; negatives (IoU <
-    0.5, away from crowds) fill up to the positive ratio. Crowds are GT boxes with a negative
+    0.5, away from crowds) fill up to the positive ratio, so an image without positives gets no
+    ROI at all -- unless ``background_rois`` (``Config.TRAIN_BACKGROUND_IMAGES``) is set and
+    the image has no instance: then ``train_rois_per_image - max positives`` negatives, so a
+    background-only image teaches the heads "background". Crowds are GT boxes with a negative
     class ID.
 
     Args:
@@ -323,6 +326,9 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, *,
     positive_count = tf.shape(positive_indices)[0]
     negative_count = tf.cast(tf.cast(positive_count, tf.float32) / roi_positive_ratio,
                              tf.int32) - positive_count
+    if background_rois:  # no instance at all: the negative share of the budget, not nothing
+        negative_count = tf.where(tf.size(gt_class_ids) > 0, negative_count,
+                                  train_rois_per_image - max_positive)
     negative_indices = tf.random.shuffle(negative_indices)[:negative_count]
     positive_rois = tf.gather(proposals, positive_indices)
     negative_rois = tf.gather(proposals, negative_indices)
@@ -376,7 +382,8 @@ class DetectionTargetLayer(KL.Layer):
     def __init__(self, config: Any = None, *, train_rois_per_image: int = 200,
                  roi_positive_ratio: float = 0.33,
                  bbox_std_dev: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
-                 mask_shape: Sequence[int] = (28, 28), use_mini_mask: bool = True, **kwargs):
+                 mask_shape: Sequence[int] = (28, 28), use_mini_mask: bool = True,
+                 background_rois: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.train_rois_per_image = int(
             _config_value(config, "TRAIN_ROIS_PER_IMAGE", train_rois_per_image))
@@ -386,11 +393,14 @@ class DetectionTargetLayer(KL.Layer):
             _config_value(config, "BBOX_STD_DEV", bbox_std_dev), [4])]
         self.mask_shape = [int(v) for v in _config_value(config, "MASK_SHAPE", mask_shape)]
         self.use_mini_mask = bool(_config_value(config, "USE_MINI_MASK", use_mini_mask))
+        self.background_rois = bool(getattr(config, "TRAIN_BACKGROUND_IMAGES", background_rois)
+                                    if config is not None else background_rois)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "train_rois_per_image": self.train_rois_per_image,
                 "roi_positive_ratio": self.roi_positive_ratio, "bbox_std_dev": self.bbox_std_dev,
-                "mask_shape": self.mask_shape, "use_mini_mask": self.use_mini_mask}
+                "mask_shape": self.mask_shape, "use_mini_mask": self.use_mini_mask,
+                "background_rois": self.background_rois}
 
     def call(self, inputs):
         t = self.train_rois_per_image
@@ -402,7 +412,8 @@ class DetectionTargetLayer(KL.Layer):
             return detection_targets_graph(
                 proposals, class_ids, boxes, masks, train_rois_per_image=t,
                 roi_positive_ratio=self.roi_positive_ratio, bbox_std_dev=self.bbox_std_dev,
-                mask_shape=self.mask_shape, use_mini_mask=self.use_mini_mask)
+                mask_shape=self.mask_shape, use_mini_mask=self.use_mini_mask,
+                background_rois=self.background_rois)
 
         proposals, class_ids, boxes, masks = inputs
         outputs = map_images(one_image, [tf.cast(proposals, tf.float32),

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn_ohem._compat import import_tf_keras
+from mrcnn_ohem.core import auxiliary
 
 from . import utils, weights
 from .anchors import compute_backbone_shapes, generate_pyramid_anchors
@@ -227,25 +228,27 @@ class MaskRCNN:
         output_rois = KL.Lambda(lambda t: t * 1, name="output_rois")(rois)
 
         # Resolve the loss functions by module-global name now, at build time, so a patch
-        # applied to this module before construction is what this graph trains with.
+        # applied to this module before construction is what this graph trains with. Listening
+        # while they are built tells the training model which auxiliary metrics they report.
         loss_fns = {name: globals()[f"{name}_graph"] for name in LOSS_NAMES}
-        rpn_class_loss = KL.Lambda(lambda t: loss_fns["rpn_class_loss"](*t),
-                                   name="rpn_class_loss")([input_rpn_match, rpn_class_logits])
-        rpn_bbox_loss = KL.Lambda(lambda t: loss_fns["rpn_bbox_loss"](config, *t),
-                                  name="rpn_bbox_loss")([input_rpn_bbox, input_rpn_match,
-                                                         rpn_bbox])
-        class_loss = KL.Lambda(lambda t: loss_fns["mrcnn_class_loss"](*t),
-                               name="mrcnn_class_loss")([target_class_ids, mrcnn_class_logits,
-                                                         active_class_ids])
-        bbox_loss = KL.Lambda(lambda t: loss_fns["mrcnn_bbox_loss"](*t),
-                              name="mrcnn_bbox_loss")([target_bbox, target_class_ids, mrcnn_bbox])
-        mask_loss = KL.Lambda(lambda t: loss_fns["mrcnn_mask_loss"](*t),
-                              name="mrcnn_mask_loss")([target_mask, target_class_ids, mrcnn_mask])
+        with auxiliary.recording() as reported:
+            rpn_class_loss = KL.Lambda(lambda t: loss_fns["rpn_class_loss"](*t),
+                                       name="rpn_class_loss")([input_rpn_match, rpn_class_logits])
+            rpn_bbox_loss = KL.Lambda(lambda t: loss_fns["rpn_bbox_loss"](config, *t),
+                                      name="rpn_bbox_loss")([input_rpn_bbox, input_rpn_match,
+                                                             rpn_bbox])
+            class_loss = KL.Lambda(lambda t: loss_fns["mrcnn_class_loss"](*t),
+                                   name="mrcnn_class_loss")([target_class_ids, mrcnn_class_logits,
+                                                             active_class_ids])
+            bbox_loss = KL.Lambda(lambda t: loss_fns["mrcnn_bbox_loss"](*t),
+                                  name="mrcnn_bbox_loss")([target_bbox, target_class_ids, mrcnn_bbox])
+            mask_loss = KL.Lambda(lambda t: loss_fns["mrcnn_mask_loss"](*t),
+                                  name="mrcnn_mask_loss")([target_mask, target_class_ids, mrcnn_mask])
         outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
                    mrcnn_bbox, mrcnn_mask, rpn_rois, output_rois,
                    rpn_class_loss, rpn_bbox_loss, class_loss, bbox_loss, mask_loss]
         model = MaskRCNNTrainingModel(inputs, outputs, name="mask_rcnn")
-        model.configure_losses(config.LOSS_WEIGHTS, config.WEIGHT_DECAY)
+        model.configure_losses(config.LOSS_WEIGHTS, config.WEIGHT_DECAY, reported.names)
         return model
 
     @staticmethod

@@ -4,6 +4,14 @@ Split from :mod:`.model`, which re-exports every name here. The five loss layers
 outputs; :class:`MaskRCNNTrainingModel` adds them (times ``LOSS_WEIGHTS``) to the L2 weight
 decay in its own ``train_step``, so nothing is attached with ``add_loss`` and calling
 ``train()`` again never adds a loss twice.
+
+Auxiliary metrics: a loss graph may report extra named scalars with
+:func:`mrcnn_ohem.core.auxiliary.record` (an OHEM loss installed by ``mrcnn_ohem.patch``
+reports what its selection kept). The model builder listens while it builds the graph and
+hands the names to :meth:`MaskRCNNTrainingModel.configure_losses`; ``train_step`` and
+``test_step`` listen on every forward pass and report each name as a running-mean metric,
+beside the losses (Keras logs, History, TensorBoard). They are not added to ``loss``. This
+module knows no name in advance, and nothing here is specific to OHEM.
 """
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from collections import OrderedDict
 import tensorflow as tf
 
 from mrcnn_ohem._compat import import_tf_keras
+from mrcnn_ohem.core import auxiliary
 
 keras = import_tf_keras()
 KM = keras.models
@@ -46,16 +55,33 @@ class MaskRCNNTrainingModel(KM.Model):
     compile time. Every term is reported as a metric, so ``loss`` equals the sum of the others.
     """
 
-    def configure_losses(self, loss_weights: dict, weight_decay: float) -> None:
-        """Set the loss weights and create the loss trackers (call inside the strategy scope)."""
+    def configure_losses(self, loss_weights: dict, weight_decay: float,
+                         auxiliary_names: tuple[str, ...] | list[str] = ()) -> None:
+        """Set the loss weights and create the metric trackers (call inside the strategy scope).
+
+        Args:
+            loss_weights: ``LOSS_WEIGHTS`` (missing names weigh 1).
+            weight_decay: ``WEIGHT_DECAY``.
+            auxiliary_names: names the loss graphs report through
+                :func:`mrcnn_ohem.core.auxiliary.record`; each becomes a running-mean metric.
+        """
         self.loss_weights_by_name = {n: float(loss_weights.get(n, 1.0)) for n in LOSS_NAMES}
         self.weight_decay = float(weight_decay)
         self._trackers = [keras.metrics.Mean(name=name)
                           for name in ("loss", *LOSS_NAMES, WEIGHT_DECAY_NAME)]
+        reserved = {tracker.name for tracker in self._trackers}
+        self.auxiliary_names = tuple(n for n in dict.fromkeys(auxiliary_names) if n not in reserved)
+        self._auxiliary_trackers = [keras.metrics.Mean(name=name) for name in self.auxiliary_names]
 
     @property
     def metrics(self):
-        return list(getattr(self, "_trackers", []))
+        return list(getattr(self, "_trackers", [])) + list(getattr(self, "_auxiliary_trackers", []))
+
+    def _forward(self, x, training: bool):
+        """The model's outputs, and the auxiliary scalars its loss graphs recorded meanwhile."""
+        with auxiliary.recording() as recorded:
+            outputs = self(x, training=training)
+        return outputs, recorded.values
 
     def _loss_terms(self, outputs) -> dict:
         by_name = dict(zip(self.output_names, outputs))
@@ -68,29 +94,34 @@ class MaskRCNNTrainingModel(KM.Model):
                                                         else tf.constant(0.0))
         return terms
 
-    def _report(self, total, terms) -> dict:
+    def _report(self, total, terms, recorded=None) -> dict:
         values = [total, *terms.values()]
         for tracker, value in zip(self._trackers, values):
             tracker.update_state(value)
-        return {tracker.name: tracker.result() for tracker in self._trackers}
+        for tracker in getattr(self, "_auxiliary_trackers", []):
+            if recorded and tracker.name in recorded:
+                tracker.update_state(tf.stop_gradient(tf.cast(recorded[tracker.name], tf.float32)))
+        return {tracker.name: tracker.result() for tracker in self.metrics}
 
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
-            terms = self._loss_terms(self(x, training=True))
+            outputs, recorded = self._forward(x, training=True)
+            terms = self._loss_terms(outputs)
             total = tf.add_n(list(terms.values()))
             # Gradients are summed over replicas; dividing makes the step use their mean.
             scaled = total / tf.cast(self.distribute_strategy.num_replicas_in_sync, tf.float32)
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables) if g is not None])
-        return self._report(total, terms)
+        return self._report(total, terms, recorded)
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        terms = self._loss_terms(self(x, training=False))
-        return self._report(tf.add_n(list(terms.values())), terms)
+        outputs, recorded = self._forward(x, training=False)
+        terms = self._loss_terms(outputs)
+        return self._report(tf.add_n(list(terms.values())), terms, recorded)
 
 
 def tensorboard_callback(log_dir: str) -> list:

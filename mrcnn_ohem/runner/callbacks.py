@@ -11,12 +11,18 @@ keras = import_tf_keras()
 
 __all__ = ["StepRecorder"]
 
+#: Logged metrics shown beside the loss on the bar: (log key, short label, format).
+_POSTFIX_STATS = (("ohem_rpn_kept_positives", "pos", ".1f"), ("ohem_rpn_kept_negatives", "neg", ".1f"),
+                  ("ohem_rpn_threshold", "thr", ".3f"))
+
 
 class StepRecorder(keras.callbacks.Callback):
     """Records every training step's losses and seconds; shows a tqdm bar.
 
     Keras logs running means over the epoch; per-step values are recovered from them:
-    ``x_t = t * mean_t - (t - 1) * mean_{t-1}``.
+    ``x_t = t * mean_t - (t - 1) * mean_{t-1}``. Every logged metric is recorded, so the OHEM
+    selection statistics (``ohem_rpn_kept_positives``, ``ohem_rpn_kept_negatives``,
+    ``ohem_rpn_threshold``) land in ``history.json`` and on the bar when the run reports them.
 
     Args:
         total_steps: length of the progress bar.
@@ -55,7 +61,12 @@ class StepRecorder(keras.callbacks.Callback):
         self.steps_in_epoch = t
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(loss=f"{row.get('loss', float('nan')):.3f}", refresh=False)
+            postfix = {"loss": f"{row.get('loss', float('nan')):.3f}"}
+            # OHEM selection statistics (present when the patched loss reports them).
+            for key, label, fmt in _POSTFIX_STATS:
+                if key in row:
+                    postfix[label] = format(row[key], fmt)
+            self._bar.set_postfix(postfix, refresh=False)
 
     def on_train_end(self, logs=None):
         if self._bar is not None:

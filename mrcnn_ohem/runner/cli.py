@@ -74,6 +74,16 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
                              "POST_NMS_ROIS_TRAINING)")
     parser.add_argument("--ohem-roi-top-k", type=int, default=None,
                         help="OHEM_ROI_TOP_K, hardest RoIs kept by the class loss (default TRAIN_ROIS_PER_IMAGE)")
+    parser.add_argument("--ohem-nms", type=float, default=None, metavar="IOU",
+                        help="OHEM_RPN_NMS_THRESHOLD: drop hard anchors overlapping a harder one by IoU > IOU "
+                             "(e.g. 0.7)")
+    parser.add_argument("--ohem-max-neg-per-pos", type=float, default=None, metavar="RATIO",
+                        help="OHEM_RPN_MAX_NEGATIVES_PER_POSITIVE: at most RATIO x kept positives negatives per image")
+    parser.add_argument("--ohem-min-negatives", type=int, default=0, metavar="N",
+                        help="OHEM_RPN_MIN_NEGATIVES: floor of that cap (default 0)")
+    parser.add_argument("--empty-images", type=int, default=0, metavar="N",
+                        help="also train on up to N images with none of the selected classes (background-only; "
+                             "TRAIN_BACKGROUND_IMAGES = True); default 0")
     parser.add_argument("--image-size", type=int, default=image_size, help="square input side, a multiple of 64")
     parser.add_argument("--backbone", choices=BACKBONES, default=backbone)
     parser.add_argument("--anchor-base", type=int, default=None,

@@ -8,7 +8,8 @@ benchmarks too).
 Runs and checkpoints follow Matterport's layout: ``<logs>/<name>YYYYmmddTHHMM/
 mask_rcnn_<name>_<epoch:04d>.h5``, one file per finished epoch. ``name`` defaults to
 ``<prefix>_ohem`` or ``<prefix>_baseline``, so ``--model last`` finds the last run of the same
-kind. Training also writes ``history.json`` (per-step losses and seconds) in the run folder;
+kind. Training also writes ``history.json`` (per-step losses and seconds, and with OHEM the
+selection statistics ``ohem_rpn_kept_positives`` / ``_kept_negatives`` / ``_threshold``) in the run folder;
 evaluation writes ``metrics_<subset><year>_<checkpoint>.json`` next to the checkpoint (or in
 ``--logs`` for ``--model none``) and prints a table.
 
@@ -131,6 +132,8 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
         CPU_MASK_HEAD_FILTERS if cpu else Config.MASK_HEAD_FILTERS))
     if args.train_rois is not None:
         settings["TRAIN_ROIS_PER_IMAGE"] = int(args.train_rois)
+    if getattr(args, "empty_images", 0):
+        settings["TRAIN_BACKGROUND_IMAGES"] = True
     train_bn = args.train_bn if args.train_bn is not None else cpu
     settings["TRAIN_BN"] = None if train_bn else False
     if uses_patch(args):
@@ -142,6 +145,9 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
             OHEM_RPN_POSITIVE_FRACTION=args.ohem_positive_fraction,
             OHEM_RPN_NEGATIVE_POOL=args.ohem_negative_pool,
             OHEM_RPN_LOSS=getattr(args, "rpn_loss", "ohem"),
+            OHEM_RPN_NMS_THRESHOLD=getattr(args, "ohem_nms", None),
+            OHEM_RPN_MAX_NEGATIVES_PER_POSITIVE=getattr(args, "ohem_max_neg_per_pos", None),
+            OHEM_RPN_MIN_NEGATIVES=getattr(args, "ohem_min_negatives", 0),
         )
         if getattr(args, "ohem_roi", False):
             pool = args.ohem_roi_pool
@@ -153,8 +159,11 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
     return type("RunConfig", bases, settings)()
 
 
-def load_dataset(args: argparse.Namespace, subset: str) -> tuple[Any, Any]:
+def load_dataset(args: argparse.Namespace, subset: str, empty_images: int = 0) -> tuple[Any, Any]:
     """Load and prepare ``subset`` of ``--dataset`` with ``--classes`` and ``--limit``.
+
+    ``empty_images`` (training: ``--empty-images``) adds up to that many images with none of
+    the classes (see ``CocoDataset.load_coco``).
 
     Returns:
         (CocoDataset, pycocotools COCO)
@@ -164,7 +173,8 @@ def load_dataset(args: argparse.Namespace, subset: str) -> tuple[Any, Any]:
     class_ids, class_names = class_tokens(args.classes)
     dataset = CocoDataset()
     coco = dataset.load_coco(args.dataset, subset, year=args.year, class_ids=class_ids,
-                             class_names=class_names, limit=args.limit, return_coco=True)
+                             class_names=class_names, limit=args.limit, return_coco=True,
+                             empty_images=int(empty_images))
     dataset.prepare()
     logger.info("Loaded %s%s: %d images, %d classes", subset, args.year, dataset.num_images,
                 dataset.num_classes - 1)
@@ -219,7 +229,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from mrcnn_ohem.maskrcnn import model as modellib
 
     keras.utils.set_random_seed(int(args.seed))
-    dataset, _ = load_dataset(args, args.subset or "train")
+    dataset, _ = load_dataset(args, args.subset or "train", getattr(args, "empty_images", 0))
     config = make_config(args, dataset.num_classes, "training")
     if args.verbose:
         config.display()

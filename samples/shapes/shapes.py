@@ -8,6 +8,7 @@ repository root with the package installed::
     python samples/shapes/shapes.py train --ohem --epochs 3 --steps-per-epoch 100
     python samples/shapes/shapes.py evaluate --ohem --model last
     python samples/shapes/shapes.py train --no-ohem --classes circle triangle
+    python samples/shapes/shapes.py train --ohem --ohem-min-negatives 64 --empty-images 40
 
 Defaults are CPU-sized: 128-pixel images, the ``compact`` backbone with BatchNorm trained,
 32-pixel smallest anchors, learning rate 0.02, data in ``data/shapes``.
@@ -42,8 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 def generate(args: argparse.Namespace) -> None:
     """Write (or reuse) the train and val folders under ``--dataset``."""
     for subset, count, offset in (("train", args.train_images, 0), ("val", args.val_images, 1)):
+        # --empty-images N: the training folder also gets N background-only scenes to pick from.
+        background = args.empty_images if subset == "train" else 0
         path = ensure_coco_folder(args.dataset, subset, count, args.image_size,
-                                  seed=args.data_seed * 2 + offset, year=args.year)
+                                  seed=args.data_seed * 2 + offset, year=args.year,
+                                  background_images=background)
         logger.info("Shapes %s: %s", subset, path)
 
 
