@@ -394,3 +394,51 @@ def test_quick_run_reports_intervals_for_every_available_variant(tmp_path):
         assert f"- `{variant}` skipped: " in text
     assert "### What the miner keeps" in text
     assert (tmp_path / "quality.png").is_file() and (tmp_path / "quality_mining.png").is_file()
+
+
+############################################################
+#  Real-image mode
+############################################################
+
+
+class _FakeModel:
+    def __init__(self, surgery):
+        self.calls = []
+        if surgery:
+            self.load_weights = self._with_surgery
+
+    def load_weights(self, path, by_name=False, exclude=None):
+        self.calls.append({"path": path, "by_name": by_name, "exclude": exclude})
+
+    def _with_surgery(self, path, by_name=False, exclude=None, class_indices=None):
+        self.calls.append({"path": path, "by_name": by_name, "class_indices": class_indices})
+
+
+class _Classes:
+    class_info = [{"id": 0, "name": "BG"}, {"id": 3, "name": "car"}, {"id": 1, "name": "person"}]
+
+
+class _Coco:
+    cats = {1: {}, 2: {}, 3: {}, 5: {}}
+
+
+def test_start_weights_slice_class_heads_when_surgery_exists_else_leave_them_out():
+    from benchmarks.quality.runs import load_start_weights
+
+    model = _FakeModel(surgery=True)
+    note = load_start_weights(model, "coco.h5", _Classes(), _Coco())
+    # COCO ids 3 and 1 are the 3rd and 1st of the file's sorted categories [1, 2, 3, 5].
+    assert model.calls == [{"path": "coco.h5", "by_name": True, "class_indices": [0, 3, 1]}]
+    assert "sliced" in note
+    model = _FakeModel(surgery=False)
+    note = load_start_weights(model, "coco.h5", _Classes(), _Coco())
+    assert model.calls[0]["exclude"] == list(variants.CLASS_HEADS) and "left out" in note
+
+
+def test_real_mode_needs_weights(tmp_path, capsys):
+    from benchmarks.quality import cli
+
+    assert cli.main(["--dataset", str(tmp_path), "--variants", "ohem", "--out", str(tmp_path / "w")]) == 2
+    assert "--weights" in capsys.readouterr().err
+    budget = cli._budget(cli.build_parser().parse_args(["--dataset", "d", "--image-size", "1024", "--steps", "7"]))
+    assert (budget.image_size, budget.steps, budget.backbone, budget.layers) == (1024, 7, "resnet50", "heads")
