@@ -254,8 +254,10 @@ def report(shapes_runs: list[dict], budget: Budget, variants: Sequence[str], ski
     parts += ["", "Means ± sample std over seeds:", "", markdown_table(table, runs=shapes_runs), "",
               "Paired by seed, variant minus baseline: mean difference [95% t-interval over seeds, "
               "t(0.975, pairs - 1) x std / sqrt(pairs)]; AP and AR in points, FP in proposals per image; "
-              "\"AP50 won\" counts seeds where the variant's AP50 is higher; step time from the side-by-side "
-              "timing below.", "", paired_table(shapes_runs, variants, timing), "",
+              "\"AP50 won\" counts seeds where the variant's AP50 is higher; step time "
+              + ("from the side-by-side timing below." if timing and timing.get("status") == "ok" else
+                 "from the per-run medians (no side-by-side timing in this run; other load skews them)."),
+              "", paired_table(shapes_runs, variants, timing), "",
               *interval_sentences(shapes_runs, variants), "",
               f"**Goal** (issue 13, stated before the run and not tuned toward): {GOAL}", "",
               *(goal_verdict(shapes_runs, v, timing) for v in variants if v != "baseline")]
