@@ -115,8 +115,8 @@ def anchors_kept(run: dict, budget: Any, val_dir: Path) -> dict[str, Any]:
     dataset = CocoDataset()
     dataset.load_coco(str(val_dir), "val")
     dataset.prepare()
-    image_id = next(i for i in dataset.image_ids
-                    if len(validation_scene(budget, dataset.image_info[i]["id"]).distractors) >= 2)
+    image_id = max(dataset.image_ids,  # the first image with the most distractors
+                   key=lambda i: (len(validation_scene(budget, dataset.image_info[i]["id"]).distractors), -i))
     config = make_config("ohem", budget, dataset.num_classes, "inference")
     model = modellib.MaskRCNN("inference", config, model_dir=str(Path(run["checkpoint"]).parent))
     model.load_weights(run["checkpoint"], by_name=True)
