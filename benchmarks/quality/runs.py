@@ -263,7 +263,10 @@ def paired_step_times(spec: dict, rounds: int = 40, num_batches: int = 8) -> dic
         with Installed(variant, config, modellib) as installed:
             model = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
             installed.built()
-            generator = modellib.DataGenerator(dataset, config, shuffle=False, seed=0)
+            # Handed the module's (maybe patched) functions, as MaskRCNN.train does.
+            generator = modellib.DataGenerator(dataset, config, shuffle=False, seed=0,
+                                               load_image_gt=modellib.load_image_gt,
+                                               build_rpn_targets=modellib.build_rpn_targets)
             batches[variant] = [generator[i][0] for i in range(num_batches)]
         model.set_trainable(".*", verbose=0)
         model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
