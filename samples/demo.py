@@ -82,8 +82,12 @@ def comparison(runs: Sequence[dict]) -> tuple[str, dict[str, dict]]:
         ohem = stats.summarize([by.get(("ohem", s), {}).get(key) for s in seeds])
         diff = stats.paired_by_seed(runs, "ohem", key)
         diffs[key] = diff
-        verdict = ("the interval includes 0: no difference this demo can detect" if stats.includes_zero(diff)
-                   else f"the interval excludes 0: OHEM is {'better' if diff['low'] > 0 else 'worse'}")
+        if diff["n"] < 2:
+            verdict = "fewer than 2 paired seeds: no interval, no conclusion"
+        elif stats.includes_zero(diff):
+            verdict = "the interval includes 0: no difference this demo can detect"
+        else:
+            verdict = f"the interval excludes 0: OHEM is {'better' if diff['low'] > 0 else 'worse'}"
         lines.append(f"{label:11s} baseline {base['mean']:.3f} ± {base['std']:.3f}   OHEM {ohem['mean']:.3f} ± "
                      f"{ohem['std']:.3f}   OHEM - baseline {stats.format_difference(diff)} points "
                      f"(95% t-interval over {diff['n']} paired seeds); OHEM won {diff['wins']}/{diff['n']} seeds; "
