@@ -282,6 +282,9 @@ def test_kept_fractions_and_losses():
     assert out["kept_negatives"] == 2 and out["kept_positives"] == 1
     assert (out["distractor"], out["near_object"], out["background"]) == (0.5, 0.0, 0.5)
     assert out["pool_distractor"] == 0.5  # 2 of the 4 negatives
+    pool = np.array([[False, True, True, True, True, True]])[:, :5]  # a pool wider than match's negatives
+    pool[0, 2] = False  # ... holding anchors 1, 3, 4: two of three on distractors
+    assert mining.kept_fractions(match, kept, categories, pool)["pool_distractor"] == pytest.approx(2 / 3)
     # log(2) for equal logits; -log(sigmoid(3)) for a positive scored 3 vs 0.
     losses = mining.rpn_losses(np.array([[[0.0, 0.0], [0.0, 3.0]]]), np.array([[-1, 1]]))
     assert losses[0] == pytest.approx([math.log(2), math.log(1 + math.exp(-3))])

@@ -10,8 +10,9 @@ the kept negatives by where they lie (:func:`negative_categories`):
 - ``near_object``: otherwise IoU >= 0.1 with a labelled object (a badly placed box on a target);
 - ``background``: everything else (texture).
 
-``pool_distractor`` is the same fraction over every candidate negative: what random sampling
-keeps on average. A miner that seeks the look-alikes keeps more than that.
+``pool_distractor`` is the same fraction over every anchor Matterport's rules label negative
+(IoU < 0.3 with every object), before any sampling: what random sampling keeps on average. A
+miner that seeks the look-alikes keeps more than that.
 
 The selection rule is :mod:`mrcnn_ohem.core.selection` applied as the loss applies it: per
 image or pooled, top-k with an optional positive cap. Options that change the loss further
@@ -112,13 +113,16 @@ def kept_mask(match: np.ndarray, losses: np.ndarray, rule: dict[str, Any]) -> np
     return kept.reshape(match.shape)
 
 
-def kept_fractions(match: np.ndarray, kept: np.ndarray, categories: np.ndarray) -> dict[str, float]:
-    """Where the kept negatives lie, and the same over every candidate negative.
+def kept_fractions(match: np.ndarray, kept: np.ndarray, categories: np.ndarray,
+                   pool: np.ndarray | None = None) -> dict[str, float]:
+    """Where the kept negatives lie, and the same over the pool of every negative.
 
     Args:
         match: [batch, num_anchors] int.
         kept: [batch, num_anchors] bool.
         categories: [batch, num_anchors] int from :func:`negative_categories`.
+        pool: [batch, num_anchors] bool, every anchor labelled negative before sampling
+            (default: the negatives of ``match``).
 
     Returns:
         ``{"kept_negatives", "kept_positives", "distractor", "near_object", "background",
@@ -131,7 +135,8 @@ def kept_fractions(match: np.ndarray, kept: np.ndarray, categories: np.ndarray) 
            "kept_positives": float((kept & (match == 1)).sum()) / len(match)}
     for i, name in enumerate(CATEGORIES):
         out[name] = float((kept_neg & (categories == i)).sum()) / n
-    out["pool_distractor"] = float((negatives & (categories == 0)).sum()) / max(int(negatives.sum()), 1)
+    pool = negatives if pool is None else pool
+    out["pool_distractor"] = float((pool & (categories == 0)).sum()) / max(int(pool.sum()), 1)
     return out
 
 
@@ -148,15 +153,17 @@ def probe_batch(dataset: Any, config: Any, module: Any, count: int = 4) -> dict[
     """A fixed batch of training images with distractors, molded, with their anchor categories.
 
     Returns:
-        ``{"images": [n, H, W, 3] molded, "anchors": [A, 4] pixels, "gt": [(boxes, class_ids)],
-        "categories": [n, A]}``.
+        ``{"images": [n, H, W, 3] molded, "anchors": [A, 4] pixels, "gt": [(shape, class_ids, boxes)],
+        "categories": [n, A], "pool": [n, A] bool (IoU < 0.3 with every object)}``.
     """
     from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
 
     anchors = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
                                        compute_backbone_shapes(config, config.IMAGE_SHAPE),
                                        config.BACKBONE_STRIDES, config.RPN_ANCHOR_STRIDE)
-    images, gts, categories = [], [], []
+    from mrcnn_ohem.core.boxes import compute_overlaps
+
+    images, gts, categories, pool = [], [], [], []
     for image_id in dataset.image_ids:
         scene = dataset.image_info[image_id].get("scene")
         if scene is None or not scene.distractors:
@@ -167,9 +174,11 @@ def probe_batch(dataset: Any, config: Any, module: Any, count: int = 4) -> dict[
         images.append(module.mold_image(image.astype(np.float32), config))
         gts.append((image.shape, class_ids, boxes))
         categories.append(negative_categories(anchors, gt, distractors))
+        pool.append(compute_overlaps(anchors, np.asarray(boxes, np.float32)).max(axis=1) < 0.3)
         if len(images) == count:
             break
-    return {"images": np.stack(images), "anchors": anchors, "gt": gts, "categories": np.stack(categories)}
+    return {"images": np.stack(images), "anchors": anchors, "gt": gts, "categories": np.stack(categories),
+            "pool": np.stack(pool)}
 
 
 def miner_probe(probe: dict[str, np.ndarray], config: Any, module: Any, rule: dict[str, Any],
@@ -198,6 +207,6 @@ def miner_probe(probe: dict[str, np.ndarray], config: Any, module: Any, rule: di
             match = np.stack([module.build_rpn_targets(shape, probe["anchors"], ids, boxes, config)[0]
                               for shape, ids, boxes in probe["gt"]])
             kept = kept_mask(match, rpn_losses(logits, match), rule)
-            return kept_fractions(match, kept, probe["categories"])
+            return kept_fractions(match, kept, probe["categories"], probe["pool"])
 
     return MinerProbe()
