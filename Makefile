@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: venv lint test test-fast demo bench clean
+.PHONY: venv lint test test-fast demo bench notebooks clean
 
 venv: $(STAMP)
 
@@ -30,7 +30,11 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) samples/snippet_defects.py
-	$(PY) samples/demo.py
+	$(PY) -m samples.demo
+
+# Execute the walkthroughs in full mode and store them with their outputs (minutes of CPU each).
+notebooks: $(STAMP)
+	$(PY) -m notebooks.store
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.loss_speed --write

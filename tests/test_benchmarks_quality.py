@@ -1,7 +1,7 @@
-"""Tests for the helpers of ``benchmarks/quality.py`` (aggregation, metrics, variant wiring).
+"""Tests for ``benchmarks/quality`` (metrics, statistics, mining probe, variant wiring, report).
 
-The training runs themselves are the benchmark; here only the pieces that turn runs into
-numbers and the per-variant setup are checked, on hand-made inputs.
+The training runs themselves are the benchmark; here the pieces that turn runs into numbers are
+checked on hand-made inputs, and ``--quick`` is executed end to end (slow).
 """
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from benchmarks import quality
+from benchmarks.quality import metrics, mining, report, stats, variants
+from mrcnn_ohem.datasets.coco_eval import proposal_recall
 
 ############################################################
 #  distractor_false_positives
@@ -30,9 +31,9 @@ def test_distractor_false_positives_counts_by_hand():
         [0, 0, 10, 10],  # the object itself -> not counted
         [25, 25, 35, 35],  # IoU 25/175 = 0.14 -> not counted
     ])
-    assert quality.distractor_false_positives(proposals, gt, distractors) == 2
+    assert metrics.distractor_false_positives(proposals, gt, distractors) == 2
     # Only the first `top` proposals are looked at.
-    assert quality.distractor_false_positives(proposals, gt, distractors, top=1) == 1
+    assert metrics.distractor_false_positives(proposals, gt, distractors, top=1) == 1
 
 
 def test_distractor_false_positives_excludes_proposals_that_also_cover_an_object():
@@ -40,14 +41,14 @@ def test_distractor_false_positives_excludes_proposals_that_also_cover_an_object
     gt = np.array([[0, 0, 10, 10]])
     distractors = np.array([[0, 1, 10, 11]])  # IoU with gt = 90/110 = 0.82
     proposals = np.array([[0, 0, 10, 10.5]])  # IoU 1/1.05 with gt and 0.95/1.1 with the distractor
-    assert quality.distractor_false_positives(proposals, gt, distractors) == 0
+    assert metrics.distractor_false_positives(proposals, gt, distractors) == 0
     # Without ground truth every distractor hit counts.
-    assert quality.distractor_false_positives(proposals, np.zeros((0, 4)), distractors) == 1
+    assert metrics.distractor_false_positives(proposals, np.zeros((0, 4)), distractors) == 1
 
 
 def test_distractor_false_positives_empty_inputs():
-    assert quality.distractor_false_positives(np.zeros((0, 4)), np.zeros((0, 4)), np.ones((1, 4))) == 0
-    assert quality.distractor_false_positives(np.ones((3, 4)), np.zeros((0, 4)), np.zeros((0, 4))) == 0
+    assert metrics.distractor_false_positives(np.zeros((0, 4)), np.zeros((0, 4)), np.ones((1, 4))) == 0
+    assert metrics.distractor_false_positives(np.ones((3, 4)), np.zeros((0, 4)), np.zeros((0, 4))) == 0
 
 
 ############################################################
@@ -80,7 +81,7 @@ def test_proposal_recall_counts_budget_and_ignores_classes():
     # (class-agnostic: category 1 matches a category-2 object).
     records = [_record(1, 80, 80, 5, 5, 1.0 - k / 100) for k in range(10)]
     records += [_record(1, 10, 10, 20, 20, 0.5), _record(2, 50, 50, 30, 30, 1.0)]
-    recall = quality.proposal_recall(coco, [1, 2], records)
+    recall = proposal_recall(coco, [1, 2], records)
     # AR@10: only image 2's object is found at every IoU -> 1/2; AR@100 and AR@1000: both.
     assert recall[10] == pytest.approx(0.5)
     assert recall[100] == pytest.approx(1.0)
@@ -89,30 +90,68 @@ def test_proposal_recall_counts_budget_and_ignores_classes():
 
 def test_proposal_recall_rejects_wrong_budget_count():
     with pytest.raises(ValueError, match="max_dets must hold exactly 3 budgets"):
-        quality.proposal_recall(_tiny_coco(), [1], [], max_dets=(100, 1000))
+        proposal_recall(_tiny_coco(), [1], [], max_dets=(100, 1000))
 
 
 ############################################################
-#  Aggregation and tables
+#  Statistics
 ############################################################
 
 
 def test_summarize_mean_sample_std_and_range():
-    stats = quality.summarize([1.0, 2.0, None, 3.0, math.nan])
+    summary = stats.summarize([1.0, 2.0, None, 3.0, math.nan])
     # mean 2, sample std sqrt(((1-2)^2 + 0 + (3-2)^2) / 2) = 1
-    assert stats == {"n": 3, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
-    assert quality.summarize([5.0])["std"] == 0.0
-    assert quality.summarize([None])["n"] == 0 and math.isnan(quality.summarize([])["mean"])
+    assert summary == {"n": 3, "mean": 2.0, "std": 1.0, "min": 1.0, "max": 3.0}
+    assert stats.summarize([5.0])["std"] == 0.0
+    assert stats.summarize([None])["n"] == 0 and math.isnan(stats.summarize([])["mean"])
+
+
+def test_paired_difference_t_interval_by_hand():
+    # d = [1, 2, 3]: mean 2, sample std 1, t(0.975, 2) = 4.3027 -> half-width 4.3027 / sqrt(3) = 2.4841
+    diff = stats.paired_difference([2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
+    assert diff["n"] == 3 and diff["mean"] == pytest.approx(2.0) and diff["std"] == pytest.approx(1.0)
+    assert diff["low"] == pytest.approx(2.0 - 2.4841, abs=1e-4)
+    assert diff["high"] == pytest.approx(2.0 + 2.4841, abs=1e-4)
+    assert diff["wins"] == 3
+    assert stats.includes_zero(diff)  # -0.48 < 0 < 4.48
+    assert stats.format_difference(diff, scale=1, digits=2) == "+2.00 [-0.48, +4.48]"
+
+
+def test_paired_difference_drops_broken_pairs_and_needs_two_for_an_interval():
+    diff = stats.paired_difference([0.5, None, 0.7], [0.4, 0.3, math.nan])
+    assert diff["n"] == 1 and diff["mean"] == pytest.approx(0.1) and math.isnan(diff["low"])
+    assert stats.includes_zero(diff)
+    assert stats.format_difference(diff) == "+10.0"
+    assert stats.format_difference(stats.paired_difference([], [])) == "-"
+    with pytest.raises(ValueError, match="must pair up"):
+        stats.paired_difference([1.0], [1.0, 2.0])
+
+
+def test_interval_excluding_zero():
+    diff = stats.paired_difference([0.30, 0.31, 0.32, 0.33], [0.20, 0.20, 0.21, 0.21])
+    assert not stats.includes_zero(diff) and diff["low"] > 0
+
+
+def _run(variant, seed, status="ok", **values):
+    return {"variant": variant, "seed": seed, "dataset": "shapes", "status": status, "metrics": values}
+
+
+def test_paired_by_seed_pairs_only_seeds_both_finished():
+    runs = [_run("baseline", 0, AR100=0.5), _run("baseline", 1, AR100=0.4), _run("baseline", 2, AR100=0.3),
+            _run("ohem", 0, AR100=0.6), _run("ohem", 1, status="crashed"), _run("ohem", 2, AR100=0.5)]
+    diff = stats.paired_by_seed(runs, "ohem", "AR100")
+    assert diff["n"] == 2 and diff["mean"] == pytest.approx(0.15)  # (0.1 + 0.2) / 2
+
+
+############################################################
+#  Tables and verdicts
+############################################################
 
 
 def test_format_cell():
-    assert quality.format_cell({"n": 3, "mean": 0.12345, "std": 0.01, "min": 0, "max": 1}) == "0.123 ± 0.010"
-    assert quality.format_cell({"n": 1, "mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5}, 2) == "0.50"
-    assert quality.format_cell(quality.summarize([])) == "-"
-
-
-def _run(variant, seed, status="ok", **metrics):
-    return {"variant": variant, "seed": seed, "dataset": "shapes", "status": status, "metrics": metrics}
+    assert report.format_cell({"n": 3, "mean": 0.12345, "std": 0.01, "min": 0, "max": 1}) == "0.123 ± 0.010"
+    assert report.format_cell({"n": 1, "mean": 0.5, "std": 0.0, "min": 0.5, "max": 0.5}, 2) == "0.50"
+    assert report.format_cell(stats.summarize([])) == "-"
 
 
 def test_aggregate_skips_crashed_runs_and_table_counts_them():
@@ -122,97 +161,58 @@ def test_aggregate_skips_crashed_runs_and_table_counts_them():
         _run("snippet", 0, status="crashed"),
         _run("snippet", 1, bbox_AP50=0.3, AR100=0.5),
     ]
-    table = quality.aggregate(runs, ["baseline", "snippet"])
+    table = report.aggregate(runs, ["baseline", "snippet"])
     assert table["baseline"]["bbox_AP50"]["mean"] == pytest.approx(0.3)
     assert table["baseline"]["bbox_AP50"]["std"] == pytest.approx(math.sqrt(0.02))  # ((.1)^2+(.1)^2)/1
     assert table["snippet"]["bbox_AP50"]["n"] == 1
-    assert table["snippet"]["seconds_per_step"]["n"] == 0
-    text = quality.markdown_table(table, runs=runs)
-    lines = text.splitlines()
+    lines = report.markdown_table(table, runs=runs).splitlines()
     assert lines[0].startswith("| variant | bbox AP | bbox AP50 |") and lines[0].endswith("runs ok |")
-    assert len(lines) == 4
     assert "| baseline | - | 0.300 ± 0.141 | - | 0.500 ± 0.141 |" in lines[2]
     assert lines[2].endswith("| 2/2 |") and lines[3].endswith("| 1/2 |")
-    assert quality.relative_change(table, "snippet", "bbox_AP50") == pytest.approx(0.0)
 
 
-def test_verdict_reports_differences_in_points_and_percent():
-    runs = [_run("baseline", 0, bbox_AP50=0.20, AR100=0.40, fp_distractors=2.0, seconds_per_step=0.2),
-            _run("ohem", 0, bbox_AP50=0.25, AR100=0.38, fp_distractors=1.5, seconds_per_step=0.21)]
-    text = quality._verdict(quality.aggregate(runs, ["baseline", "ohem"]))
-    assert text == ("- `ohem` vs baseline: AP50 +5.0 points, AR@100 -2.0 points, "
-                    "FP proposals on distractors -0.50 / image, step time +5.0%.")
+def _paired_runs(ap50_gain, ar_gain, seconds=0.2):
+    runs = []
+    for seed, (ap50, ar) in enumerate([(0.20, 0.40), (0.22, 0.42), (0.18, 0.41)]):
+        runs.append(_run("baseline", seed, bbox_AP50=ap50, AR100=ar, seconds_per_step=0.2))
+        runs.append(_run("ohem", seed, bbox_AP50=ap50 + ap50_gain + 0.002 * seed, AR100=ar + ar_gain + 0.001 * seed,
+                         seconds_per_step=seconds))
+    return runs
 
 
-############################################################
-#  Variant wiring (no model is built)
-############################################################
+def test_goal_verdict_met_and_not_met():
+    timing = {"status": "ok", "milliseconds": {"baseline": 200.0, "ohem": 204.0}}  # +2%
+    assert "**met**" in report.goal_verdict(_paired_runs(0.03, 0.06), "ohem", timing)
+    missed = report.goal_verdict(_paired_runs(0.03, 0.01), "ohem", {"status": "ok",
+                                 "milliseconds": {"baseline": 200.0, "ohem": 210.0}})
+    assert "**not met**: AR@100 >= +5 points, step time < +3% fails" in missed
+    # Without the side-by-side timing the per-run medians are used: 0.21 / 0.2 = +5%.
+    assert "step time +5.0%" in report.goal_verdict(_paired_runs(0.03, 0.06, 0.21), "ohem", None)
 
 
-def test_make_config_per_variant():
-    base = quality.make_config("baseline", quality.QUICK, 4, "training")
-    assert not hasattr(base, "OHEM_RPN") and base.BACKBONE == "tiny" and base.BATCH_SIZE == 2
-    # 128 px: 32^2 + 16^2 + 8^2 + 4^2 + 2^2 = 1364 positions x 3 ratios.
-    assert base.PRE_NMS_LIMIT == 4092
-    assert tuple(base.RPN_ANCHOR_SCALES) == (8, 16, 32, 64, 128)
-    assert quality.make_config("ohem", quality.QUICK, 4, "training").OHEM_RPN_PER_IMAGE is True
-    assert quality.make_config("ohem_pooled", quality.QUICK, 4, "training").OHEM_RPN_PER_IMAGE is False
-    assert quality.make_config("ohem_pos50", quality.QUICK, 4, "training").OHEM_RPN_POSITIVE_FRACTION == 0.5
-    assert quality.make_config("ohem", quality.QUICK, 4, "inference").BATCH_SIZE == 1
-    with pytest.raises(ValueError, match="variant must be one of"):
-        quality.make_config("focal", quality.QUICK, 4, "training")
+def test_goal_needs_the_interval_above_zero():
+    runs = [_run("baseline", 0, bbox_AP50=0.2, AR100=0.4), _run("baseline", 1, bbox_AP50=0.2, AR100=0.4),
+            _run("ohem", 0, bbox_AP50=0.4, AR100=0.6), _run("ohem", 1, bbox_AP50=0.19, AR100=0.39)]
+    text = report.goal_verdict(runs, "ohem", {"status": "ok", "milliseconds": {"baseline": 1.0, "ohem": 1.0}})
+    assert "AP50's interval above 0" in text and "AR@100's interval above 0" in text
 
 
-def test_installed_snippet_is_swapped_in_for_the_build_only():
-    from mrcnn_ohem.maskrcnn import model as modellib
-
-    config = quality.make_config("snippet", quality.QUICK, 4, "training")
-    original = modellib.rpn_class_loss_graph
-    with quality._Installed("snippet", config, modellib) as installed:
-        swapped = modellib.rpn_class_loss_graph
-        assert swapped is not original
-        installed.built()
-        assert modellib.rpn_class_loss_graph is original
-    assert modellib.rpn_class_loss_graph is original
-    # The wrapper is the snippet with k = RPN_TRAIN_ANCHORS_PER_IMAGE: with 256 candidates it
-    # keeps them all (the plain mean); with fewer it crashes, as the circulated code does.
-    import tensorflow as tf
-
-    match = tf.constant(np.r_[np.ones(6), -np.ones(250), np.zeros(10)].reshape(1, -1, 1), tf.int32)
-    logits = tf.random.stateless_normal([1, 266, 2], seed=[1, 2])
-    plain = modellib.rpn_class_loss_graph(match, logits)
-    assert float(swapped(match, logits)) == pytest.approx(float(plain), rel=1e-5)
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        swapped(match[:, :200], logits[:, :200])
-
-
-def test_installed_ohem_patches_and_restores():
-    from mrcnn_ohem.maskrcnn import model as modellib
-
-    original = (modellib.rpn_class_loss_graph, modellib.build_rpn_targets)
-    config = quality.make_config("ohem", quality.QUICK, 4, "training")
-    with quality._Installed("ohem", config, modellib) as installed:
-        installed.built()  # OHEM stays patched for training
-        assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets) != original
-    assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets) == original
-
-
-def test_goal_sentence_names_the_failing_parts():
-    def table(ap50, ar, seconds):
-        runs = [_run("baseline", 0, bbox_AP50=0.20, AR100=0.40, seconds_per_step=0.200),
-                _run("ohem", 0, bbox_AP50=ap50, AR100=ar, seconds_per_step=seconds)]
-        return quality.aggregate(runs, ["baseline", "ohem"])
-
-    assert quality._goal(table(0.23, 0.46, 0.205)).endswith("**met**.")  # +3, +6, +2.5%
-    missed = quality._goal(table(0.21, 0.46, 0.210))  # +1 AP50, +6 AR, +5% time
-    assert "**not met** (AP50 >= +2 points, step time < +3% fails)" in missed
+def test_paired_table_and_interval_sentences():
+    runs = _paired_runs(0.03, 0.0)
+    lines = report.paired_table(runs, ["baseline", "ohem"]).splitlines()
+    assert lines[0].startswith("| variant | pairs | Δ bbox AP | Δ AP50 |")
+    assert lines[2].startswith("| ohem | 3 | - | +3.2 [")  # AP50 gains 3.0, 3.2, 3.4 points
+    assert lines[2].endswith("| 3/3 | +0.0% |")
+    sentences = report.interval_sentences(runs, ["baseline", "ohem"])
+    assert sentences == ["- `ohem`: AP50: higher than the baseline, interval excludes 0; "
+                         "AR@100: the interval includes 0, no detectable difference."]
 
 
 def test_per_run_table_orders_by_variant_then_seed_and_marks_missing():
     runs = [_run("snippet", 0, status="crashed"), _run("baseline", 1, bbox_AP50=0.5),
             _run("baseline", 0, bbox_AP50=0.25, AR100=0.5, AR1000=0.75, fp_distractors=1.0,
                  seconds_per_step=0.125)]
-    lines = quality.per_run_table(runs).splitlines()
+    lines = report.per_run_table(runs).splitlines()
     assert lines[2] == "| baseline | 0 | ok | 0.250 | 0.500 | 0.750 | 1.000 | 0.125 |"
     assert lines[3] == "| baseline | 1 | ok | 0.500 | - | - | - | - |"
     assert lines[4] == "| snippet | 0 | crashed | - | - | - | - | - |"
@@ -220,12 +220,228 @@ def test_per_run_table_orders_by_variant_then_seed_and_marks_missing():
 
 def test_load_note_spans_all_runs():
     runs = [{"load_average": [1.5, 2.25]}, {"load_average": [0.5, 3.0]}, {}]
-    assert quality._load_note(runs).startswith("1-minute load average (this run included) 0.5 to 3.0 on ")
-    assert quality._load_note([{}]) == "machine load not recorded"
+    assert report.load_note(runs).startswith("1-minute load average (this run included) 0.5 to 3.0 on ")
+    assert report.load_note([{}]) == "machine load not recorded"
 
 
 def test_timing_table_relative_to_baseline():
     timing = {"milliseconds": {"baseline": 200.0, "ohem": 206.0}, "negatives": {"baseline": 508, "ohem": 8131}}
-    lines = quality.timing_table(timing).splitlines()
+    lines = report.timing_table(timing).splitlines()
     assert lines[2] == "| baseline | 200.0 | +0.0% | 508 |"
     assert lines[3] == "| ohem | 206.0 | +3.0% | 8131 |"  # 206 / 200 - 1
+
+
+def test_mining_curves_average_over_seeds():
+    def rec(step, distractor):
+        return {"step": step, "distractor": distractor, "near_object": 0.1, "background": 0.9 - distractor,
+                "pool_distractor": 0.02, "kept_negatives": 250.0, "kept_positives": 6.0}
+
+    runs = [dict(_run("ohem", 0), mining=[rec(5, 0.1), rec(10, 0.2)]),
+            dict(_run("ohem", 1), mining=[rec(5, 0.3), rec(10, 0.4)]), _run("baseline", 0)]
+    curves = report.mining_curves(runs, ["baseline", "ohem"])
+    assert list(curves) == ["ohem"]
+    assert curves["ohem"]["step"] == [5, 10] and curves["ohem"]["distractor"] == pytest.approx([0.2, 0.3])
+    lines = report.mining_table(curves).splitlines()
+    assert lines[2] == "| ohem | 5 | 250 | 20.0% | 10.0% | 70.0% | 2.0% |"
+
+
+############################################################
+#  Mining probe
+############################################################
+
+
+def test_negative_categories_by_hand():
+    anchors = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 12], [50, 50, 60, 60]], np.float32)
+    gt = np.array([[0, 0, 10, 30]])  # anchor 0: IoU 100/300 = 0.33 -> near object
+    distractors = np.array([[20, 20, 30, 32]])  # anchor 1: IoU 100/120 -> on a distractor
+    # anchor 2: IoU 120/300 = 0.4 with the object; anchor 3: nothing -> background
+    assert mining.negative_categories(anchors, gt, distractors).tolist() == [1, 0, 1, 2]
+    assert mining.negative_categories(anchors, np.zeros((0, 4)), np.zeros((0, 4))).tolist() == [2, 2, 2, 2]
+
+
+def test_kept_mask_rules():
+    match = np.array([[1, -1, -1, -1, 0, -1]])
+    losses = np.array([[0.1, 0.9, 0.2, 0.8, 5.0, 0.8]])
+    assert mining.kept_mask(match, losses, {"kind": "all"}).tolist() == [[True, True, True, True, False, True]]
+    hardest = {"kind": "hardest", "budget": 3, "pooled": False, "per_batch": True, "max_positives": None}
+    # 0.9, then the tie 0.8/0.8 (both fit); the neutral 5.0 is never a candidate.
+    assert mining.kept_mask(match, losses, hardest).tolist() == [[False, True, False, True, False, True]]
+    capped = dict(hardest, max_positives=1)
+    # The positive (0.1) is kept first, then the two hardest negatives (0.9 and the lower-index 0.8).
+    assert mining.kept_mask(match, losses, capped).tolist() == [[True, True, False, True, False, False]]
+    pooled = dict(hardest, budget=2, pooled=True, per_batch=True)
+    two = mining.kept_mask(np.repeat(match, 2, 0), np.stack([losses[0], losses[0] / 10]), pooled)
+    assert two.sum() == 4 and two[0].sum() == 4  # budget 2 x batch 2, all from the harder image
+
+
+def test_kept_fractions_and_losses():
+    match = np.array([[1, -1, -1, -1, -1]])
+    kept = np.array([[True, True, True, False, False]])
+    categories = np.array([[1, 0, 2, 0, 2]])
+    out = mining.kept_fractions(match, kept, categories)
+    assert out["kept_negatives"] == 2 and out["kept_positives"] == 1
+    assert (out["distractor"], out["near_object"], out["background"]) == (0.5, 0.0, 0.5)
+    assert out["pool_distractor"] == 0.5  # 2 of the 4 negatives
+    pool = np.array([[False, True, True, True, True, True]])[:, :5]  # a pool wider than match's negatives
+    pool[0, 2] = False  # ... holding anchors 1, 3, 4: two of three on distractors
+    assert mining.kept_fractions(match, kept, categories, pool)["pool_distractor"] == pytest.approx(2 / 3)
+    # log(2) for equal logits; -log(sigmoid(3)) for a positive scored 3 vs 0.
+    losses = mining.rpn_losses(np.array([[[0.0, 0.0], [0.0, 3.0]]]), np.array([[-1, 1]]))
+    assert losses[0] == pytest.approx([math.log(2), math.log(1 + math.exp(-3))])
+
+
+def test_selection_rule_per_variant():
+    base = variants.make_config("baseline", variants.QUICK, 4, "training")
+    assert mining.selection_rule(base) == {"kind": "all"}
+    assert mining.selection_rule(base, snippet=True)["pooled"] is True
+    pos50 = mining.selection_rule(variants.make_config("ohem_pos50", variants.QUICK, 4, "training"))
+    assert pos50 == {"kind": "hardest", "budget": 256, "pooled": False, "per_batch": True, "max_positives": 128}
+    assert mining.selection_rule(variants.make_config("ohem_pooled", variants.QUICK, 4, "training"))["pooled"]
+
+
+############################################################
+#  Variants and run configs
+############################################################
+
+
+def test_make_config_uses_the_runner_config_per_variant():
+    from mrcnn_ohem.runner.train_eval import make_config as run_config
+
+    base = variants.make_config("baseline", variants.FULL, 4, "training")
+    runner = run_config(variants.run_options("baseline", variants.FULL), 4, "training")
+    assert isinstance(base, type(runner).__mro__[1])  # a subclass of the runner's config class
+    assert not hasattr(base, "OHEM_RPN") and base.BACKBONE == "tiny" and base.BATCH_SIZE == 2
+    assert base.MASK_HEAD_FILTERS == 32 and base.TRAIN_ROIS_PER_IMAGE == 32
+    # 128 px: 32^2 + 16^2 + 8^2 + 4^2 + 2^2 = 1364 positions x 3 ratios.
+    assert base.PRE_NMS_LIMIT == 4092 and base.POST_NMS_ROIS_INFERENCE == 1000
+    assert tuple(base.RPN_ANCHOR_SCALES) == (8, 16, 32, 64, 128)
+    assert variants.make_config("ohem", variants.QUICK, 4, "training").OHEM_RPN_PER_IMAGE is True
+    assert variants.make_config("ohem_pooled", variants.QUICK, 4, "training").OHEM_RPN_PER_IMAGE is False
+    assert variants.make_config("ohem_pos50", variants.QUICK, 4, "training").OHEM_RPN_POSITIVE_FRACTION == 0.5
+    assert variants.make_config("ohem", variants.QUICK, 4, "inference").BATCH_SIZE == 1
+    with pytest.raises(ValueError, match="variant must be one of"):
+        variants.make_config("focal", variants.QUICK, 4, "training")
+
+
+def test_registry_names_the_issue_variants_and_skips_what_has_not_landed(monkeypatch):
+    assert list(variants.VARIANTS) == ["baseline", "ohem", "ohem_nms07", "ohem_neg3", "ohem_pos50", "ohem_pooled",
+                                       "roi_ohem", "rpn_roi_ohem", "focal_rpn", "snippet"]
+    from mrcnn_ohem.config import OHEMConfigMixin
+
+    monkeypatch.delattr(OHEMConfigMixin, "OHEM_RPN_POSITIVE_FRACTION")
+    available, skipped = variants.split_available(["baseline", "ohem_pos50"])
+    assert available == ["baseline"]
+    assert skipped["ohem_pos50"].startswith("skipped: `OHEMConfigMixin` has no OHEM_RPN_POSITIVE_FRACTION")
+    with pytest.raises(ValueError, match="variant 'ohem_pos50' is skipped"):
+        variants.make_config("ohem_pos50", variants.QUICK, 4, "training")
+    with pytest.raises(ValueError, match="variants must be among"):
+        variants.split_available(["nope"])
+
+
+def test_installed_snippet_is_swapped_in_for_the_build_only():
+    import tensorflow as tf
+
+    from benchmarks.quality.runs import Installed
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    config = variants.make_config("snippet", variants.QUICK, 4, "training")
+    original = modellib.rpn_class_loss_graph
+    with Installed("snippet", config, modellib) as installed:
+        swapped = modellib.rpn_class_loss_graph
+        assert swapped is not original
+        installed.built()
+        assert modellib.rpn_class_loss_graph is original
+    assert modellib.rpn_class_loss_graph is original
+    # The snippet with k = 256: with 256 candidates it keeps them all (the plain mean); fewer crash.
+    match = tf.constant(np.r_[np.ones(6), -np.ones(250), np.zeros(10)].reshape(1, -1, 1), tf.int32)
+    logits = tf.random.stateless_normal([1, 266, 2], seed=[1, 2])
+    assert float(swapped(match, logits)) == pytest.approx(float(original(match, logits)), rel=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        swapped(match[:, :200], logits[:, :200])
+
+
+def test_installed_ohem_patches_and_restores():
+    from benchmarks.quality.runs import Installed
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    original = (modellib.rpn_class_loss_graph, modellib.build_rpn_targets)
+    config = variants.make_config("ohem", variants.QUICK, 4, "training")
+    with Installed("ohem", config, modellib) as installed:
+        installed.built()  # OHEM stays patched for training
+        assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets) != original
+    assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets) == original
+
+
+############################################################
+#  --quick, end to end
+############################################################
+
+
+@pytest.mark.slow
+def test_quick_run_reports_intervals_for_every_available_variant(tmp_path):
+    from benchmarks.quality import cli
+
+    results = tmp_path / "RESULTS.md"
+    assert cli.main(["--quick", "--no-coco", "--out", str(tmp_path / "work"), "--write",
+                     "--results", str(results)]) == 0
+    text = results.read_text()
+    available, skipped = variants.split_available(list(variants.VARIANTS))
+    assert "Quick smoke run" in text and "95% t-interval" in text
+    for variant in available:
+        assert f"| {variant} | 0 | ok |" in text and f"| {variant} | 1 | ok |" in text
+    for variant in available[1:]:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {variant} | 2 | "))
+        assert " [" in row  # an interval from the two pairs
+        assert f"- `{variant}`: **" in text  # a goal verdict
+    for variant in skipped:
+        assert f"- `{variant}` skipped: " in text
+    assert "### What the miner keeps" in text
+    assert (tmp_path / "quality.png").is_file() and (tmp_path / "quality_mining.png").is_file()
+
+
+############################################################
+#  Real-image mode
+############################################################
+
+
+class _FakeModel:
+    def __init__(self, surgery):
+        self.calls = []
+        if surgery:
+            self.load_weights = self._with_surgery
+
+    def load_weights(self, path, by_name=False, exclude=None):
+        self.calls.append({"path": path, "by_name": by_name, "exclude": exclude})
+
+    def _with_surgery(self, path, by_name=False, exclude=None, class_indices=None):
+        self.calls.append({"path": path, "by_name": by_name, "class_indices": class_indices})
+
+
+class _Classes:
+    class_info = [{"id": 0, "name": "BG"}, {"id": 3, "name": "car"}, {"id": 1, "name": "person"}]
+
+
+class _Coco:
+    cats = {1: {}, 2: {}, 3: {}, 5: {}}
+
+
+def test_start_weights_slice_class_heads_when_surgery_exists_else_leave_them_out():
+    from benchmarks.quality.runs import load_start_weights
+
+    model = _FakeModel(surgery=True)
+    note = load_start_weights(model, "coco.h5", _Classes(), _Coco())
+    # COCO ids 3 and 1 are the 3rd and 1st of the file's sorted categories [1, 2, 3, 5].
+    assert model.calls == [{"path": "coco.h5", "by_name": True, "class_indices": [0, 3, 1]}]
+    assert "sliced" in note
+    model = _FakeModel(surgery=False)
+    note = load_start_weights(model, "coco.h5", _Classes(), _Coco())
+    assert model.calls[0]["exclude"] == list(variants.CLASS_HEADS) and "left out" in note
+
+
+def test_real_mode_needs_weights(tmp_path, capsys):
+    from benchmarks.quality import cli
+
+    assert cli.main(["--dataset", str(tmp_path), "--variants", "ohem", "--out", str(tmp_path / "w")]) == 2
+    assert "--weights" in capsys.readouterr().err
+    budget = cli._budget(cli.build_parser().parse_args(["--dataset", "d", "--image-size", "1024", "--steps", "7"]))
+    assert (budget.image_size, budget.steps, budget.backbone, budget.layers) == (1024, 7, "resnet50", "heads")

@@ -24,7 +24,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -152,12 +152,14 @@ def _load_results(gt: COCO, records: list[dict]) -> COCO:
         return empty
 
 
-def _run_cocoeval(gt: COCO, dt: COCO, iou_type: str, image_ids: list[int], category_ids: list[int] | None):
+def _run_cocoeval(gt: COCO, dt: COCO, iou_type: str, image_ids: list[int], category_ids: list[int] | None,
+                  max_dets: Sequence[int] = (1, 10, 100)):
+    """COCOeval stats; ``category_ids`` None: class-agnostic with ``max_dets`` proposal budgets."""
     evaluator = COCOeval(gt, dt, iou_type)
     evaluator.params.imgIds = image_ids
     if category_ids is None:
         evaluator.params.useCats = 0
-        evaluator.params.maxDets = [1, 10, 100]
+        evaluator.params.maxDets = [int(m) for m in max_dets]
     else:
         evaluator.params.catIds = category_ids
     buffer = io.StringIO()
@@ -213,6 +215,30 @@ def score_results(
         stats = _run_cocoeval(gt, _load_results(gt, proposals), "bbox", image_ids, None)
         metrics["rpn"] = {"AR@100": float(stats[8])}
     return metrics
+
+
+def proposal_recall(coco: COCO, image_ids: Sequence[int], records: list[dict],
+                    max_dets: Sequence[int] = (10, 100, 1000)) -> dict[int, float]:
+    """Class-agnostic average recall (IoU .50:.95) of proposals at three budgets.
+
+    :func:`score_results` gives AR@100 only; this runs the same class-agnostic COCOeval with
+    the given ``maxDets`` (e.g. AR@1000 needs records from ``proposal_results(..., 1000)``).
+
+    Args:
+        coco: ground truth (not modified); every category counts.
+        image_ids: COCO image ids that were evaluated.
+        records: :func:`proposal_results` records.
+        max_dets: exactly three budgets, ascending.
+
+    Returns:
+        ``{budget: AR}``.
+    """
+    if len(max_dets) != 3:
+        raise ValueError(f"max_dets must hold exactly 3 budgets; received {list(max_dets)}.")
+    image_ids = [int(i) for i in image_ids]
+    gt = restrict_coco(coco, image_ids, sorted(coco.cats))
+    stats = _run_cocoeval(gt, _load_results(gt, records), "bbox", image_ids, None, max_dets)
+    return {int(m): float(stats[6 + i]) for i, m in enumerate(max_dets)}
 
 
 ############################################################
@@ -283,6 +309,53 @@ def detect_with_proposals(model: Any, images: list[np.ndarray]) -> list[dict]:
     return results
 
 
+def detect_dataset(model: Any, dataset: Any, image_ids: Sequence[int],
+                   progress: bool = False) -> Iterator[tuple[int, dict | None]]:
+    """Run :func:`detect_with_proposals` over dataset images, ``BATCH_SIZE`` at a time.
+
+    The last batch is padded by repeating its last image (the padding's outputs are dropped).
+
+    Args:
+        model: inference-mode ``MaskRCNN``.
+        dataset: a prepared ``Dataset``; ``read_image`` is used when it has one, else
+            ``load_image``.
+        image_ids: dataset image ids, in the order to yield them.
+        progress: show a tqdm progress bar.
+
+    Yields:
+        ``(image_id, output)``: ``output`` as :func:`detect_with_proposals` returns it plus
+        ``"seconds"`` (the batch's predict time shared among its images), or None for an
+        unreadable image (after a warning).
+    """
+    from tqdm.auto import tqdm
+
+    ids = list(image_ids)
+    batch_size = int(model.config.BATCH_SIZE)
+    bar = tqdm(total=len(ids), desc="evaluate", unit="img", disable=not progress)
+    for start in range(0, len(ids), batch_size):
+        batch = []
+        for image_id in ids[start : start + batch_size]:
+            try:
+                image = dataset.read_image(image_id) if hasattr(dataset, "read_image") else dataset.load_image(image_id)
+            except CorruptImageError as err:
+                warnings.warn(f"Skipping unreadable image {dataset.image_info[image_id]['path']} in evaluation: "
+                              f"{err}", stacklevel=2)
+                yield image_id, None
+                continue
+            batch.append((image_id, image))
+        bar.update(len(ids[start : start + batch_size]))
+        if not batch:
+            continue
+        images = [image for _, image in batch]
+        images += [images[-1]] * (batch_size - len(images))  # pad the last batch
+        tick = time.perf_counter()
+        outputs = detect_with_proposals(model, images)
+        seconds = (time.perf_counter() - tick) / len(batch)
+        for (image_id, _), out in zip(batch, outputs):
+            yield image_id, dict(out, seconds=seconds)
+    bar.close()
+
+
 def evaluate_coco(
     model: Any,
     dataset: Any,
@@ -309,48 +382,28 @@ def evaluate_coco(
         ``{"bbox": {...}, "segm": {...}, "rpn": {"AR@100"}, "num_images", "num_detections",
         "skipped_images", "seconds_per_image"}``.
     """
-    from tqdm.auto import tqdm
-
     ids = list(dataset.image_ids if image_ids is None else image_ids)
     if limit is not None:
         ids = ids[: int(limit)]
     category_ids = [int(c["id"]) for c in dataset.class_info if c["source"] == "coco"]
-    batch_size = int(model.config.BATCH_SIZE)
     detections: list[dict] = []
     proposal_records: list[dict] | None = [] if proposals else None
     evaluated: list[int] = []
     skipped: list[str] = []
     predict_seconds = 0.0
-    bar = tqdm(total=len(ids), desc="evaluate", unit="img", disable=not progress)
-    for start in range(0, len(ids), batch_size):
-        batch = []
-        for image_id in ids[start : start + batch_size]:
-            try:
-                image = dataset.read_image(image_id) if hasattr(dataset, "read_image") else dataset.load_image(image_id)
-            except CorruptImageError as err:
-                path = dataset.image_info[image_id]["path"]
-                warnings.warn(f"Skipping unreadable image {path} in evaluation: {err}", stacklevel=2)
-                skipped.append(str(path))
-                continue
-            batch.append((image_id, image))
-        bar.update(len(ids[start : start + batch_size]))
-        if not batch:
+    for image_id, out in detect_dataset(model, dataset, ids, progress=progress):
+        if out is None:
+            skipped.append(str(dataset.image_info[image_id]["path"]))
             continue
-        images = [image for _, image in batch]
-        images += [images[-1]] * (batch_size - len(images))  # pad the last batch
-        tick = time.perf_counter()
-        outputs = detect_with_proposals(model, images)
-        predict_seconds += time.perf_counter() - tick
-        for (image_id, _), out in zip(batch, outputs):
-            coco_id = int(dataset.image_info[image_id]["id"])
-            evaluated.append(coco_id)
-            detections += build_coco_results(
-                dataset, [coco_id], out["rois"], out["class_ids"], out["scores"],
-                out["masks"] if "segm" in eval_types else None,
-            )
-            if proposal_records is not None:
-                proposal_records += proposal_results(coco_id, out["proposals"], 100)
-    bar.close()
+        predict_seconds += out["seconds"]
+        coco_id = int(dataset.image_info[image_id]["id"])
+        evaluated.append(coco_id)
+        detections += build_coco_results(
+            dataset, [coco_id], out["rois"], out["class_ids"], out["scores"],
+            out["masks"] if "segm" in eval_types else None,
+        )
+        if proposal_records is not None:
+            proposal_records += proposal_results(coco_id, out["proposals"], 100)
     metrics: dict[str, Any] = score_results(coco, evaluated, category_ids, detections, proposal_records, eval_types)
     metrics.update({
         "num_images": len(evaluated),

@@ -1,0 +1,118 @@
+"""Scoring one trained run: COCOeval AP/AR and false-positive proposals on distractors.
+
+Detections and proposals come from :func:`mrcnn_ohem.datasets.coco_eval.detect_dataset` (the
+one detect-and-pad loop, shared with ``evaluate_coco``); AP comes from ``score_results`` and
+AR@100/AR@1000 from ``proposal_recall``. Distractor boxes are regenerated from the scene
+description (:mod:`mrcnn_ohem.datasets.shapes`), which the COCO folder does not store.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def distractor_false_positives(proposals: np.ndarray, gt_boxes: np.ndarray, distractor_boxes: np.ndarray,
+                               top: int = 100, iou: float = 0.5) -> int:
+    """Proposals that cover a distractor and no ground-truth object.
+
+    Args:
+        proposals: [num_proposals, (y1, x1, y2, x2)] pixels, best first.
+        gt_boxes: [num_gt, (y1, x1, y2, x2)] pixels.
+        distractor_boxes: [num_distractors, (y1, x1, y2, x2)] pixels.
+        top: look at the first ``top`` proposals only.
+        iou: the IoU threshold for "covers".
+
+    Returns:
+        How many of the first ``top`` proposals have IoU >= ``iou`` with some distractor box
+        and IoU < ``iou`` with every ground-truth box.
+    """
+    from mrcnn_ohem.core.boxes import compute_overlaps
+
+    proposals = np.asarray(proposals, dtype=np.float32).reshape(-1, 4)[:top]
+    distractor_boxes = np.asarray(distractor_boxes, dtype=np.float32).reshape(-1, 4)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
+    if len(proposals) == 0 or len(distractor_boxes) == 0:
+        return 0
+    on_distractor = compute_overlaps(proposals, distractor_boxes).max(axis=1) >= iou
+    if len(gt_boxes):
+        on_distractor &= compute_overlaps(proposals, gt_boxes).max(axis=1) < iou
+    return int(on_distractor.sum())
+
+
+def scene_boxes(scene: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Target and distractor boxes of a :class:`~mrcnn_ohem.datasets.shapes.SceneSpec`.
+
+    Returns:
+        targets: [num_targets, (y1, x1, y2, x2)] int32 pixels.
+        distractors: [num_distractors, (y1, x1, y2, x2)] int32 pixels.
+    """
+    from mrcnn_ohem.datasets.shapes import shape_mask
+    from mrcnn_ohem.maskrcnn.utils import extract_bboxes
+
+    def boxes(specs) -> np.ndarray:
+        if not specs:
+            return np.zeros((0, 4), np.int32)
+        return extract_bboxes(np.stack([shape_mask(s, scene.height, scene.width) for s in specs], axis=-1))
+
+    return boxes(scene.targets), boxes(scene.distractors)
+
+
+def validation_scene(budget: Any, coco_id: int) -> Any:
+    """The scene of validation image ``coco_id`` (``write_coco_folder`` numbers index ``i`` as ``i + 1``)."""
+    from mrcnn_ohem.datasets.shapes import generate_scene
+
+    size = budget.image_size
+    return generate_scene(budget.val_seed, coco_id - 1, size, size, budget.max_targets, budget.max_distractors)
+
+
+def evaluate_run(model: Any, dataset: Any, coco: Any, budget: Any, distractors: bool) -> dict[str, float]:
+    """Detect on every evaluation image and compute the run's metrics.
+
+    Args:
+        model: inference-mode ``MaskRCNN`` (``POST_NMS_ROIS_INFERENCE`` 1000 for AR@1000).
+        dataset, coco: the evaluation ``CocoDataset`` and its ``COCO``.
+        budget: the run's :class:`~benchmarks.quality.variants.Budget` (to regenerate scenes).
+        distractors: count false positives on distractors (synthetic shapes only).
+
+    Returns:
+        ``{"bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "AR100", "AR1000", "fp_distractors",
+        "fp_detections_distractors", "proposals_per_image", "eval_images"}``.
+    """
+    from mrcnn_ohem.datasets.coco_eval import (
+        build_coco_results,
+        detect_dataset,
+        proposal_recall,
+        proposal_results,
+        score_results,
+    )
+
+    detections, props100, props1000, coco_ids = [], [], [], []
+    fp_proposals, fp_detections, num_proposals = [], [], []
+    for image_id, out in detect_dataset(model, dataset, dataset.image_ids):
+        if out is None:
+            continue
+        coco_id = int(dataset.image_info[image_id]["id"])
+        coco_ids.append(coco_id)
+        detections += build_coco_results(dataset, [coco_id], out["rois"], out["class_ids"], out["scores"],
+                                         out["masks"])
+        props100 += proposal_results(coco_id, out["proposals"], 100)
+        props1000 += proposal_results(coco_id, out["proposals"], 1000)
+        num_proposals.append(len(out["proposals"]))
+        if distractors:
+            gt, boxes = scene_boxes(validation_scene(budget, coco_id))
+            fp_proposals.append(distractor_false_positives(out["proposals"], gt, boxes, 100))
+            confident = out["rois"][out["scores"] >= 0.5]
+            fp_detections.append(distractor_false_positives(confident, gt, boxes, len(confident)))
+    category_ids = [int(c["id"]) for c in dataset.class_info if c["source"] == "coco"]
+    scores = score_results(coco, coco_ids, category_ids, detections, props100)
+    recall = proposal_recall(coco, coco_ids, props1000)
+    return {
+        "bbox_AP": scores["bbox"]["AP"], "bbox_AP50": scores["bbox"]["AP50"],
+        "segm_AP": scores["segm"]["AP"], "segm_AP50": scores["segm"]["AP50"],
+        "AR100": scores["rpn"]["AR@100"], "AR1000": recall[1000],
+        "fp_distractors": float(np.mean(fp_proposals)) if fp_proposals else None,
+        "fp_detections_distractors": float(np.mean(fp_detections)) if fp_detections else None,
+        "proposals_per_image": float(np.mean(num_proposals)) if num_proposals else 0.0,
+        "eval_images": len(coco_ids),
+    }

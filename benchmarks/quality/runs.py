@@ -1,0 +1,358 @@
+"""Running the benchmark: one (variant, seed) run, the side-by-side step timing, the schedule.
+
+Every run is seeded through Python, NumPy and TensorFlow (``keras.utils.set_random_seed``), the
+data generator's shuffling (``MaskRCNN.train(seed=)``) and the training set's generator seed.
+By default each run is its own subprocess (``python -m benchmarks.quality --worker SPEC``:
+fresh TensorFlow state, fair timing); ``in_process`` runs them one after another in this
+process (faster start, used by ``--quick`` and the demo). Runs are interleaved, seed 0 of every
+variant, then seed 1, ..., so a drift in machine load spreads over the variants.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.quality import mining
+from benchmarks.quality.metrics import evaluate_run
+from benchmarks.quality.variants import CLASS_HEADS, COCO_CLASSES, REPO, VARIANTS, WARMUP_STEPS, Budget, make_config
+
+############################################################
+#  Pieces of one run
+############################################################
+
+
+def step_recorder() -> Any:
+    """A tf-keras callback storing each step's wall time and numeric logs in ``.rows``.
+
+    Every numeric entry of the step's logs is kept (the five losses, and the OHEM selection
+    counts ``ohem_rpn_kept_*`` when the training loop reports them).
+    """
+    from mrcnn_ohem._compat import import_tf_keras
+
+    keras = import_tf_keras()
+
+    class StepRecorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.rows: list[dict[str, float]] = []
+            self._tick = 0.0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._tick = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            row = {"seconds": time.perf_counter() - self._tick}
+            row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
+            self.rows.append(row)
+            if len(self.rows) % 100 == 0:
+                print(f"step {len(self.rows)}: loss {row.get('loss', math.nan):.3f}, {row['seconds']:.3f} s",
+                      flush=True)
+
+    return StepRecorder()
+
+
+class Installed:
+    """Context manager installing the run's RPN loss/targets on the model module.
+
+    OHEM variants go through ``mrcnn_ohem.patch`` (kept for the whole training: the data
+    generator calls ``build_rpn_targets`` at step time). The snippet replaces
+    ``rpn_class_loss_graph`` only while the graph is built (the loss is looked up at build
+    time); call :meth:`built` once the model exists.
+    """
+
+    def __init__(self, variant: str, config: Any, module: Any):
+        self.variant, self.config, self.module = VARIANTS[variant], config, module
+        self.handle = None
+        self._original = None
+
+    def __enter__(self) -> Installed:
+        import mrcnn_ohem
+
+        if self.variant.ohem:
+            self.handle = mrcnn_ohem.patch(self.config, module=self.module)
+        elif self.variant.snippet:
+            from samples.snippet import circulated_rpn_class_loss
+
+            k = int(self.config.RPN_TRAIN_ANCHORS_PER_IMAGE)
+            self._original = self.module.rpn_class_loss_graph
+
+            def snippet_rpn_class_loss_graph(rpn_match, rpn_class_logits):
+                return circulated_rpn_class_loss(rpn_match, rpn_class_logits, k)
+
+            self.module.rpn_class_loss_graph = snippet_rpn_class_loss_graph
+        return self
+
+    def built(self) -> None:
+        """The graph exists: put the snippet's module attribute back."""
+        if self._original is not None:
+            self.module.rpn_class_loss_graph = self._original
+            self._original = None
+
+    def __exit__(self, *exc) -> bool:
+        self.built()
+        if self.handle is not None:
+            self.handle.restore()
+        return False
+
+
+def load_train_set(spec: dict, budget: Budget, seed: int) -> Any:
+    """The run's prepared training ``Dataset``: generated shapes, or a COCO-format folder."""
+    if spec["dataset"] == "shapes":
+        from mrcnn_ohem.datasets.shapes import ShapesDataset
+
+        dataset = ShapesDataset()
+        dataset.load_shapes(budget.train_images, budget.image_size, budget.image_size, seed=seed,
+                            max_targets=budget.max_targets, max_distractors=budget.max_distractors)
+    else:
+        dataset = _coco_subset(spec, "train", budget.train_images or None)[0]
+    dataset.prepare()
+    return dataset
+
+
+def load_eval_set(spec: dict, budget: Budget) -> tuple[Any, Any]:
+    """(CocoDataset, COCO) of the run's evaluation images."""
+    if spec["dataset"] == "shapes":
+        from mrcnn_ohem.datasets.coco import CocoDataset
+
+        dataset = CocoDataset()
+        coco = dataset.load_coco(spec["val_dir"], "val", return_coco=True)
+    else:
+        dataset, coco = _coco_subset(spec, "val", budget.val_images or None)
+    dataset.prepare()
+    return dataset, coco
+
+
+def _coco_subset(spec: dict, subset: str, limit: int | None) -> tuple[Any, Any]:
+    from mrcnn_ohem.datasets.coco import CocoDataset
+    from mrcnn_ohem.runner.train_eval import class_tokens
+
+    class_ids, class_names = class_tokens(spec.get("classes") or list(COCO_CLASSES))
+    dataset = CocoDataset()
+    coco = dataset.load_coco(spec["data_dir"], subset, class_ids=class_ids, class_names=class_names,
+                             limit=limit, return_coco=True)
+    return dataset, coco
+
+
+def load_start_weights(model: Any, path: str, dataset: Any, coco: Any) -> str:
+    """Load Matterport weights for a fine-tune; return how the class heads were handled.
+
+    With class-head surgery (``load_weights(..., class_indices=)``, the fine-tune issue) the heads
+    keep the rows of the loaded classes: index ``1 + rank of the COCO category id`` among the
+    file's 80 categories, background 0. Without it the class-specific heads are left out.
+    """
+    import inspect
+
+    if "class_indices" in inspect.signature(model.load_weights).parameters:
+        ranks = sorted(int(c) for c in coco.cats)
+        indices = [0] + [1 + ranks.index(int(info["id"])) for info in dataset.class_info[1:]]
+        model.load_weights(path, by_name=True, class_indices=indices)
+        return f"class heads sliced to COCO indices {indices}"
+    model.load_weights(path, by_name=True, exclude=list(CLASS_HEADS))
+    return "class heads left out (no class-head surgery in this checkout)"
+
+
+def _probe_steps(budget: Budget) -> list[int]:
+    if budget.probes <= 0:
+        return []
+    return sorted({max(1, round(budget.steps * (i + 1) / budget.probes)) for i in range(budget.probes)})
+
+
+############################################################
+#  One run
+############################################################
+
+
+def run_worker(spec: dict) -> dict:
+    """Train and evaluate one (variant, seed); the body of a benchmark subprocess.
+
+    Args:
+        spec: ``{"variant", "seed", "budget", "dataset" ("shapes", "coco" or "real"), "val_dir",
+            "data_dir", "classes", "weights", "model_dir"}``.
+
+    Returns:
+        ``{"variant", "seed", "dataset", "status" ("ok" or "crashed"), "error", "steps_done",
+        "metrics", "history", "mining", "seconds", "load_average"}``.
+    """
+    from mrcnn_ohem._compat import import_tf_keras
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    keras = import_tf_keras()
+    keras.backend.clear_session()
+    started = time.perf_counter()
+    variant, seed, budget = spec["variant"], int(spec["seed"]), Budget(**spec["budget"])
+    keras.utils.set_random_seed(seed)  # Python random, NumPy, TensorFlow
+    train_set = load_train_set(spec, budget, seed)
+    config = make_config(variant, budget, train_set.num_classes, "training")
+    recorder = step_recorder()
+    result = {"variant": variant, "seed": seed, "dataset": spec["dataset"], "status": "ok", "error": None}
+    load_before = os.getloadavg()[0]
+    probe = None
+    try:
+        with Installed(variant, config, modellib) as installed:
+            model = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+            installed.built()
+            if spec.get("weights"):
+                result["weights"] = load_start_weights(model, spec["weights"], train_set, _coco_subset(
+                    spec, "train", 1)[1])
+            callbacks = [recorder]
+            steps = _probe_steps(budget) if spec["dataset"] == "shapes" else []
+            if steps:
+                rule = mining.selection_rule(config, snippet=VARIANTS[variant].snippet)
+                probe = mining.miner_probe(mining.probe_batch(train_set, config, modellib), config, modellib,
+                                           rule, steps)
+                callbacks.append(probe)
+            model.train(train_set, None, learning_rate=config.LEARNING_RATE, epochs=1, layers=budget.layers,
+                        custom_callbacks=callbacks, verbose=0, seed=seed)
+    except Exception as err:  # noqa: BLE001 - a crashing variant is a result, not a harness bug
+        result.update(status="crashed", error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+    rows = recorder.rows
+    steady = [r["seconds"] for r in rows[WARMUP_STEPS:]] or [r["seconds"] for r in rows]
+    losses = [r.get("loss", math.nan) for r in rows]
+    metrics: dict[str, Any] = {"seconds_per_step": float(np.median(steady)) if steady else math.nan,
+                               "last_loss": float(np.mean(losses[-20:])) if losses else math.nan}
+    result.update(steps_done=len(rows), history=rows, mining=probe.records if probe else [],
+                  train_seconds=time.perf_counter() - started,
+                  load_average=[load_before, os.getloadavg()[0]])  # other processes skew s/step
+    if result["status"] == "ok":
+        checkpoint = model.find_last()
+        eval_set, coco = load_eval_set(spec, budget)
+        keras.backend.clear_session()
+        inference = modellib.MaskRCNN("inference", make_config(variant, budget, eval_set.num_classes, "inference"),
+                                      model_dir=spec["model_dir"])
+        inference.load_weights(checkpoint, by_name=True)
+        metrics.update(evaluate_run(inference, eval_set, coco, budget, spec["dataset"] == "shapes"))
+        result["checkpoint"] = checkpoint
+    result["metrics"] = metrics
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+def paired_step_times(spec: dict, rounds: int = 40, num_batches: int = 8) -> dict:
+    """Graph-only step time of every variant, measured side by side in one process.
+
+    Each variant gets its own training model and pre-built batches (made by its own targets);
+    then ``rounds`` rounds run one ``train_on_batch`` per variant, in an order that rotates each
+    round, so load from other processes hits every variant alike.
+
+    Returns:
+        ``{"variant": "timing", "status", "milliseconds": {variant: median ms}, "negatives":
+        {variant: negatives labelled in the first batch}, "rounds"}``.
+    """
+    from mrcnn_ohem._compat import import_tf_keras
+    from mrcnn_ohem.datasets.shapes import ShapesDataset
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    import_tf_keras().utils.set_random_seed(0)
+    budget, variants = Budget(**spec["budget"]), list(spec["variants"])
+    dataset = ShapesDataset()
+    dataset.load_shapes(num_batches * budget.batch_size, budget.image_size, budget.image_size, seed=0)
+    dataset.prepare()
+    models, batches = {}, {}
+    for variant in variants:
+        config = make_config(variant, budget, dataset.num_classes, "training")
+        with Installed(variant, config, modellib) as installed:
+            model = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+            installed.built()
+            # Handed the module's (maybe patched) functions, as MaskRCNN.train does.
+            generator = modellib.DataGenerator(dataset, config, shuffle=False, seed=0,
+                                               load_image_gt=modellib.load_image_gt,
+                                               build_rpn_targets=modellib.build_rpn_targets)
+            batches[variant] = [generator[i][0] for i in range(num_batches)]
+        model.set_trainable(".*", verbose=0)
+        model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
+        for inputs in batches[variant][:WARMUP_STEPS]:
+            model.keras_model.train_on_batch(inputs)
+        models[variant] = model
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for variant in variants[r % len(variants):] + variants[: r % len(variants)]:
+            inputs = batches[variant][r % num_batches]
+            tick = time.perf_counter()
+            models[variant].keras_model.train_on_batch(inputs)
+            seconds[variant].append(time.perf_counter() - tick)
+    return {"variant": "timing", "seed": 0, "dataset": "timing", "status": "ok", "error": None, "metrics": {},
+            "milliseconds": {v: 1000 * float(np.median(t)) for v, t in seconds.items()},
+            "negatives": {v: int((batches[v][0][2] == -1).sum()) for v in variants}, "rounds": rounds,
+            "load_average": list(os.getloadavg())}
+
+
+############################################################
+#  Orchestration
+############################################################
+
+
+def worker_main(spec: dict) -> dict:
+    """What ``--worker`` runs: a training run or the timing, per ``spec["dataset"]``."""
+    if spec["dataset"] == "timing":
+        return paired_step_times(spec, rounds=spec["rounds"])
+    return run_worker(spec)
+
+
+def spawn(spec: dict, log_path: Path, timeout: float) -> dict:
+    """Run :func:`worker_main` in a fresh ``python -m benchmarks.quality --worker`` process."""
+    result_path = Path(spec["model_dir"]) / "result.json"
+    command = [sys.executable, "-m", "benchmarks.quality", "--worker", json.dumps(spec)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED=str(spec["seed"]))
+    started = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        try:
+            code = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    if code == 0 and result_path.is_file():
+        return json.loads(result_path.read_text())
+    return {"variant": spec["variant"], "seed": spec["seed"], "dataset": spec["dataset"], "status": "failed",
+            "error": f"worker exit {code}, see {log_path}", "metrics": {},
+            "seconds": time.perf_counter() - started}
+
+
+def run_one(spec: dict, log_path: Path, timeout: float, in_process: bool) -> dict:
+    """:func:`worker_main` here (``in_process``) or in a subprocess."""
+    if not in_process:
+        return spawn(spec, log_path, timeout)
+    result = worker_main(spec)
+    (Path(spec["model_dir"]) / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def progress_line(name: str, result: dict) -> str:
+    """One printed line per finished run."""
+    m = result.get("metrics", {})
+
+    def num(key: str) -> float:
+        value = m.get(key)
+        return math.nan if value is None else value
+
+    error = f" {result['error']}" if result.get("error") else ""
+    return (f"[{time.strftime('%H:%M:%S')}] {name} {result['variant']:12s} seed {result['seed']}: "
+            f"{result['status']:7s} AP50 {num('bbox_AP50'):.3f} AR@100 {num('AR100'):.3f} "
+            f"FP/img {num('fp_distractors'):.2f} s/step {num('seconds_per_step'):.3f} "
+            f"({result.get('seconds', math.nan):.0f} s){error}")
+
+
+def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: Budget, out: Path,
+              timeout: float, extra: dict, in_process: bool = False,
+              report: Callable[[str], None] = print) -> list[dict]:
+    """All (seed, variant) runs of one dataset, seed-major so load drift hits every variant."""
+    runs = []
+    for seed in seeds:
+        for variant in variants:
+            model_dir = out / f"{name}_{variant}_s{seed}"
+            model_dir.mkdir(parents=True, exist_ok=True)
+            spec = {"variant": variant, "seed": int(seed), "budget": asdict(budget), "dataset": name,
+                    "model_dir": str(model_dir), **extra}
+            result = run_one(spec, out / f"{name}_{variant}_s{seed}.log", timeout, in_process)
+            report(progress_line(name, result))
+            runs.append(result)
+    return runs
