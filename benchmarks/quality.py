@@ -764,6 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mrcnn_ohem._compat import quiet_tensorflow
+
+    quiet_tensorflow()  # before TensorFlow is imported (here and in the worker subprocesses)
     args = build_parser().parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)

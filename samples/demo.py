@@ -27,9 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from mrcnn_ohem.datasets.coco_eval import format_table
-from mrcnn_ohem.datasets.shapes import ensure_coco_folder
-from mrcnn_ohem.runner import cli, train_eval
+from mrcnn_ohem._compat import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_LOG_LEVEL shows its C++ log lines
+
+from mrcnn_ohem.datasets.coco_eval import format_table  # noqa: E402
+from mrcnn_ohem.datasets.shapes import ensure_coco_folder  # noqa: E402
+from mrcnn_ohem.runner import cli, train_eval  # noqa: E402
 
 logger = logging.getLogger("demo")
 RUNS = (("baseline", "--no-ohem"), ("ohem", "--ohem"))

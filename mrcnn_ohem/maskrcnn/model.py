@@ -438,8 +438,9 @@ class MaskRCNN:
                                             save_weights_only=True),
             *(custom_callbacks or []),
         ]
-        log(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
-        log(f"Checkpoint Path: {self.checkpoint_path}")
+        if verbose > 0:
+            log(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
+            log(f"Checkpoint Path: {self.checkpoint_path}")
         self.set_trainable(layers, verbose=verbose)
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
         history = self.keras_model.fit(

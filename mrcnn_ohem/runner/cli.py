@@ -83,7 +83,9 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
     parser.add_argument("--detection-min-confidence", type=float, default=0.0,
                         help="evaluate: keep detections at least this confident (COCO scoring wants 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and TensorFlow's own C++ log lines (hidden by default; "
+                             "setting TF_CPP_MIN_LOG_LEVEL yourself also shows them)")
     parser.set_defaults(prefix=prefix, anchor_fraction=anchor_fraction)
     return parser
 
@@ -99,10 +101,14 @@ def main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,
 
     Exit codes: 0 done, 2 bad input (missing files, unknown classes, ...), 130 interrupted.
     """
+    from mrcnn_ohem._compat import quiet_tensorflow
+
+    args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)  # before TensorFlow is imported: no C++ start-up lines
+
     from mrcnn_ohem.datasets.coco_eval import format_table
     from mrcnn_ohem.runner.train_eval import evaluate, train
 
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
