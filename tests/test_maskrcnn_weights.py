@@ -41,12 +41,12 @@ def file81(tmp_path):
 def test_class_indices_take_the_rows_with_their_four_deltas(file81):
     source, path = file81
     target = _heads(3, seed=1)
-    weights.load_h5_weights(target, path, class_indices=[0, 1, 18])
-    rows = np.array([0, 1, 18])
+    weights.load_h5_weights(target, path, class_indices=[0, 1, 17])
+    rows = np.array([0, 1, 17])
     kernel, bias = source.get_layer("mrcnn_class_logits").get_weights()
     np.testing.assert_array_equal(target.get_layer("mrcnn_class_logits").get_weights()[0], kernel[:, rows])
     np.testing.assert_array_equal(target.get_layer("mrcnn_class_logits").get_weights()[1], bias[rows])
-    # bbox: class c owns columns 4c .. 4c+3 -> [0..3, 4..7, 72..75]
+    # bbox: class c owns columns 4c .. 4c+3 -> [0..3, 4..7, 68..71]
     deltas = np.concatenate([np.arange(4 * r, 4 * r + 4) for r in rows])
     for got, want in zip(target.get_layer("mrcnn_bbox_fc").get_weights(),
                          source.get_layer("mrcnn_bbox_fc").get_weights()):
@@ -106,7 +106,7 @@ def test_81_class_file_into_3_class_model_gives_the_same_logits(tmp_path):
     big.keras_model.save_weights(path)
 
     small = modellib.MaskRCNN("inference", Tiny3(), str(tmp_path))
-    rows = [0, 1, 18]  # BG, person, dog in Matterport's COCO order
+    rows = [0, 1, 17]  # BG, person, dog in Matterport's COCO order
     small.load_weights(path, by_name=True, class_indices=rows)
     deltas = np.concatenate([np.arange(4 * r, 4 * r + 4) for r in rows])
     for name, columns in (("mrcnn_class_logits", rows), ("mrcnn_bbox_fc", deltas), ("mrcnn_mask", rows)):

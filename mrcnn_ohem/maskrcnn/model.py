@@ -309,7 +309,7 @@ class MaskRCNN:
                 (``mrcnn_class_logits``, ``mrcnn_bbox_fc``, ``mrcnn_mask``) for each class of
                 this model, background (usually row 0) first: those rows (kernels and biases;
                 the bbox head's 4 deltas per class together) are loaded instead of the whole
-                layers. Implies ``by_name``. E.g. ``[0, 1, 18]`` takes BG, person and dog from
+                layers. Implies ``by_name``. E.g. ``[0, 1, 17]`` takes BG, person and dog from
                 Matterport's 81-class ``mask_rcnn_coco.h5``.
 
         Raises:

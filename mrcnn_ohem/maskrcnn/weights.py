@@ -22,7 +22,7 @@ keras = import_tf_keras()
 logger = logging.getLogger(__name__)
 
 __all__ = ["find_last", "read_h5_weights", "load_h5_weights", "CLASS_HEADS", "class_head_rows",
-           "select_class_rows"]
+           "read_class_head_rows", "select_class_rows"]
 
 #: The class-specific layers -> values per class on their last weight axis (the bbox head
 #: holds 4 deltas per class, in class-major order: class 0's dy, dx, log(dh), log(dw), class 1's ...).
@@ -47,6 +47,29 @@ def find_last(model_dir: str, key: str) -> str:
     return os.path.join(run, checkpoints[-1])
 
 
+def read_class_head_rows(filepath: str) -> int | None:
+    """Number of classes of the class-specific heads in a weight file, reading shapes only.
+
+    Returns:
+        The row count (81 for Matterport's ``mask_rcnn_coco.h5``), or None without such heads.
+
+    Raises:
+        FileNotFoundError: ``filepath`` does not exist.
+        ValueError: the heads disagree on the number of classes.
+    """
+    if not os.path.isfile(filepath):
+        raise FileNotFoundError(f"filepath: weight file {filepath!r} does not exist")
+    with h5py.File(filepath, mode="r") as f:
+        group = _weights_group(f)
+        shapes = {name: [group[name][_decode(w)] for w in group[name].attrs["weight_names"]]
+                  for name in CLASS_HEADS if name in group}
+        return class_head_rows({name: values for name, values in shapes.items() if values})
+
+
+def _weights_group(f: Any) -> Any:
+    return f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+
+
 def read_h5_weights(filepath: str) -> OrderedDict[str, list[np.ndarray]]:
     """``{layer name: [weight arrays]}`` of a Keras 2 ``.h5`` file, in the file's layer order.
 
@@ -56,8 +79,7 @@ def read_h5_weights(filepath: str) -> OrderedDict[str, list[np.ndarray]]:
     if not os.path.isfile(filepath):
         raise FileNotFoundError(f"filepath: weight file {filepath!r} does not exist")
     with h5py.File(filepath, mode="r") as f:
-        group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f \
-            else f
+        group = _weights_group(f)
         names = [_decode(n) for n in group.attrs["layer_names"]]
         return OrderedDict((n, [np.asarray(group[n][_decode(w)])
                                 for w in group[n].attrs["weight_names"]])
