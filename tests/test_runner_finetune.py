@@ -25,10 +25,12 @@ from mrcnn_ohem.runner import cli, train_eval
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "data" / "coco_mini"
 TINY = ["--image-size", "64", "--backbone", "tiny", "--anchor-base", "8", "--no-progress"]
-#: A line of TensorFlow's C++ logging ("I0000 00:00:1796156317.867348   10399 cudart_stub.cc:31] ...")
-#: or of its start-up notices.
-TF_CPP_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+\.(cc|h):\d+\]|absl::InitializeLog|"
-                         r"rebuild TensorFlow with the appropriate compiler flags", re.M)
+#: A line of TensorFlow's C++ logging, as TF 2.21 ("I0000 00:00:1796156317.867348   10399
+#: cudart_stub.cc:31] ...") or TF 2.16 ("2026-12-01 21:03:51.489516: I external/.../cudart_stub.cc:32]
+#: ...") writes it, or of its start-up notices.
+TF_CPP_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+\.(cc|h):\d+\]|"
+                         r"^\d{4}-\d\d-\d\d [\d:.]+: [IWEF] \S+\.(cc|h):\d+\]|absl::InitializeLog|"
+                         r"rebuild TensorFlow with the appropriate compiler flags|TF-TRT Warning", re.M)
 
 
 def _write_heads(path: Path, rows: int) -> None:
