@@ -64,6 +64,8 @@ class Diagnosis:
         reachable: True when ``patch()`` can reach the module.
         problems: why ``patch()`` cannot reach it (import error, missing function, signature).
         breakages: the known breakages its source shows.
+        roi_problems: why ``patch()`` with ``OHEM_ROI`` on could not reach it (empty: it can;
+            None: not checked, the module did not import).
     """
 
     module: str
@@ -71,6 +73,7 @@ class Diagnosis:
     reachable: bool
     problems: list[str] = field(default_factory=list)
     breakages: list[Breakage] = field(default_factory=list)
+    roi_problems: list[str] | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,6 +87,9 @@ class Diagnosis:
         else:
             lines.append("patch(): cannot reach this module")
             lines += [f"  - {problem}" for problem in self.problems]
+        if self.roi_problems:
+            lines.append("patch() with OHEM_ROI: cannot reach this module")
+            lines += [f"  - {problem}" for problem in self.roi_problems]
         if not self.breakages:
             lines.append("known breakages: none found")
         for b in self.breakages:
@@ -182,8 +188,6 @@ def diagnose(module: ModuleType | str) -> Diagnosis:
     Returns:
         A :class:`Diagnosis`; ``str()`` of it is the report.
     """
-    from mrcnn_ohem.patching import _TARGETS, _check_target
-
     name = module.__name__ if isinstance(module, ModuleType) else str(module)
     source_path = _source_path(module)
     problems: list[str] = []
@@ -193,17 +197,38 @@ def diagnose(module: ModuleType | str) -> Diagnosis:
             loaded = _import(name)
         except Exception as err:  # noqa: BLE001 - any import failure is the finding
             problems.append(f"import failed: {type(err).__name__}: {err}")
+    roi_problems: list[str] = []
     if loaded is not None:
-        for target, arity in _TARGETS.items():
-            try:
-                _check_target(loaded, target, arity)
-            except (AttributeError, TypeError) as err:
-                problems.append(f"{type(err).__name__}: {err}")
+        problems += _patch_problems(loaded, roi=False)
+        roi_problems = _patch_problems(loaded, roi=True)
     source = None
     if source_path and Path(source_path).is_file():
         source = Path(source_path).read_text(encoding="utf-8", errors="replace")
     return Diagnosis(module=name, source=source_path, reachable=not problems, problems=problems,
-                     breakages=find_breakages(source) if source is not None else [])
+                     breakages=find_breakages(source) if source is not None else [],
+                     roi_problems=roi_problems if loaded is not None else None)
+
+
+def _patch_problems(module: ModuleType, *, roi: bool) -> list[str]:
+    """What ``patch()``'s own checks (:mod:`mrcnn_ohem.patching`) say about ``module``: the RPN
+    targets (``roi=False``), or the extra names that ``OHEM_ROI`` patches (``roi=True``)."""
+    from mrcnn_ohem import patching
+
+    if roi:
+        functions = getattr(patching, "_ROI_TARGETS", {})
+        layers = getattr(patching, "_ROI_LAYERS", ())
+    else:  # the RPN table is _RPN_TARGETS once RoI OHEM exists, _TARGETS before
+        functions = getattr(patching, "_RPN_TARGETS", None) or patching._TARGETS
+        layers = ()
+    checks = [(patching._check_target, (target, arity)) for target, arity in functions.items()]
+    checks += [(patching._check_layer, (layer,)) for layer in layers]
+    problems = []
+    for check, arguments in checks:
+        try:
+            check(module, *arguments)
+        except (AttributeError, TypeError) as err:
+            problems.append(f"{type(err).__name__}: {err}")
+    return problems
 
 
 def main(argv: Sequence[str] | None = None) -> int:
