@@ -249,7 +249,7 @@ def find_last_run(logs: str | Path, prefix: str) -> str:
 
 def run_settings(config: Any, args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     """What a training run writes to ``run.json``: its name, classes and OHEM settings."""
-    ohem = bool(getattr(config, "OHEM_RPN", False))
+    ohem = bool(getattr(config, "OHEM_RPN", False) or getattr(config, "OHEM_ROI", False))
     return {
         "name": config.NAME,
         "ohem": ohem,
