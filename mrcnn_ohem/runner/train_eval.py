@@ -7,14 +7,15 @@ benchmarks too).
 
 Runs and checkpoints follow Matterport's layout: ``<logs>/<name>YYYYmmddTHHMM/
 mask_rcnn_<name>_<epoch:04d>.h5``, one file per finished epoch. ``name`` defaults to
-``<prefix>_ohem`` or ``<prefix>_baseline``, so ``train --model last`` resumes the last run of the
-same kind, while ``evaluate --model last`` takes the newest run of the prefix, OHEM or not
-(:func:`find_last_run`). Training also writes ``run.json`` (name, classes, OHEM settings) and
-``history.json`` (per-step losses and seconds) in the run folder; evaluation writes
-``metrics_<subset><year>_<checkpoint>.json`` next to the checkpoint (or in ``--logs`` for
-``--model none``), with the OHEM settings of the run it evaluated, and prints a table.
+``<prefix>_ohem`` or ``<prefix>_baseline``, so ``--model last`` finds the last run of the same
+kind. Training also writes ``history.json`` (per-step losses and seconds) in the run folder;
+evaluation writes ``metrics_<subset><year>_<checkpoint>.json`` next to the checkpoint (or in
+``--logs`` for ``--model none``) and prints a table.
 
-``--model PATH`` loads by layer name. When the file's class heads have another number of classes
+Evaluation's ``--model last`` (its default) is the newest run of the prefix, trained with or
+without OHEM (:func:`find_last_run`); training writes ``run.json`` (name, classes, OHEM settings)
+in the run folder, and the metrics JSON records the evaluated run's ``ohem`` and ``ohem_settings``
+from it. ``--model PATH`` loads by layer name. When the file's class heads have another number of classes
 than ``--classes`` gives, :func:`class_head_plan` maps an 81-class Matterport COCO file's rows to
 the chosen COCO categories, or else leaves the class heads out; ``--exclude`` overrides.
 
