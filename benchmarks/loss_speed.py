@@ -14,6 +14,7 @@ Run from the repo root: ``python -m benchmarks.loss_speed [--write]``.
 from __future__ import annotations
 
 import argparse
+import os  # noqa: F401 (main's version of this file reads os.getloadavg)
 import statistics
 import sys
 import time
