@@ -5,11 +5,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-# Quiet TensorFlow's start-up chatter; keep oneDNN off so CPU results are reproducible.
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# Keep oneDNN off so CPU results are reproducible. (TensorFlow's C++ log lines are kept quiet by
+# mrcnn_ohem._compat.quiet_tensorflow in every command line; exporting TF_CPP_MIN_LOG_LEVEL here
+# would count as the user's own choice and show them.)
 export TF_ENABLE_ONEDNN_OPTS ?= 0
 
-.PHONY: venv lint test test-fast demo bench notebooks clean
+# The oldest supported TensorFlow (2.16, tf-keras 2.16, NumPy 1.26) in a second virtualenv.
+VENV_COMPAT ?= .venv-tf216
+PY_COMPAT := $(VENV_COMPAT)/bin/python
+STAMP_COMPAT := $(VENV_COMPAT)/.installed
+# The model tests that test-compat runs beside the fast ones (the slow CLI, notebook and
+# benchmark tests run on the main stack only).
+COMPAT_MODEL_TESTS ?= tests/test_maskrcnn_model.py tests/test_maskrcnn_weights.py
+
+.PHONY: venv lint test test-fast test-compat demo bench notebooks clean
 
 venv: $(STAMP)
 
@@ -19,6 +28,12 @@ $(STAMP): setup.py constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
+$(STAMP_COMPAT): setup.py constraints-tf216.txt
+	$(PYTHON) -m venv $(VENV_COMPAT)
+	$(VENV_COMPAT)/bin/pip install --quiet --upgrade "pip>=24"
+	$(VENV_COMPAT)/bin/pip install --quiet -c constraints-tf216.txt -e ".[test]"
+	touch $(STAMP_COMPAT)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -27,6 +42,12 @@ test: lint
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# TensorFlow 2.16: the fast tests, then the model tests.
+test-compat: $(STAMP_COMPAT)
+	$(PY_COMPAT) -c "import mrcnn_ohem; mrcnn_ohem.quiet_tensorflow(); import tensorflow as tf, tf_keras, numpy, sys; print('compat stack: Python', sys.version.split()[0], 'TensorFlow', tf.__version__, 'tf-keras', tf_keras.__version__, 'NumPy', numpy.__version__)"
+	$(PY_COMPAT) -m pytest -q -m "not slow"
+	$(PY_COMPAT) -m pytest -q $(COMPAT_MODEL_TESTS)
 
 demo: $(STAMP)
 	$(PY) samples/snippet_defects.py
@@ -41,4 +62,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.train_step --write
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_COMPAT) build dist *.egg-info .pytest_cache

@@ -18,18 +18,20 @@ Run from the repo root: ``python -m benchmarks.loss_speed [--write]``.
 from __future__ import annotations
 
 import argparse
-import os
+import os  # noqa: F401 (main's version of this file reads os.getloadavg)
 import statistics
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mrcnn_ohem._compat import quiet_tensorflow
 
-import numpy as np
-import tensorflow as tf
+quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_LOG_LEVEL shows its C++ log lines
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from benchmarks._results import command_line, machine_line, write_section  # noqa: E402
-from mrcnn_ohem import (
+from mrcnn_ohem import (  # noqa: E402
     build_rpn_targets,  # noqa: E402
     ohem_rpn_class_loss,  # noqa: E402
 )

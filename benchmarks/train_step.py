@@ -202,6 +202,9 @@ def _command() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mrcnn_ohem._compat import quiet_tensorflow
+
+    quiet_tensorflow()  # before TensorFlow is imported (here and in the child processes)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--backbone", default="resnet50")

@@ -25,6 +25,8 @@ __version__ = "0.1.0"
 #: bundled model never imports the OHEM code, nor the OHEM code the bundled model.
 _EXPORTS = {
     "OHEMConfig": "config",
+    "diagnose": "diagnose",
+    "quiet_tensorflow": "_compat",
     "OHEMConfigMixin": "config",
     "OHEMSettings": "config",
     "ohem_settings": "config",

@@ -1,4 +1,5 @@
-"""The one place for version quirks: the tf-keras import and the supported TensorFlow range.
+"""The one place for version quirks: the tf-keras import, the supported TensorFlow range and
+TensorFlow's start-up log lines.
 
 TensorFlow 2.16+ maps ``tf.keras`` to Keras 3, but Matterport-style graphs (``KL.Lambda``
 closures over module-level loss functions, ``add_loss`` on symbolic tensors, ``h5`` weight
@@ -7,7 +8,12 @@ import it explicitly so the code works whether or not ``TF_USE_LEGACY_KERAS`` is
 """
 from __future__ import annotations
 
-import tensorflow as tf
+import contextlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator, Sequence
 
 #: The TensorFlow releases this package is tested against (inclusive lower, exclusive upper).
 SUPPORTED_TF = ((2, 16), (2, 22))
@@ -20,6 +26,8 @@ def _version_tuple(version: str) -> tuple[int, int]:
 
 def check_tensorflow() -> None:
     """Raise ImportError with a clear message when the installed TensorFlow cannot work."""
+    import tensorflow as tf
+
     found = _version_tuple(tf.__version__)
     low, high = SUPPORTED_TF
     if not low <= found < high:
@@ -36,6 +44,8 @@ def import_tf_keras():
     Raises:
         ImportError: tf-keras is missing, with the command that installs it.
     """
+    import tensorflow as tf
+
     check_tensorflow()
     try:
         import tf_keras
@@ -46,3 +56,93 @@ def import_tf_keras():
             f"'pip install \"tf-keras~={tf.__version__.rsplit('.', 1)[0]}.0\"'."
         ) from err
     return tf_keras
+
+
+# --- TensorFlow's C++ log lines ------------------------------------------------------------------
+
+#: Lines TensorFlow's C++ runtime writes while it is imported and probes for devices, which no
+#: user can act on. ``TF_CPP_MIN_LOG_LEVEL`` does not stop those written before absl's
+#: ``InitializeLog()`` (the first four), nor an ERROR-level ``cuInit`` failure on a machine
+#: without a GPU. Matched anywhere in a line; nothing else is ever dropped.
+TF_NOISE = (
+    r"All log messages before absl::InitializeLog\(\) is called",
+    r"cudart_stub\.cc.*Could not find cuda drivers",
+    r"cpu_feature_guard\.cc.*(This TensorFlow binary is optimized|rebuild TensorFlow)",
+    r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate",
+    r"port\.cc.*oneDNN custom operations are on",
+    r"cuda_(platform|executor|driver|diagnostics)\.cc.*(cuInit|UNKNOWN ERROR \(303\)|kernel driver does not appear)",
+    r"cuda_(dnn|fft|blas)\.cc.*Unable to register cu(DNN|FFT|BLAS) factory",
+    r"computation_placer\.cc.*computation placer already registered",
+    r"TF-TRT Warning: Could not find TensorRT",
+)
+_QUIET_MARK = "MRCNN_OHEM_QUIET_TF"
+_NOISE = re.compile("|".join(f"(?:{pattern})" for pattern in TF_NOISE))
+
+
+@contextlib.contextmanager
+def filter_stderr_fd(patterns: Sequence[str] = TF_NOISE) -> Iterator[None]:
+    """Drop lines matching ``patterns`` from file descriptor 2 (C/C++ ``stderr``) for a block.
+
+    Everything written to fd 2 in the block, by Python or by C++, goes through a pipe; a thread
+    passes every line that matches none of ``patterns`` on to the real ``stderr`` as it arrives,
+    and the block ends only after the last line is passed on. Outside the block fd 2 is untouched.
+    """
+    noise = _NOISE if tuple(patterns) == TF_NOISE else re.compile(
+        "|".join(f"(?:{p})" for p in patterns))
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (e.g. some embedded interpreters): nothing to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not noise.search(line.decode("utf-8", "replace")):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    thread.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the thread reads to EOF
+        thread.join()
+        os.close(saved)
+
+
+def quiet_tensorflow(verbose: bool | None = None) -> None:
+    """Keep TensorFlow's C++ INFO/WARNING lines and start-up noise out of the terminal.
+
+    Call before TensorFlow is imported (first thing in a command line, notebook or benchmark).
+    Unless the user asked for the lines, it sets ``TF_CPP_MIN_LOG_LEVEL=2`` (C++ errors still
+    print) and imports TensorFlow and probes its devices inside :func:`filter_stderr_fd`, which
+    drops only the known start-up lines (:data:`TF_NOISE`).
+
+    Args:
+        verbose: True leaves everything as TensorFlow has it. None: True when ``-v`` or
+            ``--verbose`` is on the command line (``sys.argv``).
+
+    The user's own ``TF_CPP_MIN_LOG_LEVEL`` is respected: when it is set, nothing is changed.
+    """
+    if verbose is None:
+        verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
+    ours = os.environ.get(_QUIET_MARK) == os.environ.get("TF_CPP_MIN_LOG_LEVEL", "")
+    if verbose or ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not ours):
+        return
+    # The mark tells our own subprocesses (benchmarks, notebooks) that the level is ours, not
+    # the user's, so they filter their start-up lines too.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ[_QUIET_MARK] = "2"
+    if "tensorflow" in sys.modules:
+        return  # already imported: its start-up lines are out
+    with filter_stderr_fd():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the device probe (cuInit) prints here, not later

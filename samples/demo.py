@@ -32,10 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.quality import mining, stats
-from benchmarks.quality.metrics import validation_scene
-from benchmarks.quality.runs import run_suite
-from benchmarks.quality.variants import FULL, QUICK, make_config
+from mrcnn_ohem._compat import quiet_tensorflow
+
+quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_LOG_LEVEL shows its C++ log lines
+
+from benchmarks.quality import mining, stats  # noqa: E402
+from benchmarks.quality.metrics import validation_scene  # noqa: E402
+from benchmarks.quality.runs import run_suite  # noqa: E402
+from benchmarks.quality.variants import FULL, QUICK, make_config  # noqa: E402
 
 logger = logging.getLogger("demo")
 VARIANTS = ("baseline", "ohem")

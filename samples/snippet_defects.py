@@ -5,19 +5,20 @@ Run from the repo root: ``python samples/snippet_defects.py``. Part of ``make de
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mrcnn_ohem._compat import quiet_tensorflow
 
-import numpy as np
-import tensorflow as tf
-from snippet import circulated_rpn_class_loss  # samples/snippet.py, beside this script
+quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_LOG_LEVEL shows its C++ log lines
 
-from mrcnn_ohem import build_rpn_targets, ohem_rpn_class_loss
-from mrcnn_ohem.maskrcnn import targets as matterport_targets
-from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
-from mrcnn_ohem.maskrcnn.config import Config
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from snippet import circulated_rpn_class_loss  # samples/snippet.py, beside this script  # noqa: E402
+
+from mrcnn_ohem import build_rpn_targets, ohem_rpn_class_loss  # noqa: E402
+from mrcnn_ohem.maskrcnn import targets as matterport_targets  # noqa: E402
+from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors  # noqa: E402
+from mrcnn_ohem.maskrcnn.config import Config  # noqa: E402
 
 LOG = logging.getLogger("snippet_defects")
 K = 256

@@ -151,6 +151,9 @@ def _real_mode(args, variants, seeds, budget, out) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mrcnn_ohem._compat import quiet_tensorflow
+
+    quiet_tensorflow()  # before TensorFlow is imported (here and in the worker subprocesses)
     args = build_parser().parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)

@@ -302,7 +302,7 @@ def spawn(spec: dict, log_path: Path, timeout: float) -> dict:
     """Run :func:`worker_main` in a fresh ``python -m benchmarks.quality --worker`` process."""
     result_path = Path(spec["model_dir"]) / "result.json"
     command = [sys.executable, "-m", "benchmarks.quality", "--worker", json.dumps(spec)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED=str(spec["seed"]))
+    env = dict(os.environ, PYTHONHASHSEED=str(spec["seed"]))
     started = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         try:

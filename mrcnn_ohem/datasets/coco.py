@@ -53,6 +53,12 @@ COCO_LAYOUT = (
     "val2017/000000000139.jpg). Nothing is downloaded; fetch COCO from https://cocodataset.org or "
     "write a synthetic folder with mrcnn_ohem.datasets.shapes.write_coco_folder."
 )
+#: The 80 COCO category ids in ascending order: row ``1 + i`` of the class heads of an 81-class
+#: Matterport ``mask_rcnn_coco.h5`` is category ``COCO_CATEGORY_IDS[i]`` (row 0 is the background).
+COCO_CATEGORY_IDS = (
+    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83),
+    *range(84, 91),
+)
 _REQUIRED = {
     "images": ("id", "file_name", "height", "width"),
     "annotations": ("id", "image_id", "category_id"),

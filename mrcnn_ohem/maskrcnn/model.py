@@ -297,7 +297,8 @@ class MaskRCNN:
         return weights.find_last(self.model_dir, self.config.NAME.lower())
 
     def load_weights(self, filepath: str, by_name: bool = False,
-                     exclude: Sequence[str] | None = None) -> None:
+                     exclude: Sequence[str] | None = None,
+                     class_indices: Sequence[int] | None = None) -> None:
         """Load Keras 2 ``.h5`` weights (e.g. Matterport's ``mask_rcnn_coco.h5``).
 
         Args:
@@ -307,13 +308,21 @@ class MaskRCNN:
                 order. ``exclude`` implies ``by_name``.
             exclude: layer names not to load (e.g. the class-specific heads when the number
                 of classes differs).
+            class_indices: [NUM_CLASSES] row of the file's class-specific heads
+                (``mrcnn_class_logits``, ``mrcnn_bbox_fc``, ``mrcnn_mask``) for each class of
+                this model, background (usually row 0) first: those rows (kernels and biases;
+                the bbox head's 4 deltas per class together) are loaded instead of the whole
+                layers. Implies ``by_name``. E.g. ``[0, 1, 17]`` takes BG, person and dog from
+                Matterport's 81-class ``mask_rcnn_coco.h5``.
 
         Raises:
             FileNotFoundError: ``filepath`` does not exist.
             ValueError: shapes differ, or (not by name) the layers differ; the message lists
-                the layers. Nothing is loaded then.
+                the layers. Or ``class_indices`` has the wrong length or an index outside the
+                file's rows. Nothing is loaded then.
         """
-        weights.load_h5_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude)
+        weights.load_h5_weights(self.keras_model, filepath, by_name=by_name, exclude=exclude,
+                                class_indices=class_indices)
         self.set_log_dir(filepath)
 
     def get_imagenet_weights(self, path: str | None = None) -> str:
@@ -432,8 +441,9 @@ class MaskRCNN:
                                             save_weights_only=True),
             *(custom_callbacks or []),
         ]
-        log(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
-        log(f"Checkpoint Path: {self.checkpoint_path}")
+        if verbose > 0:
+            log(f"\nStarting at epoch {self.epoch}. LR={learning_rate}\n")
+            log(f"Checkpoint Path: {self.checkpoint_path}")
         self.set_trainable(layers, verbose=verbose)
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
         history = self.keras_model.fit(

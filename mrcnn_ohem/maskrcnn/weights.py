@@ -21,7 +21,12 @@ from mrcnn_ohem._compat import import_tf_keras
 keras = import_tf_keras()
 logger = logging.getLogger(__name__)
 
-__all__ = ["find_last", "read_h5_weights", "load_h5_weights"]
+__all__ = ["find_last", "read_h5_weights", "load_h5_weights", "CLASS_HEADS", "class_head_rows",
+           "read_class_head_rows", "select_class_rows"]
+
+#: The class-specific layers -> values per class on their last weight axis (the bbox head
+#: holds 4 deltas per class, in class-major order: class 0's dy, dx, log(dh), log(dw), class 1's ...).
+CLASS_HEADS = {"mrcnn_class_logits": 1, "mrcnn_bbox_fc": 4, "mrcnn_mask": 1}
 
 
 def find_last(model_dir: str, key: str) -> str:
@@ -42,6 +47,29 @@ def find_last(model_dir: str, key: str) -> str:
     return os.path.join(run, checkpoints[-1])
 
 
+def read_class_head_rows(filepath: str) -> int | None:
+    """Number of classes of the class-specific heads in a weight file, reading shapes only.
+
+    Returns:
+        The row count (81 for Matterport's ``mask_rcnn_coco.h5``), or None without such heads.
+
+    Raises:
+        FileNotFoundError: ``filepath`` does not exist.
+        ValueError: the heads disagree on the number of classes.
+    """
+    if not os.path.isfile(filepath):
+        raise FileNotFoundError(f"filepath: weight file {filepath!r} does not exist")
+    with h5py.File(filepath, mode="r") as f:
+        group = _weights_group(f)
+        shapes = {name: [group[name][_decode(w)] for w in group[name].attrs["weight_names"]]
+                  for name in CLASS_HEADS if name in group}
+        return class_head_rows({name: values for name, values in shapes.items() if values})
+
+
+def _weights_group(f: Any) -> Any:
+    return f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+
+
 def read_h5_weights(filepath: str) -> OrderedDict[str, list[np.ndarray]]:
     """``{layer name: [weight arrays]}`` of a Keras 2 ``.h5`` file, in the file's layer order.
 
@@ -51,27 +79,96 @@ def read_h5_weights(filepath: str) -> OrderedDict[str, list[np.ndarray]]:
     if not os.path.isfile(filepath):
         raise FileNotFoundError(f"filepath: weight file {filepath!r} does not exist")
     with h5py.File(filepath, mode="r") as f:
-        group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f \
-            else f
+        group = _weights_group(f)
         names = [_decode(n) for n in group.attrs["layer_names"]]
         return OrderedDict((n, [np.asarray(group[n][_decode(w)])
                                 for w in group[n].attrs["weight_names"]])
                            for n in names if len(group[n].attrs["weight_names"]))
 
 
+def class_head_rows(stored: dict[str, Sequence[np.ndarray]]) -> int | None:
+    """Number of classes of the class-specific heads in ``stored`` (None: no such heads).
+
+    Args:
+        stored: ``{layer name: [weight arrays]}`` as returned by :func:`read_h5_weights`.
+
+    Raises:
+        ValueError: the heads disagree on the number of classes.
+    """
+    rows = {name: stored[name][-1].shape[-1] // per_class
+            for name, per_class in CLASS_HEADS.items() if name in stored}
+    if len(set(rows.values())) > 1:
+        raise ValueError(f"load_weights: the class-specific heads disagree on the number of "
+                         f"classes: {rows}")
+    return next(iter(rows.values()), None)
+
+
+def select_class_rows(values: Sequence[np.ndarray], class_indices: Sequence[int],
+                      per_class: int) -> list[np.ndarray]:
+    """Keep the rows ``class_indices`` of a class-specific layer's weights.
+
+    Args:
+        values: the layer's arrays (kernel ``[..., file_classes * per_class]``, bias
+            ``[file_classes * per_class]``); the class axis is the last one of each.
+        class_indices: [model_classes] rows to keep, in the model's class order.
+        per_class: values per class on the last axis (4 for the bbox head).
+
+    Returns:
+        The arrays with last axis ``len(class_indices) * per_class``.
+    """
+    out = []
+    for value in values:
+        grouped = value.reshape(*value.shape[:-1], -1, per_class)  # [..., file_classes, per_class]
+        taken = np.take(grouped, np.asarray(class_indices, dtype=np.int64), axis=-2)
+        out.append(taken.reshape(*value.shape[:-1], len(class_indices) * per_class))
+    return out
+
+
+def _apply_class_indices(keras_model: Any, stored: OrderedDict[str, list[np.ndarray]],
+                         class_indices: Sequence[int], filepath: str) -> None:
+    """Replace the class heads' arrays in ``stored`` by the rows ``class_indices`` (in place).
+
+    Raises:
+        ValueError: the model or file has no class heads, ``class_indices`` has the wrong
+            length, holds a non-integer or an index out of the file's range.
+    """
+    layers = {layer.name: layer for layer in keras_model.layers}
+    heads = [name for name in CLASS_HEADS if name in layers and name in stored]
+    if not heads:
+        raise ValueError(f"class_indices: neither the model nor {filepath} has the class-specific "
+                         f"heads {list(CLASS_HEADS)}")
+    model_classes = layers[heads[0]].weights[-1].shape[-1] // CLASS_HEADS[heads[0]]
+    file_classes = class_head_rows(stored)
+    indices = list(class_indices)
+    if len(indices) != model_classes:
+        raise ValueError(f"class_indices must hold one file row per model class ({model_classes}, "
+                         f"background first); received {len(indices)}: {indices}")
+    bad = [i for i in indices if isinstance(i, bool) or not isinstance(i, (int, np.integer))
+           or not 0 <= i < file_classes]
+    if bad:
+        raise ValueError(f"class_indices must be integers in [0, {file_classes}) (the file's "
+                         f"class rows); received {bad} in {indices}")
+    for name in heads:
+        stored[name] = select_class_rows(stored[name], indices, CLASS_HEADS[name])
+
+
 def load_h5_weights(keras_model: Any, filepath: str, *, by_name: bool = False,
-                    exclude: Sequence[str] | None = None) -> None:
+                    exclude: Sequence[str] | None = None,
+                    class_indices: Sequence[int] | None = None) -> None:
     """Load ``filepath`` into ``keras_model``; see ``MaskRCNN.load_weights`` for the rules.
 
     Raises:
         FileNotFoundError: ``filepath`` does not exist.
-        ValueError: shapes differ, or (not by name) the layers differ; nothing is loaded then.
+        ValueError: shapes differ, (not by name) the layers differ, or ``class_indices`` is
+            invalid; nothing is loaded then.
     """
     exclude = set(exclude or ())
-    by_name = by_name or bool(exclude)
+    by_name = by_name or bool(exclude) or class_indices is not None
     layers = [layer for layer in keras_model.layers
               if layer.weights and layer.name not in exclude]
     stored = read_h5_weights(filepath)
+    if class_indices is not None:
+        _apply_class_indices(keras_model, stored, class_indices, filepath)
     if by_name:
         missing = [layer.name for layer in layers if layer.name not in stored]
         pairs = [(layer, stored[layer.name]) for layer in layers if layer.name in stored]

@@ -49,8 +49,17 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
                         help="category names and/or COCO ids to keep (default: all); commas also separate")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images (by COCO id)")
     parser.add_argument("--model", default=None, metavar="last|PATH|none",
-                        help="weights to start from: 'last' checkpoint of this run name, a .h5 path, or "
-                             "'none' for random init (default: none for train, last for evaluate)")
+                        help="weights to start from: 'last' checkpoint (train: of this run name; evaluate: "
+                             "of the newest run of this prefix, with or without --ohem), a .h5 path, or "
+                             "'none' for random init (default: none for train, last for evaluate). A .h5 "
+                             "loads by layer name; with --classes, an 81-class Matterport COCO file "
+                             "(mask_rcnn_coco.h5) gives each chosen category its own row of the class "
+                             "heads (logged as 'person -> row 1, ...'); any other class-count mismatch "
+                             "leaves the class heads out, with a warning")
+    parser.add_argument("--exclude", default=None, metavar="heads|LAYER,...",
+                        help="layers of --model not to load: 'heads' (mrcnn_class_logits, mrcnn_bbox_fc, "
+                             "mrcnn_mask) or comma-separated layer names; overrides the automatic class-head "
+                             "mapping")
     parser.add_argument("--logs", default="logs", metavar="DIR", help="run and checkpoint folder (default ./logs)")
     parser.add_argument("--name", default=None, help=f"run name (default {prefix}_ohem / {prefix}_baseline)")
     parser.add_argument("--epochs", type=int, default=1, help="train until this epoch (cumulative)")
@@ -104,7 +113,9 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
     parser.add_argument("--detection-min-confidence", type=float, default=0.0,
                         help="evaluate: keep detections at least this confident (COCO scoring wants 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and TensorFlow's own C++ log lines (hidden by default; "
+                             "setting TF_CPP_MIN_LOG_LEVEL yourself also shows them)")
     parser.set_defaults(prefix=prefix, anchor_fraction=anchor_fraction)
     return parser
 
@@ -120,10 +131,14 @@ def main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,
 
     Exit codes: 0 done, 2 bad input (missing files, unknown classes, ...), 130 interrupted.
     """
+    from mrcnn_ohem._compat import quiet_tensorflow
+
+    args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)  # before TensorFlow is imported: no C++ start-up lines
+
     from mrcnn_ohem.datasets.coco_eval import format_table
     from mrcnn_ohem.runner.train_eval import evaluate, train
 
-    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -13,6 +13,13 @@ selection statistics ``ohem_rpn_kept_positives`` / ``_kept_negatives`` / ``_thre
 evaluation writes ``metrics_<subset><year>_<checkpoint>.json`` next to the checkpoint (or in
 ``--logs`` for ``--model none``) and prints a table.
 
+Evaluation's ``--model last`` (its default) is the newest run of the prefix, trained with or
+without OHEM (:func:`find_last_run`); training writes ``run.json`` (name, classes, OHEM settings)
+in the run folder, and the metrics JSON records the evaluated run's ``ohem`` and ``ohem_settings``
+from it. ``--model PATH`` loads by layer name. When the file's class heads have another number of classes
+than ``--classes`` gives, :func:`class_head_plan` maps an 81-class Matterport COCO file's rows to
+the chosen COCO categories, or else leaves the class heads out; ``--exclude`` overrides.
+
 Configs keep Matterport's defaults for the ResNet backbones. The CPU backbones (``tiny`` and
 ``compact``) get smaller heads and fewer RoIs (:data:`CPU_SETTINGS`), a 64-filter mask head
 (``Config.MASK_HEAD_FILTERS``), and train their
@@ -198,9 +205,51 @@ def _resolve_weights(model: Any, choice: str | None, default: str) -> str | None
 ############################################################
 
 
+def class_head_plan(weights: str, dataset: Any, exclude: str | None) -> dict[str, Any]:
+    """How to load the class-specific heads of ``weights`` for ``dataset``'s classes.
+
+    Args:
+        weights: the ``.h5`` file.
+        dataset: the prepared dataset (its ``class_info``: background first, then the classes).
+        exclude: ``--exclude``: None (automatic), ``"heads"`` or comma-separated layer names.
+
+    Returns:
+        ``load_weights`` keyword arguments: ``{"exclude": [...]}`` and/or
+        ``{"class_indices": [...]}``. Automatic: the same number of classes loads as it is; a
+        file with 81 class rows (Matterport's COCO order) and COCO classes are mapped row by row
+        (logged as ``person -> row 1, ...``); any other mismatch excludes the class heads
+        (logged as a warning).
+    """
+    from mrcnn_ohem.datasets.coco import COCO_CATEGORY_IDS, SOURCE
+    from mrcnn_ohem.maskrcnn.weights import CLASS_HEADS, read_class_head_rows
+
+    if exclude is not None:
+        names = list(CLASS_HEADS) if exclude.strip() == "heads" else [
+            n.strip() for n in exclude.split(",") if n.strip()]
+        logger.info("Not loading %s from %s (--exclude).", ", ".join(names), weights)
+        return {"exclude": names}
+    rows = read_class_head_rows(weights)
+    classes = dataset.class_info
+    if rows is None or rows == len(classes):
+        return {}
+    ids = [c["id"] for c in classes[1:]]
+    if rows == len(COCO_CATEGORY_IDS) + 1 and all(
+            c["source"] == SOURCE and c["id"] in COCO_CATEGORY_IDS for c in classes[1:]):
+        indices = [0] + [1 + COCO_CATEGORY_IDS.index(i) for i in ids]
+        logger.info("Class heads from %s (81 rows, Matterport's COCO order): %s", weights,
+                    ", ".join(f"{c['name']} -> row {r}" for c, r in zip(classes[1:], indices[1:])))
+        return {"class_indices": indices}
+    logger.warning("%s has class heads for %d classes, the model %d (%s): %s start from random "
+                   "weights. Pass --exclude to choose the layers yourself.", weights, rows,
+                   len(classes), ", ".join(c["name"] for c in classes), ", ".join(CLASS_HEADS))
+    return {"exclude": list(CLASS_HEADS)}
+
+
 def _build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace,
-                 default_weights: str) -> tuple[Any, str | None]:
+                 default_weights: str, dataset: Any = None) -> tuple[Any, str | None]:
     """Build ``MaskRCNN(mode)`` for ``config`` and load ``--model`` by name.
+
+    With ``dataset``, the class heads follow :func:`class_head_plan` (``--exclude``).
 
     Returns:
         The model and the weights path it loaded (None: random initialisation).
@@ -209,8 +258,45 @@ def _build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace
     weights = _resolve_weights(model, args.model, default_weights)
     if weights:
         logger.info("Loading weights %s", weights)
-        model.load_weights(weights, by_name=True)
+        plan = class_head_plan(weights, dataset, getattr(args, "exclude", None)) \
+            if dataset is not None else {}
+        model.load_weights(weights, by_name=True, **plan)
     return model, weights
+
+
+def find_last_run(logs: str | Path, prefix: str) -> str:
+    """Last checkpoint of the newest run of ``prefix``, trained with or without OHEM.
+
+    Looks in ``<logs>/<prefix>_ohem*`` and ``<logs>/<prefix>_baseline*`` (Matterport's layout) and
+    takes the run whose newest checkpoint was written last.
+
+    Raises:
+        FileNotFoundError: no run of ``prefix`` with a checkpoint under ``logs``.
+    """
+    logs = Path(logs)
+    runs = [d for kind in ("ohem", "baseline") for d in logs.glob(f"{prefix}_{kind}2*") if d.is_dir()]
+    latest = [max(checkpoints, key=lambda p: (p.stat().st_mtime, p.name))
+              for run in runs if (checkpoints := sorted(run.glob("mask_rcnn_*.h5")))]
+    if not latest:
+        raise FileNotFoundError(f"--model last: no run of {prefix!r} ({prefix}_ohem* or {prefix}_baseline*) "
+                                f"with a checkpoint under {logs}")
+    return str(max(latest, key=lambda p: (p.stat().st_mtime, p.name)))
+
+
+def run_settings(config: Any, args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
+    """What a training run writes to ``run.json``: its name, classes and OHEM settings."""
+    ohem = bool(getattr(config, "OHEM_RPN", False) or getattr(config, "OHEM_ROI", False))
+    return {
+        "name": config.NAME,
+        "ohem": ohem,
+        "ohem_settings": {key: getattr(config, key) for key in sorted(dir(config))
+                          if key.startswith("OHEM_") and not callable(getattr(config, key))} if ohem else None,
+        "classes": [c["name"] for c in dataset.class_info],
+        "backbone": config.BACKBONE,
+        "image_size": int(config.IMAGE_MAX_DIM),
+        "mask_head_filters": int(config.MASK_HEAD_FILTERS),
+        "weights": args.model,
+    }
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -235,8 +321,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         config.display()
     handle = mrcnn_ohem.patch(config, module=modellib) if uses_patch(args) else contextlib.nullcontext()
     with handle:
-        model, _ = _build_model(modellib, "training", config, args, default_weights="none")
+        model, _ = _build_model(modellib, "training", config, args, default_weights="none",
+                                dataset=dataset)
         start_epoch = model.epoch
+        Path(model.log_dir).mkdir(parents=True, exist_ok=True)
+        (Path(model.log_dir) / "run.json").write_text(
+            json.dumps(run_settings(config, args, dataset), indent=1, default=str))
         if start_epoch >= args.epochs:
             logger.warning("Checkpoint is at epoch %d >= --epochs %d: nothing to train.", start_epoch, args.epochs)
         recorder = StepRecorder((args.epochs - start_epoch) * config.STEPS_PER_EPOCH, not args.no_progress)
@@ -287,6 +377,20 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 ############################################################
 
 
+def _trained_run(weights: str | None) -> dict[str, Any] | None:
+    """What training wrote next to ``weights``: ``run.json`` (or, for runs older than it, the
+    ``ohem`` flag of ``history.json``); None for a file outside a run folder."""
+    if not weights:
+        return None
+    folder = Path(weights).parent
+    if (folder / "run.json").is_file():
+        return json.loads((folder / "run.json").read_text())
+    if (folder / "history.json").is_file():
+        history = json.loads((folder / "history.json").read_text())
+        return {"name": history.get("name"), "ohem": history.get("ohem"), "ohem_settings": None}
+    return None
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate per the parsed options; write the metrics JSON and return the metrics.
 
@@ -301,16 +405,26 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     subset = args.subset or "val"
     dataset, coco = load_dataset(args, subset)
     config = make_config(args, dataset.num_classes, "inference")
-    model, weights = _build_model(modellib, "inference", config, args, default_weights="last")
+    if args.name is None and (args.model or "last").lower() == "last":
+        # The newest run of this prefix, whether or not it was trained with --ohem.
+        args = argparse.Namespace(**{**vars(args), "model": find_last_run(args.logs, args.prefix)})
+    model, weights = _build_model(modellib, "inference", config, args, default_weights="last",
+                                  dataset=dataset)
+    run = _trained_run(weights)
     if not weights:
         logger.warning("Evaluating a randomly initialised model (--model none).")
+    elif run:
+        logger.info("Evaluating run %s (%s)", Path(weights).parent.name, "OHEM " + ", ".join(
+            f"{k}={v}" for k, v in (run.get("ohem_settings") or {}).items()) if run.get("ohem") else "baseline")
     metrics = evaluate_coco(model, dataset, coco, progress=not args.no_progress)
     folder = Path(weights).parent if weights else Path(args.logs)
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(weights).stem if weights else "random_init"
     path = folder / f"metrics_{subset}{args.year}_{stem}.json"
-    metrics.update({"name": config.NAME, "weights": weights, "subset": f"{subset}{args.year}",
-                    "metrics_path": str(path)})
+    metrics.update({"name": (run or {}).get("name", config.NAME), "weights": weights,
+                    "subset": f"{subset}{args.year}", "metrics_path": str(path),
+                    "ohem": (run or {}).get("ohem"), "ohem_settings": (run or {}).get("ohem_settings"),
+                    "run": run})
     path.write_text(json.dumps(metrics, indent=1))
     return metrics
 

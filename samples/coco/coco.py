@@ -6,9 +6,14 @@ Run from the repository root with the package installed (``make venv``)::
     python samples/coco/coco.py train --dataset /data/coco --classes person dog --ohem \
         --epochs 4 --steps-per-epoch 500 --backbone resnet50 --image-size 512
 
-    # Resume the last OHEM run, then evaluate it on val2017 (bbox/segm AP, RPN AR@100)
+    # Resume the last OHEM run, then evaluate the newest run (OHEM or not) on val2017
     python samples/coco/coco.py train --dataset /data/coco --classes person dog --ohem --model last --epochs 8
-    python samples/coco/coco.py evaluate --dataset /data/coco --classes person dog --ohem --model last
+    python samples/coco/coco.py evaluate --dataset /data/coco --classes person dog --model last
+
+    # Fine-tune Matterport's 81-class weights on two categories: heads first, then everything
+    python samples/coco/coco.py train --dataset /data/coco --classes person dog \
+        --model mask_rcnn_coco.h5 --layers heads --epochs 2
+    python samples/coco/coco.py train --dataset /data/coco --classes person dog --model last --layers all --epochs 4
 
 The folder follows the official COCO layout (``annotations/instances_<subset><year>.json`` and
 ``<subset><year>/``); nothing is downloaded. Options, run folders, checkpoints and the metrics

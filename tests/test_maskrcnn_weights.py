@@ -1,0 +1,134 @@
+"""Tests for mrcnn_ohem.maskrcnn.weights: class-head surgery with ``class_indices``.
+
+The fast tests use a three-layer stand-in with the class heads' names and shapes; the slow one
+loads an 81-class tiny Mask R-CNN into a 3-class one and compares the class logits on an image.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TinyConfig
+
+from mrcnn_ohem._compat import import_tf_keras
+from mrcnn_ohem.maskrcnn import weights
+
+keras = import_tf_keras()
+KL = keras.layers
+
+
+def _heads(num_classes: int, seed: int):
+    """Layers named and shaped like the class heads: logits [8, C], bbox [8, 4C], mask 1x1 conv."""
+    features = keras.Input((8,))
+    pixels = keras.Input((2, 2, 6))
+    logits = KL.Dense(num_classes, name="mrcnn_class_logits")(features)
+    bbox = KL.Dense(num_classes * 4, name="mrcnn_bbox_fc")(features)
+    mask = KL.Conv2D(num_classes, 1, name="mrcnn_mask")(pixels)
+    shared = KL.Dense(5, name="shared_fc")(features)
+    model = keras.Model([features, pixels], [logits, bbox, mask, shared])
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture
+def file81(tmp_path):
+    model = _heads(81, seed=0)
+    path = str(tmp_path / "heads81.h5")
+    model.save_weights(path)
+    return model, path
+
+
+def test_class_indices_take_the_rows_with_their_four_deltas(file81):
+    source, path = file81
+    target = _heads(3, seed=1)
+    weights.load_h5_weights(target, path, class_indices=[0, 1, 17])
+    rows = np.array([0, 1, 17])
+    kernel, bias = source.get_layer("mrcnn_class_logits").get_weights()
+    np.testing.assert_array_equal(target.get_layer("mrcnn_class_logits").get_weights()[0], kernel[:, rows])
+    np.testing.assert_array_equal(target.get_layer("mrcnn_class_logits").get_weights()[1], bias[rows])
+    # bbox: class c owns columns 4c .. 4c+3 -> [0..3, 4..7, 68..71]
+    deltas = np.concatenate([np.arange(4 * r, 4 * r + 4) for r in rows])
+    for got, want in zip(target.get_layer("mrcnn_bbox_fc").get_weights(),
+                         source.get_layer("mrcnn_bbox_fc").get_weights()):
+        np.testing.assert_array_equal(got, want[..., deltas])
+    for got, want in zip(target.get_layer("mrcnn_mask").get_weights(),
+                         source.get_layer("mrcnn_mask").get_weights()):
+        np.testing.assert_array_equal(got, want[..., rows])
+    for got, want in zip(target.get_layer("shared_fc").get_weights(), source.get_layer("shared_fc").get_weights()):
+        np.testing.assert_array_equal(got, want)  # the rest loads by name as before
+
+
+@pytest.mark.parametrize("indices, message", [
+    ([0, 1], r"one file row per model class \(3, background first\); received 2"),
+    ([0, 1, 81], r"integers in \[0, 81\).*received \[81\]"),
+    ([0, -1, 3], r"received \[-1\]"),
+    ([0, 1.0, 3], r"received \[1.0\]"),
+])
+def test_bad_class_indices_change_nothing(file81, indices, message):
+    _, path = file81
+    target = _heads(3, seed=1)
+    before = target.get_weights()
+    with pytest.raises(ValueError, match=message):
+        weights.load_h5_weights(target, path, class_indices=indices)
+    for a, b in zip(before, target.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_class_head_rows_and_mismatched_heads(file81):
+    _, path = file81
+    stored = weights.read_h5_weights(path)
+    assert weights.class_head_rows(stored) == 81
+    assert weights.class_head_rows({"conv1": [np.zeros(3)]}) is None
+    stored["mrcnn_mask"] = [v[..., :5] for v in stored["mrcnn_mask"]]
+    with pytest.raises(ValueError, match="disagree on the number of classes"):
+        weights.class_head_rows(stored)
+
+
+@pytest.mark.slow
+def test_81_class_file_into_3_class_model_gives_the_same_logits(tmp_path):
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    class Tiny81(TinyConfig):
+        NAME = "tiny81"
+        NUM_CLASSES = 81
+        IMAGES_PER_GPU = 1
+        DETECTION_MIN_CONFIDENCE = 0.0
+
+    class Tiny3(Tiny81):
+        NUM_CLASSES = 3
+
+    big = modellib.MaskRCNN("inference", Tiny81(), str(tmp_path))
+    rng = np.random.default_rng(0)
+    for name in weights.CLASS_HEADS:  # random biases too, so a wrong row cannot pass
+        layer = big.keras_model.get_layer(name)
+        layer.set_weights([rng.normal(scale=0.5, size=w.shape).astype(np.float32) for w in layer.get_weights()])
+    path = str(tmp_path / "coco81.h5")
+    big.keras_model.save_weights(path)
+
+    small = modellib.MaskRCNN("inference", Tiny3(), str(tmp_path))
+    rows = [0, 1, 17]  # BG, person, dog in Matterport's COCO order
+    small.load_weights(path, by_name=True, class_indices=rows)
+    deltas = np.concatenate([np.arange(4 * r, 4 * r + 4) for r in rows])
+    for name, columns in (("mrcnn_class_logits", rows), ("mrcnn_bbox_fc", deltas), ("mrcnn_mask", rows)):
+        for got, want in zip(small.keras_model.get_layer(name).get_weights(),
+                             big.keras_model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want[..., columns], err_msg=name)
+
+    image = rng.integers(0, 255, (64, 64, 3)).astype(np.uint8)
+    # Same backbone and RPN -> same ROIs; the class logits of the kept rows must then match.
+    # (Softmax probabilities would not: they normalise over 81 vs 3 classes.)
+    outputs = {}
+    for key, model in (("big", big), ("small", small)):
+        outputs[key] = model.run_graph([image], [
+            ("rois", model.keras_model.get_layer("ROI").output),
+            ("logits", model.keras_model.get_layer("mrcnn_class_logits").output)])
+    np.testing.assert_array_equal(outputs["big"]["rois"], outputs["small"]["rois"])
+    np.testing.assert_allclose(outputs["small"]["logits"], outputs["big"]["logits"][..., rows],
+                               rtol=1e-5, atol=1e-5)
+    # ... and so do the probabilities renormalised over the kept classes.
+    def softmax(x):
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    np.testing.assert_allclose(softmax(outputs["small"]["logits"]),
+                               softmax(outputs["big"]["logits"][..., rows]), rtol=1e-4, atol=1e-6)
