@@ -7,6 +7,8 @@ import it explicitly so the code works whether or not ``TF_USE_LEGACY_KERAS`` is
 """
 from __future__ import annotations
 
+import re
+
 import tensorflow as tf
 
 #: The TensorFlow releases this package is tested against (inclusive lower, exclusive upper).
@@ -14,8 +16,9 @@ SUPPORTED_TF = ((2, 16), (2, 22))
 
 
 def _version_tuple(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string; the minor is its leading digits ("18rc0" -> 18)."""
     major, minor = version.split(".")[:2]
-    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+    return int(major), int(re.match(r"\d*", minor).group() or 0)
 
 
 def check_tensorflow() -> None:
