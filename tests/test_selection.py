@@ -37,6 +37,15 @@ def test_hardest_budget_larger_than_n_and_zero():
     assert indices.shape == (1, 0)
 
 
+def test_selection_carries_no_gradient_only_the_gather_does():
+    scores = tf.Variable([[1.0, 3.0, 2.0]])
+    with tf.GradientTape() as tape:
+        losses = scores * 1.0
+        indices, keep = hardest(losses, tf.constant([[True, True, True]]), 2)
+        total = tf.reduce_sum(tf.gather(losses, indices, batch_dims=1))  # the caller's gather
+    np.testing.assert_array_equal(tape.gradient(total, scores).numpy(), [[0.0, 1.0, 1.0]])
+
+
 @pytest.mark.parametrize("mode", RUNNERS)
 def test_positive_cap_hand_computed(mode):
     scores = tf.constant([[5.0, 4.0, 3.0, 2.0, 1.0, 0.5]])
