@@ -397,8 +397,10 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from helpers import RandomShapes, TinyModelConfig
     from mrcnn_ohem._compat import import_tf_keras
-from mrcnn_ohem.maskrcnn import model as modellib
+    from mrcnn_ohem.maskrcnn import model as modellib
     from mrcnn_ohem.maskrcnn.data import DataGenerator
+
+    import_tf_keras().utils.set_random_seed(0)
 
     class TwoReplicas(TinyModelConfig):
         GPU_COUNT = 2
