@@ -20,8 +20,9 @@ SUPPORTED_TF = ((2, 16), (2, 22))
 
 
 def _version_tuple(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string; the minor is its leading digits ("18rc0" -> 18)."""
     major, minor = version.split(".")[:2]
-    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+    return int(major), int(re.match(r"\d*", minor).group() or 0)
 
 
 def check_tensorflow() -> None:

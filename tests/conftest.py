@@ -1,93 +1,12 @@
-"""Small shared fixtures: a tiny Mask R-CNN config and a generated shapes dataset."""
+"""Shared fixtures: a tiny Mask R-CNN config and a hand-specified shapes dataset (classes in helpers.py)."""
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-from mrcnn_ohem.maskrcnn.config import Config  # noqa: E402
-from mrcnn_ohem.maskrcnn.utils import Dataset  # noqa: E402
-
-
-class TinyConfig(Config):
-    """64x64 inputs, the small CPU backbone, 3 classes (BG + square + circle)."""
-
-    NAME = "tiny"
-    GPU_COUNT = 1
-    IMAGES_PER_GPU = 2
-    BACKBONE = "tiny"
-    NUM_CLASSES = 3
-    IMAGE_MIN_DIM = 64
-    IMAGE_MAX_DIM = 64
-    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
-    RPN_TRAIN_ANCHORS_PER_IMAGE = 32
-    TRAIN_ROIS_PER_IMAGE = 16
-    MAX_GT_INSTANCES = 4
-    MINI_MASK_SHAPE = (16, 16)
-    POST_NMS_ROIS_TRAINING = 64
-    POST_NMS_ROIS_INFERENCE = 32
-    PRE_NMS_LIMIT = 256
-    DETECTION_MAX_INSTANCES = 8
-    FPN_CLASSIF_FC_LAYERS_SIZE = 32
-    TOP_DOWN_PYRAMID_SIZE = 32
-    STEPS_PER_EPOCH = 2
-    VALIDATION_STEPS = 1
-
-
-class ShapesDataset(Dataset):
-    """Generated images with filled squares (class 1) and discs (class 2).
-
-    Each image is described by ``image_info[i]["shapes"]``, a list of
-    ``(class_name, (cy, cx, radius))``; an empty list makes an image without instances.
-    """
-
-    CLASSES = ("square", "circle")
-
-    def load_shapes(self, specs: list[list[tuple[str, tuple[int, int, int]]]],
-                    height: int = 48, width: int = 40) -> None:
-        for i, name in enumerate(self.CLASSES, start=1):
-            self.add_class("shapes", i, name)
-        for i, shapes in enumerate(specs):
-            self.add_image("shapes", image_id=i, path=None, height=height, width=width,
-                           shapes=shapes)
-
-    def load_image(self, image_id: int) -> np.ndarray:
-        info = self.image_info[image_id]
-        image = np.full((info["height"], info["width"], 3), 40, dtype=np.uint8)
-        mask, _ = self.draw_masks(image_id)
-        for k in range(mask.shape[-1]):
-            image[mask[:, :, k]] = (200, 60 + 40 * k, 90)
-        return image
-
-    def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.draw_masks(image_id)
-
-    def draw_masks(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        info = self.image_info[image_id]
-        h, w = info["height"], info["width"]
-        yy, xx = np.mgrid[:h, :w]
-        masks, class_ids = [], []
-        for name, (cy, cx, r) in info["shapes"]:
-            if name == "square":
-                m = (np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r)
-            else:
-                m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
-            masks.append(m)
-            class_ids.append(self.class_names.index(name))
-        if not masks:
-            return np.zeros((h, w, 0), dtype=bool), np.zeros([0], dtype=np.int32)
-        return np.stack(masks, axis=-1), np.array(class_ids, dtype=np.int32)
-
-
-SHAPE_SPECS = [
-    [("square", (12, 10, 6)), ("circle", (30, 28, 7))],
-    [("circle", (20, 20, 9))],
-    [],  # no instances
-    [("square", (24, 18, 10)), ("square", (8, 32, 4)), ("circle", (38, 10, 5))],
-]
+from helpers import SHAPE_SPECS, ShapesDataset, TinyConfig  # noqa: E402
 
 
 @pytest.fixture

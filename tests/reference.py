@@ -218,3 +218,55 @@ def ohem_rpn_selection_loss(*args, **kwargs) -> float:
     """The loss of :func:`ohem_rpn_selection`: mean kept cross-entropy, 0.0 when none is kept."""
     kept, losses, _ = ohem_rpn_selection(*args, **kwargs)
     return float(sum(losses[b, a] for b, a in kept) / len(kept)) if kept else 0.0
+
+
+def matterport_overlaps(boxes1, boxes2) -> np.ndarray:
+    """[N1, N2] IoU in float64, one column per box of ``boxes2``, with Matterport's formula:
+    intersection = max(x2 - x1, 0) * max(y2 - y1, 0) of the clipped corners, union =
+    (area2 + area1) - intersection, IoU = intersection / union."""
+    b1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
+    b2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
+    area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
+    out = np.zeros((b1.shape[0], b2.shape[0]))
+    for j, box in enumerate(b2):
+        y1 = np.maximum(box[0], b1[:, 0])
+        y2 = np.minimum(box[2], b1[:, 2])
+        x1 = np.maximum(box[1], b1[:, 1])
+        x2 = np.minimum(box[3], b1[:, 3])
+        intersection = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+        union = (box[2] - box[0]) * (box[3] - box[1]) + area1 - intersection
+        out[:, j] = intersection / union
+    return out
+
+
+def matterport_anchor_labels(anchors, gt_class_ids, gt_boxes):
+    """Matterport's RPN labelling rules in float64, with this package's one deviation (a GT
+    box no anchor overlaps makes no anchor positive).
+
+    Returns:
+        labels: [num_anchors] int32 1 / -1 / 0; best_gt: [num_anchors] index of each anchor's
+        first best non-crowd GT box (0 when there is none).
+    """
+    anchors = np.asarray(anchors, dtype=np.float64)
+    gt_class_ids = np.asarray(gt_class_ids).reshape(-1)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.zeros(anchors.shape[0], np.int32)
+    crowd = gt_class_ids < 0
+    if crowd.any():
+        no_crowd = matterport_overlaps(anchors, gt_boxes[crowd]).max(axis=1) < 0.001
+    else:
+        no_crowd = np.ones(anchors.shape[0], bool)
+    gt_boxes = gt_boxes[~crowd]
+    if gt_boxes.shape[0] == 0:
+        labels[no_crowd] = -1
+        return labels, np.zeros(anchors.shape[0], np.int64)
+    overlaps = matterport_overlaps(anchors, gt_boxes)  # [num_anchors, num_gt]
+    best_gt = np.argmax(overlaps, axis=1)
+    best_iou = overlaps[np.arange(anchors.shape[0]), best_gt]
+    labels[(best_iou < 0.3) & no_crowd] = -1
+    column_best = overlaps.max(axis=0)
+    for j in range(gt_boxes.shape[0]):
+        if column_best[j] > 0:  # the deviation: a box nobody overlaps marks nothing
+            labels[overlaps[:, j] == column_best[j]] = 1
+    labels[best_iou >= 0.7] = 1
+    return labels, best_gt

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -105,7 +106,7 @@ def test_zero_anchors():
 )
 @pytest.mark.parametrize("count", ["fewer", "exact", "more"])
 def test_edge_counts_match_reference(case, probs, count):
-    rng = np.random.default_rng(abs(hash((case, count))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{case}/{count}".encode()))  # not hash(): it is salted per run
     anchors = {"fewer": 5, "exact": 8, "more": 40}[count]
     match, logits = random_rpn(rng, 1, anchors, probs=probs)
     top_k = 8 if count != "exact" else int((match != 0).sum())

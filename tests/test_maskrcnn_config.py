@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TinyConfig
+from helpers import TinyConfig
 
 from mrcnn_ohem.maskrcnn.config import Config
 

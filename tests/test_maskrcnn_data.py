@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import SHAPE_SPECS, ShapesDataset, TinyConfig
+from helpers import SHAPE_SPECS, ShapesDataset, TinyConfig
 
 from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE
 from mrcnn_ohem.maskrcnn import data, targets

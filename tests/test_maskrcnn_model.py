@@ -11,54 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TinyConfig
+from helpers import RandomShapes, TinyModelConfig
 
+from mrcnn_ohem._compat import import_tf_keras
 from mrcnn_ohem.maskrcnn import model as modellib
 from mrcnn_ohem.maskrcnn.config import Config
 from mrcnn_ohem.maskrcnn.data import DataGenerator
-from mrcnn_ohem.maskrcnn.utils import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 LOSSES = list(modellib.LOSS_NAMES)
+keras = import_tf_keras()
 
 
-class TinyModelConfig(TinyConfig):
-    """The shared tiny config (tests/conftest.py) with detections not thresholded."""
-
-    NAME = "tinymodel"
-    DETECTION_MIN_CONFIDENCE = 0.0
-
-
-class RandomShapes(Dataset):
-    """Images of 1-3 random filled rectangles (class 1) and discs (class 2), made with NumPy."""
-
-    def load(self, count: int, seed: int = 0, size: int = 64) -> None:
-        self.add_class("shapes", 1, "rectangle")
-        self.add_class("shapes", 2, "disc")
-        rng = np.random.default_rng(seed)
-        for i in range(count):
-            shapes = [(int(rng.integers(1, 3)), *rng.integers(12, size - 12, 2),
-                       int(rng.integers(5, 11))) for _ in range(rng.integers(1, 4))]
-            self.add_image("shapes", image_id=i, path=None, size=size, shapes=shapes)
-
-    def load_mask(self, image_id):
-        info = self.image_info[image_id]
-        yy, xx = np.mgrid[:info["size"], :info["size"]]
-        masks, ids = [], []
-        for class_id, cy, cx, r in info["shapes"]:
-            if class_id == 1:
-                masks.append((np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r // 2 + 2))
-            else:
-                masks.append((yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2)
-            ids.append(class_id)
-        return np.stack(masks, -1), np.array(ids, np.int32)
-
-    def load_image(self, image_id):
-        mask, ids = self.load_mask(image_id)
-        image = np.full(mask.shape[:2] + (3,), 30, np.uint8)
-        for k, class_id in enumerate(ids):
-            image[mask[:, :, k]] = (220, 80, 40) if class_id == 1 else (40, 200, 90)
-        return image
+def keras_seed(seed):
+    """Seed Python, NumPy's global generator and TensorFlow (Matterport's code draws from all)."""
+    keras.utils.set_random_seed(seed)
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +44,10 @@ def dataset():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, config, dataset):
     """A training model after two train() calls (epochs 1-2 on 'all', epoch 3 on 'heads')."""
-    tf.random.set_seed(0)
+    keras_seed(0)
     model = modellib.MaskRCNN("training", config, str(tmp_path_factory.mktemp("logs")))
-    first = model.train(dataset, dataset, 0.01, 2, "all", verbose=0)
-    second = model.train(dataset, dataset, 0.01, 3, "heads", verbose=0)
+    first = model.train(dataset, dataset, 0.01, 2, "all", verbose=0, seed=0)
+    second = model.train(dataset, dataset, 0.01, 3, "heads", verbose=0, seed=1)
     return model, first, second
 
 
@@ -200,13 +167,14 @@ def test_training_model_inputs_outputs_and_patched_loss_at_build(tmp_path, confi
         return tf.reduce_sum(tf.cast(rpn_match, tf.float32)) * 0.0 + 7.0
 
     monkeypatch.setattr(modellib, "rpn_class_loss_graph", fake_rpn_class_loss)
+    keras_seed(2)
     model = modellib.MaskRCNN("training", config, str(tmp_path))
     monkeypatch.undo()  # the graph keeps the function it was built with
     keras_model = model.keras_model
     assert [t.name.split(":")[0] for t in keras_model.inputs][:3] == [
         "input_image", "input_image_meta", "input_rpn_match"]
     assert {"rpn_class_logits", "rpn_class_loss", *LOSSES} <= set(keras_model.output_names)
-    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+    inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0)[0]
     outputs = dict(zip(keras_model.output_names, keras_model(inputs, training=False)))
     assert outputs["rpn_class_loss"].numpy() == pytest.approx(7.0)
     assert outputs["rpn_class_logits"].shape[-1] == 2
@@ -215,11 +183,11 @@ def test_training_model_inputs_outputs_and_patched_loss_at_build(tmp_path, confi
 
 @pytest.mark.slow
 def test_a_few_training_steps_lower_the_total_loss(tmp_path, config, dataset):
-    tf.random.set_seed(1)
+    keras_seed(1)
     model = modellib.MaskRCNN("training", config, str(tmp_path))
     model.set_trainable(".*", verbose=0)
     model.compile(0.01, 0.9)
-    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+    inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0)[0]
 
     def mean_loss():
         return np.mean([model.keras_model.test_on_batch(inputs, return_dict=True)["loss"]
@@ -287,29 +255,70 @@ def test_train_rejects_unknown_layer_preset(trained, dataset):
 
 # ---------------------------------------------------------------------- inference and weights
 
-@pytest.mark.slow
-def test_detect_and_weights_round_trip(tmp_path, trained, config, dataset):
-    model, _, _ = trained
-    # A fresh (random) model detects plenty with DETECTION_MIN_CONFIDENCE = 0.
-    first = modellib.MaskRCNN("inference", config, str(tmp_path))
-    images = [dataset.load_image(0), dataset.load_image(1)[:40, :56]]
-    results = first.detect(images)
-    assert len(results) == 2 and sum(r["class_ids"].shape[0] for r in results) > 0
+def steer_classifier(model, class_id):
+    """Make the classifier head score every ROI as ``class_id`` with probability ~1 and leave the
+    proposals unrefined (zero kernels, a bias of 30 on that class), so what ``detect`` returns
+    follows from the code, not from the random weights."""
+    for name in ("mrcnn_class_logits", "mrcnn_bbox_fc"):
+        layer = model.keras_model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        bias = np.zeros_like(bias)
+        if name == "mrcnn_class_logits":
+            bias[class_id] = 30.0
+        layer.set_weights([np.zeros_like(kernel), bias])
+
+
+def assert_detection_dicts(results, images, config):
+    """What detect() guarantees for any weights: one dict per image with consistent shapes."""
+    assert len(results) == len(images)
     for image, r in zip(images, results):
         n = r["class_ids"].shape[0]
+        assert n <= config.DETECTION_MAX_INSTANCES
         assert r["rois"].shape == (n, 4) and r["scores"].shape == (n,)
+        assert r["class_ids"].dtype == np.int32 and r["scores"].dtype == np.float32
         assert r["masks"].shape == image.shape[:2] + (n,) and r["masks"].dtype == bool
-        assert set(r["class_ids"]) <= {1, 2} and np.all(np.diff(r["scores"]) <= 1e-6)
-        assert np.all(r["rois"][:, 2:] > r["rois"][:, :2])
+        assert np.all(np.diff(r["scores"]) <= 1e-6)  # sorted by score
+        assert np.all(r["rois"][:, 2:] > r["rois"][:, :2])  # zero-area boxes are dropped
+        assert set(r["class_ids"].tolist()) <= set(range(1, config.NUM_CLASSES))
 
-    probe = first.run_graph(images, [("proposals", first.keras_model.get_layer("ROI").output),
-                                     ("detections",
-                                      first.keras_model.get_layer("mrcnn_detection").output)])
+
+@pytest.mark.slow
+def test_detect_structure_for_any_weights_and_zero_detections(tmp_path, config, dataset):
+    keras_seed(0)
+    model = modellib.MaskRCNN("inference", config, str(tmp_path))
+    images = [dataset.load_image(0), dataset.load_image(1)[:40, :56]]
+    assert_detection_dicts(model.detect(images), images, config)  # random weights: any count
+
+    steer_classifier(model, 1)  # every ROI is class 1 with score ~1
+    results = model.detect(images)
+    assert_detection_dicts(results, images, config)
+    for r in results:
+        assert set(r["class_ids"].tolist()) <= {1} and np.all(r["scores"] > 0.99)
+
+    steer_classifier(model, 0)  # every ROI is background: nothing is detected
+    for image, r in zip(images, model.detect(images)):
+        assert r["rois"].shape == (0, 4) and r["class_ids"].shape == (0,) and r["scores"].shape == (0,)
+        assert r["masks"].shape == image.shape[:2] + (0,) and r["masks"].dtype == bool
+
+    probe = model.run_graph(images, [("proposals", model.keras_model.get_layer("ROI").output),
+                                     ("detections", model.keras_model.get_layer("mrcnn_detection").output)])
     assert list(probe) == ["proposals", "detections"]
     assert probe["proposals"].shape == (2, config.POST_NMS_ROIS_INFERENCE, 4)
     assert probe["detections"].shape == (2, config.DETECTION_MAX_INSTANCES, 6)
-    assert len(first.get_trainable_layers()) == len(
-        [layer for layer in first.keras_model.layers if layer.weights])
+    assert not probe["detections"].any()  # background everywhere: all padding
+    assert len(model.get_trainable_layers()) == len(
+        [layer for layer in model.keras_model.layers if layer.weights])
+
+    with pytest.raises(ValueError, match=r"images: expected a list of config.BATCH_SIZE=2 .*received 1"):
+        model.detect(images[:1])
+
+
+@pytest.mark.slow
+def test_weights_round_trip_gives_the_same_outputs(tmp_path, trained, config, dataset):
+    model, _, _ = trained
+    keras_seed(1)
+    first = modellib.MaskRCNN("inference", config, str(tmp_path))
+    images = [dataset.load_image(0), dataset.load_image(1)[:40, :56]]
 
     # A training checkpoint loads into an inference model by name.
     trained_inference = modellib.MaskRCNN("inference", config, str(tmp_path))
@@ -319,20 +328,26 @@ def test_detect_and_weights_round_trip(tmp_path, trained, config, dataset):
                         model.keras_model.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
 
+    # Saved and reloaded weights give the same raw outputs and the same detections.
     saved = str(tmp_path / "inference.h5")
     first.keras_model.save_weights(saved)
     second = modellib.MaskRCNN("inference", config, str(tmp_path))
     second.load_weights(saved, by_name=True)
-    again = second.detect(images)
+    for a, b in zip(first.keras_model.weights, second.keras_model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
+    molded, metas, _ = first.mold_inputs(images)
+    anchors = np.broadcast_to(first.get_anchors(molded[0].shape), (2, *first.get_anchors(molded[0].shape).shape))
+    raw = [m.keras_model.predict([molded, metas, np.ascontiguousarray(anchors)], verbose=0) for m in (first, second)]
+    for a, b in zip(*raw):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    results, again = first.detect(images), second.detect(images)
+    assert_detection_dicts(results, images, config)
     for a, b in zip(results, again):
+        assert a["class_ids"].shape == b["class_ids"].shape
         for key in ("rois", "class_ids", "scores", "masks"):
             np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
 
-    with pytest.raises(ValueError, match=r"images: expected a list of config.BATCH_SIZE=2 .*"
-                                         r"received 1"):
-        second.detect(images[:1])
-    with pytest.raises(ValueError, match="detect\\(\\) needs a model built with "
-                                         "mode='inference'"):
+    with pytest.raises(ValueError, match="detect\\(\\) needs a model built with mode='inference'"):
         model.detect(images)
 
 
@@ -380,9 +395,12 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
     sys.path.insert(0, {tests!r})
-    from test_maskrcnn_model import RandomShapes, TinyModelConfig
+    from helpers import RandomShapes, TinyModelConfig
+    from mrcnn_ohem._compat import import_tf_keras
     from mrcnn_ohem.maskrcnn import model as modellib
     from mrcnn_ohem.maskrcnn.data import DataGenerator
+
+    import_tf_keras().utils.set_random_seed(0)
 
     class TwoReplicas(TinyModelConfig):
         GPU_COUNT = 2
@@ -397,7 +415,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     model = modellib.MaskRCNN("training", config, {logs!r}, strategy=strategy)
     keras_model = model.keras_model
-    inputs, _ = DataGenerator(dataset, config, shuffle=False)[0]
+    inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0)[0]
 
     # Gradient of one image's loss w.r.t. the RPN weights (no randomness reaches them).
     model.set_trainable(r"rpn\\_.*", verbose=0)
@@ -416,7 +434,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     for b, a, g in zip(before, after, expected):
         np.testing.assert_allclose(b - a, g, rtol=1e-3, atol=1e-5)
     assert np.isfinite(logs["loss"])
-    history = model.train(dataset, None, 0.01, 1, "heads", verbose=0)
+    history = model.train(dataset, None, 0.01, 1, "heads", verbose=0, seed=0)
     assert np.isfinite(history.history["loss"][0])
     print("REPLICAS", strategy.num_replicas_in_sync)
 """)

@@ -1,47 +1,12 @@
-"""mrcnn_ohem.core.matching and mrcnn_ohem.core.boxes: Matterport's labelling rules on hand-made cases."""
+"""mrcnn_ohem.core.matching: Matterport's labelling rules on hand-made cases, and equality with
+an independent float64 reference (tests/reference.py) on random scenes, exact ties and near ties."""
 import numpy as np
 import pytest
+import reference
 
 from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE, box_refinement, compute_overlaps
 from mrcnn_ohem.core.matching import encode_rpn_bbox, match_anchors, subsample_labels
-
-
-def test_compute_overlaps_hand_computed():
-    # [0,0,10,10] vs [5,5,15,15]: intersection 25, union 175 -> 1/7. Disjoint -> 0.
-    iou = compute_overlaps(np.array([[0, 0, 10, 10]]), np.array([[5, 5, 15, 15], [20, 20, 30, 30], [0, 0, 10, 10]]))
-    np.testing.assert_allclose(iou, [[1 / 7, 0.0, 1.0]], rtol=1e-6)
-    assert compute_overlaps(np.zeros((0, 4)), np.zeros((3, 4))).shape == (0, 3)
-    # Degenerate boxes (zero area) have no union: IoU 0, not NaN.
-    assert compute_overlaps(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 1]]))[0, 0] == 0.0
-
-
-@pytest.mark.parametrize("n1,n2", [(1, 1), (5, 7), (7, 5), (300, 3), (3, 300)])
-def test_compute_overlaps_matches_a_loop_reference(n1, n2):
-    rng = np.random.default_rng(n1 * 1000 + n2)
-
-    def boxes(n):
-        corner = rng.uniform(0, 50, (n, 2))
-        return np.concatenate([corner, corner + rng.uniform(1, 30, (n, 2))], axis=1)
-
-    a, b = boxes(n1), boxes(n2)
-    expected = np.zeros((n1, n2))
-    for i in range(n1):
-        for j in range(n2):
-            ih = max(0.0, min(a[i, 2], b[j, 2]) - max(a[i, 0], b[j, 0]))
-            iw = max(0.0, min(a[i, 3], b[j, 3]) - max(a[i, 1], b[j, 1]))
-            area_a = (a[i, 2] - a[i, 0]) * (a[i, 3] - a[i, 1])
-            area_b = (b[j, 2] - b[j, 0]) * (b[j, 3] - b[j, 1])
-            expected[i, j] = ih * iw / (area_a + area_b - ih * iw)
-    got = compute_overlaps(a, b)
-    assert got.shape == (n1, n2) and got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-
-
-def test_box_refinement_hand_computed():
-    # anchor 10x10 centred (5,5); gt 20x10 centred (10,5): dy = 5/10, dx = 0, dh = log 2, dw = 0
-    deltas = box_refinement(np.array([[0, 0, 10, 10]]), np.array([[0, 0, 20, 10]]))
-    np.testing.assert_allclose(deltas, [[0.5, 0.0, np.log(2), 0.0]], rtol=1e-6)
-
+from mrcnn_ohem.maskrcnn.anchors import generate_pyramid_anchors
 
 ANCHORS = np.array(
     [
@@ -124,3 +89,84 @@ def test_encode_rpn_bbox_packs_positive_deltas():
 def test_bad_shapes(anchors, ids, boxes, message):
     with pytest.raises(ValueError, match=message):
         match_anchors(anchors, np.array(ids), boxes)
+
+
+# ---------------------------------------------------------------------- float64, as Matterport
+
+def pyramid_anchors(size=256):
+    """Matterport's anchors of a size x size input (5 levels, strides 4..64), float64 pixels."""
+    strides = [4, 8, 16, 32, 64]
+    shapes = [[size // s, size // s] for s in strides]
+    return generate_pyramid_anchors((8, 16, 32, 64, 128), [0.5, 1, 2], shapes, strides, 1)
+
+
+def random_scene(rng, count, size=256, crowd=0.15):
+    corner = rng.integers(0, size - 20, (count, 2))
+    extent = rng.integers(4, 120, (count, 2))
+    boxes = np.concatenate([corner, np.minimum(corner + extent, size)], axis=1).astype(np.int32)
+    ids = np.where(rng.uniform(size=count) < crowd, -1, rng.integers(1, 4, count))
+    return ids, boxes
+
+
+def assert_matches_reference(anchors, ids, boxes):
+    got = match_anchors(anchors, ids, boxes)
+    labels, best_gt = reference.matterport_anchor_labels(anchors, ids, boxes)
+    np.testing.assert_array_equal(got.rpn_match, labels)
+    np.testing.assert_array_equal(got.gt_index, best_gt)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_labels_equal_float64_reference_on_random_scenes(seed):
+    rng = np.random.default_rng(seed)
+    anchors = pyramid_anchors()  # 16,368 anchors; integer GT boxes on their grid tie often
+    ids, boxes = random_scene(rng, int(rng.integers(1, 15)))
+    assert_matches_reference(anchors, ids, boxes)
+
+
+def test_labels_equal_reference_with_float_boxes_and_shuffled_anchors():
+    rng = np.random.default_rng(11)
+    anchors = pyramid_anchors()[rng.permutation(16368)] + rng.uniform(-0.5, 0.5, (16368, 4))
+    for _ in range(4):
+        ids, boxes = random_scene(rng, 6)
+        assert_matches_reference(anchors, ids, boxes + rng.uniform(0, 1, boxes.shape))
+
+
+def test_exact_ties_are_all_positive_and_best_gt_is_the_first():
+    # g0 = [8, 8, 24, 24] sits symmetrically between four 16x16 anchors a0..a3 (each overlaps
+    # it by 8 x 8 = 64: IoU 64 / (256 + 256 - 64) = 1/7), so all four tie for g0's best.
+    # g1 = g0 is a duplicate: every anchor's best GT is g0, the first of equals.
+    anchors = np.array([[0, 0, 16, 16], [0, 16, 16, 32], [16, 0, 32, 16], [16, 16, 32, 32],
+                        [100, 100, 116, 116]], np.float64)
+    boxes = np.array([[8, 8, 24, 24], [8, 8, 24, 24]], np.int32)
+    match = match_anchors(anchors, [1, 2], boxes)
+    np.testing.assert_array_equal(match.rpn_match, [1, 1, 1, 1, -1])
+    np.testing.assert_array_equal(match.gt_index, [0, 0, 0, 0, 0])
+    assert_matches_reference(anchors, [1, 2], boxes)
+
+
+def near_tie_scene(rng):
+    """A GT box and two anchors whose IoUs with it (about 0.53) differ in the 7th digit."""
+    side = float(rng.uniform(60, 140))
+    stretch = side * float(rng.uniform(0.8, 0.95))  # IoU = side / (side + stretch) ~ 0.53
+    nudge = stretch * float(rng.uniform(-4e-7, 4e-7))
+    gt = np.array([[0.0, 0.0, side, side]])
+    anchors = np.array([[0.0, 0.0, side, side + stretch],             # wider
+                        [0.0, 0.0, side + stretch + nudge, side],      # taller, nudged
+                        [500.0, 500.0, 510.0, 510.0]])                 # far away
+    return anchors, gt
+
+
+def test_near_ties_follow_float64_where_float32_would_not():
+    rng = np.random.default_rng(0)
+    float32_wrong = 0
+    for _ in range(200):
+        anchors, gt = near_tie_scene(rng)
+        iou64 = compute_overlaps(gt, anchors)[0, :2]
+        iou32 = compute_overlaps(gt, anchors, dtype=np.float32)[0, :2]
+        assert iou64.max() < 0.7  # only the best-anchor rule can make them positive
+        float32_wrong += (iou32[0] == iou32[1]) != (iou64[0] == iou64[1]) or (
+            iou32[0] > iou32[1]) != (iou64[0] > iou64[1])
+        assert_matches_reference(anchors, [1], gt)
+        labels = match_anchors(anchors, [1], gt).rpn_match
+        assert labels[:2].sum() == (2 if iou64[0] == iou64[1] else 1)
+    assert float32_wrong >= 20  # the cases are sharp: float32 would label many differently

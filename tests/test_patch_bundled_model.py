@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
-import tensorflow as tf
-from test_maskrcnn_model import RandomShapes, TinyModelConfig
+from helpers import RandomShapes, TinyModelConfig
 
 import mrcnn_ohem
+from mrcnn_ohem._compat import import_tf_keras
 from mrcnn_ohem.maskrcnn import model as modellib
 from mrcnn_ohem.maskrcnn.data import DataGenerator
+
+keras = import_tf_keras()
 
 
 class OHEMTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
@@ -27,11 +29,11 @@ def dataset():
 
 
 def batch_and_outputs(model, dataset, config):
+    """One batch built with the targets the model module holds now (patched or not), and the
+    model's outputs on it. ``MaskRCNN.train`` hands the generator the same function."""
     np.random.seed(0)
-    # As MaskRCNN.train does: the generator is handed the model module's (patched) functions.
-    generator = DataGenerator(dataset, config, shuffle=False, load_image_gt=modellib.load_image_gt,
-                              build_rpn_targets=modellib.build_rpn_targets)
-    inputs, _ = generator[0]
+    inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0,
+                              build_rpn_targets=modellib.build_rpn_targets)[0]
     keras_model = model.keras_model
     outputs = dict(zip(keras_model.output_names, keras_model(inputs, training=False)))
     return inputs, outputs
@@ -43,7 +45,7 @@ def test_patched_model_loss_equals_ohem_reference_and_restore(tmp_path, dataset)
     plain_targets = modellib.build_rpn_targets
     with mrcnn_ohem.patch(config, module=modellib) as handle:
         assert modellib.build_rpn_targets is not plain_targets
-        tf.random.set_seed(0)
+        keras.utils.set_random_seed(0)
         model = modellib.MaskRCNN("training", config, str(tmp_path))
         inputs, outputs = batch_and_outputs(model, dataset, config)
         rpn_match = inputs[2]  # input_rpn_match: [batch, anchors, 1]
@@ -71,9 +73,8 @@ def test_patched_model_loss_equals_ohem_reference_and_restore(tmp_path, dataset)
 def test_patched_model_trains_with_finite_decreasing_loss(tmp_path, dataset):
     config = OHEMTiny()
     with mrcnn_ohem.patch(config, module=modellib):
-        tf.random.set_seed(1)
-        np.random.seed(1)
+        keras.utils.set_random_seed(1)
         model = modellib.MaskRCNN("training", config, str(tmp_path))
-        history = model.train(dataset, dataset, 0.01, 3, "all", verbose=0)
+        history = model.train(dataset, dataset, 0.01, 3, "all", verbose=0, seed=1)
     losses = history.history["rpn_class_loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses

@@ -1,7 +1,9 @@
 """The neutral layer under both the bundled Mask R-CNN and the OHEM code.
 
-- :mod:`.boxes` -- IoU and Matterport's box coding (NumPy).
-- :mod:`.matching` -- Matterport's anchor-labelling rules, without sampling (NumPy).
+- :mod:`.boxes` -- IoU in float64 as Matterport computes it, and Matterport's box coding (NumPy).
+- :mod:`.matching` -- Matterport's anchor-labelling rules, exact to the last bit, without sampling
+  (NumPy).
+- :mod:`.checks` -- argument checks with one wording ("NAME must be ...; received ...").
 - :mod:`.selection` -- exact, gradient-free top-k selection (TensorFlow).
 - :mod:`.auxiliary` -- named scalars a loss graph reports to a listening training loop.
 

@@ -10,17 +10,29 @@ target builder (random sampling to ``RPN_TRAIN_ANCHORS_PER_IMAGE``) and the OHEM
 3. The anchor(s) with the highest IoU for each GT box are positive, ties included.
 4. An anchor whose best IoU is >= 0.7 is positive.
 
+Every IoU is computed in float64 with Matterport's arithmetic and every threshold and tie is
+decided on those float64 values, so with Matterport's inputs (float64 anchors, integer GT
+boxes) the labels are Matterport's exactly, near ties included (IoUs that differ in the 7th
+digit, which float32 would round together or apart). Each anchor's best GT box is the first of
+equals, as ``np.argmax``.
+
 One deliberate deviation: rule 3 skips a GT box that no anchor overlaps at all (best IoU 0).
 Matterport marks every anchor tied at IoU 0 with such a box positive, which turns the whole
 image into positives with regression targets to a box they do not touch.
+
+Speed: the IoU of a GT box is computed only over the anchors that can overlap it
+(:class:`~mrcnn_ohem.core.boxes.SortedBoxes`, kept for the last anchor array seen, since a
+data generator passes the same anchors for every image), and labels are accumulated a GT box
+at a time, never as a [num_gt, num_anchors] matrix.
 """
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
 
-from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE, box_refinement, compute_overlaps
+from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE, SortedBoxes, box_refinement
 
 POSITIVE_IOU = 0.7
 NEGATIVE_IOU = 0.3
@@ -51,6 +63,23 @@ def _check_boxes(name: str, boxes: np.ndarray) -> np.ndarray:
     return boxes
 
 
+_SORTED_LOCK = threading.Lock()
+_SORTED_LAST: tuple[np.ndarray, SortedBoxes] | None = None
+
+
+def _sorted_anchors(anchors: np.ndarray) -> SortedBoxes:
+    """:class:`SortedBoxes` of ``anchors`` [num_anchors, 4] float64, reused while the values
+    stay equal (compared exactly on every call, so an edited array is never served stale)."""
+    global _SORTED_LAST
+    last = _SORTED_LAST
+    if last is not None and last[0].shape == anchors.shape and np.array_equal(last[0], anchors):
+        return last[1]
+    index = SortedBoxes(anchors)
+    with _SORTED_LOCK:
+        _SORTED_LAST = (anchors.copy(), index)
+    return index
+
+
 def match_anchors(
     anchors: np.ndarray, gt_class_ids: np.ndarray, gt_boxes: np.ndarray
 ) -> AnchorMatch:
@@ -77,29 +106,56 @@ def match_anchors(
         )
     num_anchors = anchors.shape[0]
     rpn_match = np.full(num_anchors, NEUTRAL, dtype=np.int32)
-
+    gt_index = np.zeros(num_anchors, dtype=np.int64)
     crowd = gt_class_ids < 0
-    if crowd.any():
-        crowd_iou = compute_overlaps(gt_boxes[crowd], anchors)  # [num_crowd, num_anchors]
-        may_be_negative = crowd_iou.max(axis=0) < CROWD_IOU
-        gt_boxes = gt_boxes[~crowd]
-    else:
-        may_be_negative = np.ones(num_anchors, dtype=bool)
+    crowd_boxes, gt_boxes = gt_boxes[crowd], gt_boxes[~crowd]
+    if gt_boxes.shape[0] == 0 and crowd_boxes.shape[0] == 0:
+        rpn_match[:] = NEGATIVE
+        return AnchorMatch(rpn_match, gt_index, gt_boxes)
 
-    if gt_boxes.shape[0] == 0:
-        rpn_match[may_be_negative] = NEGATIVE
-        return AnchorMatch(rpn_match, np.zeros(num_anchors, dtype=np.int64), gt_boxes)
+    index = _sorted_anchors(np.asarray(anchors, dtype=np.float64))
+    # Per sorted anchor (index.ids maps back): best IoU with any crowd box, with any GT box.
+    crowd_iou = _best_iou(index, crowd_boxes)[0]
+    best_iou, best_gt, is_best = _best_iou(index, gt_boxes, ties=True)
+    may_be_negative = np.ones(num_anchors, dtype=bool)
+    may_be_negative[index.ids] = crowd_iou < CROWD_IOU
+    best = np.zeros(num_anchors)
+    best[index.ids] = best_iou
+    gt_index[index.ids] = best_gt
 
-    overlaps = compute_overlaps(gt_boxes, anchors)  # [num_gt, num_anchors], row-major per GT box
-    gt_index = overlaps.argmax(axis=0)  # [num_anchors]
-    best_iou = overlaps.max(axis=0)  # [num_anchors]
+    rpn_match[(best < NEGATIVE_IOU) & may_be_negative] = NEGATIVE
+    rpn_match[index.ids[is_best]] = POSITIVE
+    rpn_match[best >= POSITIVE_IOU] = POSITIVE
+    return AnchorMatch(rpn_match, gt_index, gt_boxes)
 
-    rpn_match[(best_iou < NEGATIVE_IOU) & may_be_negative] = NEGATIVE
-    best_per_gt = overlaps.max(axis=1)  # [num_gt]
-    is_best = (overlaps == best_per_gt[:, None]) & (best_per_gt[:, None] > 0)
-    rpn_match[is_best.any(axis=0)] = POSITIVE
-    rpn_match[best_iou >= POSITIVE_IOU] = POSITIVE
-    return AnchorMatch(rpn_match, gt_index.astype(np.int64), gt_boxes)
+
+def _best_iou(index: SortedBoxes, boxes: np.ndarray, ties: bool = False):
+    """Fold the float64 IoU of ``boxes`` with the sorted anchors, one box at a time.
+
+    Returns:
+        best: [index.size] float64, each anchor's highest IoU (0 with no box).
+        first: [index.size] int64, the first box reaching it (as ``np.argmax``; 0 if none).
+        is_best: [index.size] bool, with ``ties``: the anchor is one of the anchors of highest
+            IoU with some box whose highest IoU is > 0 (rule 3 with its deviation).
+    """
+    best = np.zeros(index.size)
+    first = np.zeros(index.size, dtype=np.int64)
+    is_best = np.zeros(index.size, dtype=bool)
+    iou, scratch, flag = np.empty(index.size), (np.empty(index.size), np.empty(index.size)), np.empty(index.size, bool)
+    for k, box in enumerate(np.asarray(boxes, dtype=np.float64)):
+        ranges = index.ranges(box)
+        for start, stop in ranges:
+            index.iou_into(box, start, stop, iou, scratch)
+        top = max((iou[a:b].max() for a, b in ranges), default=0.0)  # anchors outside: IoU 0
+        for start, stop in ranges if top > 0 else ():
+            cut = slice(start, stop)
+            np.greater(iou[cut], best[cut], out=flag[cut])
+            np.maximum(best[cut], iou[cut], out=best[cut])
+            first[cut][flag[cut]] = k
+            if ties:
+                np.equal(iou[cut], top, out=flag[cut])
+                is_best[cut] |= flag[cut]
+    return best, first, is_best
 
 
 def subsample_labels(

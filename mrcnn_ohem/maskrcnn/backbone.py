@@ -1,10 +1,11 @@
-"""Backbones: ResNet-50/101 with Matterport's layer names, and two small CNNs for CPU runs.
+"""Backbones: ResNet-50/101 with Matterport's layer names, two small CNNs for CPU runs, and the FPN.
 
 Every backbone returns ``[C1, C2, C3, C4, C5]``, the last feature map of each stage; C2..C5
-have strides 4, 8, 16 and 32. The ResNet layer names (``conv1``, ``bn_conv1``,
-``res2a_branch2a``, ``bn2a_branch2a``, ``res2a_branch1``, ... ``res5c_branch2c``) and kernel
-shapes are Matterport's, which took them from the original Caffe ResNet, so a Matterport weight
-file (for example ``mask_rcnn_coco.h5``) loads by name.
+have strides 4, 8, 16 and 32; :func:`fpn_graph` turns C2..C5 into the pyramid P2..P6. The
+ResNet layer names (``conv1``, ``bn_conv1``, ``res2a_branch2a``, ``bn2a_branch2a``,
+``res2a_branch1``, ... ``res5c_branch2c``) and kernel shapes are Matterport's, which took them
+from the original Caffe ResNet, so a Matterport weight file (for example ``mask_rcnn_coco.h5``)
+loads by name.
 """
 from __future__ import annotations
 
@@ -193,3 +194,29 @@ def build_backbone(input_image: Any, backbone: str | Callable[..., Any],
     if callable(backbone):
         return backbone(input_image, stage5=True, train_bn=train_bn)
     return resnet_graph(input_image, backbone, stage5=True, train_bn=train_bn)
+
+
+def fpn_graph(features: Sequence[Any], pyramid_size: int) -> tuple[list, list]:
+    """Feature pyramid: the top-down pathway with lateral 1x1 convolutions over C2..C5.
+
+    Args:
+        features: [C2, C3, C4, C5] Keras tensors, each [batch, h_i, w_i, depth_i], every level
+            half the resolution of the one before.
+        pyramid_size: channels of every pyramid level (``Config.TOP_DOWN_PYRAMID_SIZE``).
+
+    Returns:
+        ([P2, P3, P4, P5, P6] for the RPN, [P2, P3, P4, P5] for the heads), each
+        [batch, h_i, w_i, pyramid_size]; P6 subsamples P5 by 2.
+    """
+    c2, c3, c4, c5 = features
+    p5 = KL.Conv2D(pyramid_size, (1, 1), name="fpn_c5p5")(c5)
+    p4 = KL.Add(name="fpn_p4add")([KL.UpSampling2D(size=(2, 2), name="fpn_p5upsampled")(p5),
+                                   KL.Conv2D(pyramid_size, (1, 1), name="fpn_c4p4")(c4)])
+    p3 = KL.Add(name="fpn_p3add")([KL.UpSampling2D(size=(2, 2), name="fpn_p4upsampled")(p4),
+                                   KL.Conv2D(pyramid_size, (1, 1), name="fpn_c3p3")(c3)])
+    p2 = KL.Add(name="fpn_p2add")([KL.UpSampling2D(size=(2, 2), name="fpn_p3upsampled")(p3),
+                                   KL.Conv2D(pyramid_size, (1, 1), name="fpn_c2p2")(c2)])
+    p2, p3, p4, p5 = (KL.Conv2D(pyramid_size, (3, 3), padding="SAME", name=f"fpn_p{i}")(p)
+                      for i, p in zip(range(2, 6), (p2, p3, p4, p5)))
+    p6 = KL.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")(p5)
+    return [p2, p3, p4, p5, p6], [p2, p3, p4, p5]

@@ -18,6 +18,7 @@ the total is divided by the number of replicas so the summed gradients are a mea
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import multiprocessing
@@ -33,7 +34,7 @@ import tensorflow as tf
 from mrcnn_ohem._compat import import_tf_keras
 from mrcnn_ohem.core import auxiliary
 
-from . import utils, weights
+from . import backbone, training, utils, weights
 from .anchors import compute_backbone_shapes, generate_pyramid_anchors
 from .backbone import BatchNorm, build_backbone, conv_block, identity_block, resnet_graph, tiny_graph  # noqa: F401
 from .data import DataGenerator, compose_image_meta, load_image_gt, mold_image, parse_image_meta, unmold_image  # noqa: F401
@@ -119,154 +120,153 @@ class MaskRCNN:
         self.mode = mode
         self.config = config
         self.model_dir = model_dir
-        self.strategy = strategy if strategy is not None else self._default_strategy(config)
+        self.strategy = strategy if strategy is not None else training.default_strategy(config.GPU_COUNT)
         self.set_log_dir()
         with self._scope():
             self.keras_model = self.build(mode=mode, config=config)
 
-    @staticmethod
-    def _default_strategy(config: Any):
-        count = int(getattr(config, "GPU_COUNT", 1))
-        if count <= 1:
-            return None
-        gpus = tf.config.list_logical_devices("GPU")
-        if len(gpus) < count:
-            raise ValueError(
-                f"config.GPU_COUNT: expected at most the {len(gpus)} visible GPU(s), received "
-                f"{count}; lower GPU_COUNT or pass strategy=tf.distribute.MirroredStrategy(...)")
-        return tf.distribute.MirroredStrategy([d.name for d in gpus[:count]])
-
     def _scope(self):
-        return self.strategy.scope() if self.strategy is not None else _NullScope()
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ graph
 
     def build(self, mode: str, config: Any):
-        """Build the Keras model of ``mode`` ("training" or "inference") for ``config``."""
+        """Build the Keras model of ``mode`` ("training" or "inference") for ``config``: inputs,
+        backbone and FPN, anchors, RPN and proposals, then the heads of that mode."""
         h, w = (int(v) for v in config.IMAGE_SHAPE[:2])
         if h % 64 or w % 64:
             raise ValueError(
                 f"config.IMAGE_SHAPE: expected height and width divisible by 64 (2**6, so the "
                 f"pyramid levels align), received {h}x{w}; use e.g. 256, 320, 384, 448, 512")
-        input_image = KL.Input(shape=[None, None, int(config.IMAGE_SHAPE[2])], name="input_image")
-        input_image_meta = KL.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta")
-        if mode == "training":
-            input_rpn_match = KL.Input(shape=[None, 1], name="input_rpn_match", dtype=tf.int32)
-            input_rpn_bbox = KL.Input(shape=[None, 4], name="input_rpn_bbox", dtype=tf.float32)
-            input_gt_class_ids = KL.Input(shape=[None], name="input_gt_class_ids", dtype=tf.int32)
-            input_gt_boxes = KL.Input(shape=[None, 4], name="input_gt_boxes", dtype=tf.float32)
-            gt_boxes = KL.Lambda(lambda t: norm_boxes_graph(t[0], tf.shape(t[1])[1:3]),
-                                 name="norm_gt_boxes")([input_gt_boxes, input_image])
-            mask_hw = config.MINI_MASK_SHAPE if config.USE_MINI_MASK else config.IMAGE_SHAPE[:2]
-            input_gt_masks = KL.Input(shape=[int(mask_hw[0]), int(mask_hw[1]), None],
-                                      name="input_gt_masks", dtype=tf.bool)
-        else:
-            input_anchors = KL.Input(shape=[None, 4], name="input_anchors")
+        inputs = self._build_inputs(mode, config)
+        _, c2, c3, c4, c5 = build_backbone(inputs["input_image"], config.BACKBONE, config.TRAIN_BN)
+        rpn_feature_maps, mrcnn_feature_maps = backbone.fpn_graph([c2, c3, c4, c5], config.TOP_DOWN_PYRAMID_SIZE)
+        anchors = (self._build_anchor_constant(inputs["input_image"], config) if mode == "training"
+                   else inputs["input_anchors"])
+        rpn = self._build_rpn(rpn_feature_maps, anchors, mode, config)
+        if mode == "inference":
+            return self._build_inference_heads(inputs, rpn, mrcnn_feature_maps, config)
+        return self._build_training_heads(inputs, rpn, mrcnn_feature_maps, config)
 
-        _, c2, c3, c4, c5 = build_backbone(input_image, config.BACKBONE, config.TRAIN_BN)
-        rpn_feature_maps, mrcnn_feature_maps = self._fpn([c2, c3, c4, c5], config)
+    @staticmethod
+    def _build_inputs(mode: str, config: Any) -> dict[str, Any]:
+        """The model's ``KL.Input``s by layer name (plus ``gt_boxes``, the normalised GT boxes
+        [batch, max_gt, (y1, x1, y2, x2)], in training); inference adds ``input_anchors``."""
+        inputs = {
+            "input_image": KL.Input(shape=[None, None, int(config.IMAGE_SHAPE[2])], name="input_image"),
+            "input_image_meta": KL.Input(shape=[config.IMAGE_META_SIZE], name="input_image_meta"),
+        }
+        if mode == "inference":
+            inputs["input_anchors"] = KL.Input(shape=[None, 4], name="input_anchors")
+            return inputs
+        inputs["input_rpn_match"] = KL.Input(shape=[None, 1], name="input_rpn_match", dtype=tf.int32)
+        inputs["input_rpn_bbox"] = KL.Input(shape=[None, 4], name="input_rpn_bbox", dtype=tf.float32)
+        inputs["input_gt_class_ids"] = KL.Input(shape=[None], name="input_gt_class_ids", dtype=tf.int32)
+        inputs["input_gt_boxes"] = KL.Input(shape=[None, 4], name="input_gt_boxes", dtype=tf.float32)
+        inputs["gt_boxes"] = KL.Lambda(lambda t: norm_boxes_graph(t[0], tf.shape(t[1])[1:3]), name="norm_gt_boxes")(
+            [inputs["input_gt_boxes"], inputs["input_image"]])
+        mask_hw = config.MINI_MASK_SHAPE if config.USE_MINI_MASK else config.IMAGE_SHAPE[:2]
+        inputs["input_gt_masks"] = KL.Input(shape=[int(mask_hw[0]), int(mask_hw[1]), None], name="input_gt_masks",
+                                            dtype=tf.bool)
+        return inputs
 
-        if mode == "training":
-            anchors_np = self.get_anchors(config.IMAGE_SHAPE).astype(np.float32)
-            anchors = KL.Lambda(
-                lambda t: tf.broadcast_to(tf.constant(anchors_np),
-                                          [tf.shape(t)[0], *anchors_np.shape]),
-                name="anchors")(input_image)
-        else:
-            anchors = input_anchors
+    def _build_anchor_constant(self, input_image: Any, config: Any) -> Any:
+        """Training's anchors: [batch, num_anchors, (y1, x1, y2, x2)] normalised, a constant of
+        ``config.IMAGE_SHAPE`` broadcast over the batch."""
+        anchors_np = self.get_anchors(config.IMAGE_SHAPE).astype(np.float32)
+        return KL.Lambda(lambda t: tf.broadcast_to(tf.constant(anchors_np), [tf.shape(t)[0], *anchors_np.shape]),
+                         name="anchors")(input_image)
 
-        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS),
-                              config.TOP_DOWN_PYRAMID_SIZE)
+    @staticmethod
+    def _build_rpn(rpn_feature_maps: Sequence[Any], anchors: Any, mode: str, config: Any) -> tuple:
+        """The shared RPN over P2..P6 and the proposal layer.
+
+        Returns:
+            rpn_class_logits [batch, num_anchors, 2], rpn_class [batch, num_anchors, 2]
+            (softmax), rpn_bbox [batch, num_anchors, (dy, dx, log(dh), log(dw))] and rpn_rois
+            [batch, proposal_count, (y1, x1, y2, x2)] normalised, zero padded.
+        """
+        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE)
         level_outputs = [rpn([p]) for p in rpn_feature_maps]
         rpn_class_logits, rpn_class, rpn_bbox = [
             KL.Concatenate(axis=1, name=name)(list(tensors))
-            for tensors, name in zip(zip(*level_outputs),
-                                     ("rpn_class_logits", "rpn_class", "rpn_bbox"))]
-        proposal_count = (config.POST_NMS_ROIS_TRAINING if mode == "training"
-                          else config.POST_NMS_ROIS_INFERENCE)
-        rpn_rois = ProposalLayer(proposal_count=proposal_count,
-                                 nms_threshold=config.RPN_NMS_THRESHOLD, config=config,
-                                 name="ROI")([rpn_class, rpn_bbox, anchors])
+            for tensors, name in zip(zip(*level_outputs), ("rpn_class_logits", "rpn_class", "rpn_bbox"))]
+        proposal_count = config.POST_NMS_ROIS_TRAINING if mode == "training" else config.POST_NMS_ROIS_INFERENCE
+        rpn_rois = ProposalLayer(proposal_count=proposal_count, nms_threshold=config.RPN_NMS_THRESHOLD,
+                                 config=config, name="ROI")([rpn_class, rpn_bbox, anchors])
+        return rpn_class_logits, rpn_class, rpn_bbox, rpn_rois
 
-        head_args = dict(train_bn=config.TRAIN_BN)
-        mask_args = dict(head_args, filters=config.MASK_HEAD_FILTERS)
-        if mode == "inference":
-            mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
-                rpn_rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE,
-                config.NUM_CLASSES, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
-                **head_args)
-            detections = DetectionLayer(config, name="mrcnn_detection")(
-                [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
-            detection_boxes = KL.Lambda(lambda t: t[..., :4], name="detection_boxes")(detections)
-            mrcnn_mask = build_fpn_mask_graph(detection_boxes, mrcnn_feature_maps,
-                                              input_image_meta, config.MASK_POOL_SIZE,
-                                              config.NUM_CLASSES, **mask_args)
-            return KM.Model([input_image, input_image_meta, input_anchors],
-                            [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
-                             rpn_class, rpn_bbox], name="mask_rcnn")
+    @staticmethod
+    def _build_inference_heads(inputs: dict[str, Any], rpn: tuple, mrcnn_feature_maps: Sequence[Any],
+                               config: Any) -> Any:
+        """Classifier on the proposals, detections, then the mask head on the detected boxes."""
+        _, rpn_class, rpn_bbox, rpn_rois = rpn
+        image_meta = inputs["input_image_meta"]
+        _, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
+            rpn_rois, mrcnn_feature_maps, image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+            fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE, train_bn=config.TRAIN_BN)
+        detections = DetectionLayer(config, name="mrcnn_detection")([rpn_rois, mrcnn_class, mrcnn_bbox, image_meta])
+        detection_boxes = KL.Lambda(lambda t: t[..., :4], name="detection_boxes")(detections)
+        mrcnn_mask = build_fpn_mask_graph(
+            detection_boxes, mrcnn_feature_maps, image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
+            train_bn=config.TRAIN_BN, filters=config.MASK_HEAD_FILTERS)
+        return KM.Model([inputs["input_image"], image_meta, inputs["input_anchors"]],
+                        [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois, rpn_class, rpn_bbox],
+                        name="mask_rcnn")
 
+    def _build_training_heads(self, inputs: dict[str, Any], rpn: tuple, mrcnn_feature_maps: Sequence[Any],
+                              config: Any) -> Any:
+        """Detection targets from the proposals (or ``input_roi`` when not ``USE_RPN_ROIS``),
+        the heads on the sampled RoIs, and the loss layers; returns the training model."""
+        rpn_class_logits, rpn_class, rpn_bbox, rpn_rois = rpn
+        input_image, image_meta = inputs["input_image"], inputs["input_image_meta"]
         active_class_ids = KL.Lambda(lambda t: parse_image_meta_graph(t)["active_class_ids"],
-                                     name="active_class_ids")(input_image_meta)
-        inputs = [input_image, input_image_meta, input_rpn_match, input_rpn_bbox,
-                  input_gt_class_ids, input_gt_boxes, input_gt_masks]
+                                     name="active_class_ids")(image_meta)
+        model_inputs = [inputs[name] for name in ("input_image", "input_image_meta", "input_rpn_match",
+                                                  "input_rpn_bbox", "input_gt_class_ids", "input_gt_boxes",
+                                                  "input_gt_masks")]
         target_rois = rpn_rois
         if not config.USE_RPN_ROIS:
-            input_rois = KL.Input(shape=[config.POST_NMS_ROIS_TRAINING, 4], name="input_roi",
-                                  dtype=tf.int32)
-            inputs.append(input_rois)
+            input_rois = KL.Input(shape=[config.POST_NMS_ROIS_TRAINING, 4], name="input_roi", dtype=tf.int32)
+            model_inputs.append(input_rois)
             target_rois = KL.Lambda(lambda t: norm_boxes_graph(t[0], tf.shape(t[1])[1:3]),
                                     name="norm_input_rois")([input_rois, input_image])
-        rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(
-            config, name="proposal_targets")([target_rois, input_gt_class_ids, gt_boxes,
-                                              input_gt_masks])
+        rois, target_class_ids, target_bbox, target_mask = DetectionTargetLayer(config, name="proposal_targets")(
+            [target_rois, inputs["input_gt_class_ids"], inputs["gt_boxes"], inputs["input_gt_masks"]])
         mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
-            rois, mrcnn_feature_maps, input_image_meta, config.POOL_SIZE, config.NUM_CLASSES,
-            fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE, **head_args)
-        mrcnn_mask = build_fpn_mask_graph(rois, mrcnn_feature_maps, input_image_meta,
-                                          config.MASK_POOL_SIZE, config.NUM_CLASSES,
-                                          **mask_args)
+            rois, mrcnn_feature_maps, image_meta, config.POOL_SIZE, config.NUM_CLASSES,
+            fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE, train_bn=config.TRAIN_BN)
+        mrcnn_mask = build_fpn_mask_graph(
+            rois, mrcnn_feature_maps, image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
+            train_bn=config.TRAIN_BN, filters=config.MASK_HEAD_FILTERS)
         output_rois = KL.Lambda(lambda t: t * 1, name="output_rois")(rois)
-
-        # Resolve the loss functions by module-global name now, at build time, so a patch
-        # applied to this module before construction is what this graph trains with. Listening
-        # while they are built tells the training model which auxiliary metrics they report.
-        loss_fns = {name: globals()[f"{name}_graph"] for name in LOSS_NAMES}
+        # Listening while the loss layers are built tells the training model which auxiliary
+        # metrics (e.g. a patched loss's selection statistics) they report.
         with auxiliary.recording() as reported:
-            rpn_class_loss = KL.Lambda(lambda t: loss_fns["rpn_class_loss"](*t),
-                                       name="rpn_class_loss")([input_rpn_match, rpn_class_logits])
-            rpn_bbox_loss = KL.Lambda(lambda t: loss_fns["rpn_bbox_loss"](config, *t),
-                                      name="rpn_bbox_loss")([input_rpn_bbox, input_rpn_match,
-                                                             rpn_bbox])
-            class_loss = KL.Lambda(lambda t: loss_fns["mrcnn_class_loss"](*t),
-                                   name="mrcnn_class_loss")([target_class_ids, mrcnn_class_logits,
-                                                             active_class_ids])
-            bbox_loss = KL.Lambda(lambda t: loss_fns["mrcnn_bbox_loss"](*t),
-                                  name="mrcnn_bbox_loss")([target_bbox, target_class_ids, mrcnn_bbox])
-            mask_loss = KL.Lambda(lambda t: loss_fns["mrcnn_mask_loss"](*t),
-                                  name="mrcnn_mask_loss")([target_mask, target_class_ids, mrcnn_mask])
-        outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
-                   mrcnn_bbox, mrcnn_mask, rpn_rois, output_rois,
-                   rpn_class_loss, rpn_bbox_loss, class_loss, bbox_loss, mask_loss]
-        model = MaskRCNNTrainingModel(inputs, outputs, name="mask_rcnn")
+            losses = self._build_losses(config, {
+                "rpn_class_loss": [inputs["input_rpn_match"], rpn_class_logits],
+                "rpn_bbox_loss": [inputs["input_rpn_bbox"], inputs["input_rpn_match"], rpn_bbox],
+                "mrcnn_class_loss": [target_class_ids, mrcnn_class_logits, active_class_ids],
+                "mrcnn_bbox_loss": [target_bbox, target_class_ids, mrcnn_bbox],
+                "mrcnn_mask_loss": [target_mask, target_class_ids, mrcnn_mask]})
+        outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask,
+                   rpn_rois, output_rois, *losses]
+        model = MaskRCNNTrainingModel(model_inputs, outputs, name="mask_rcnn")
         model.configure_losses(config.LOSS_WEIGHTS, config.WEIGHT_DECAY, reported.names)
         return model
 
     @staticmethod
-    def _fpn(features: Sequence[Any], config: Any):
-        """Top-down pathway: C2..C5 -> (P2..P6 for the RPN, P2..P5 for the heads)."""
-        size = config.TOP_DOWN_PYRAMID_SIZE
-        c2, c3, c4, c5 = features
-        p5 = KL.Conv2D(size, (1, 1), name="fpn_c5p5")(c5)
-        p4 = KL.Add(name="fpn_p4add")([KL.UpSampling2D(size=(2, 2), name="fpn_p5upsampled")(p5),
-                                       KL.Conv2D(size, (1, 1), name="fpn_c4p4")(c4)])
-        p3 = KL.Add(name="fpn_p3add")([KL.UpSampling2D(size=(2, 2), name="fpn_p4upsampled")(p4),
-                                       KL.Conv2D(size, (1, 1), name="fpn_c3p3")(c3)])
-        p2 = KL.Add(name="fpn_p2add")([KL.UpSampling2D(size=(2, 2), name="fpn_p3upsampled")(p3),
-                                       KL.Conv2D(size, (1, 1), name="fpn_c2p2")(c2)])
-        p2, p3, p4, p5 = (KL.Conv2D(size, (3, 3), padding="SAME", name=f"fpn_p{i}")(p)
-                          for i, p in zip(range(2, 6), (p2, p3, p4, p5)))
-        p6 = KL.MaxPooling2D(pool_size=(1, 1), strides=2, name="fpn_p6")(p5)
-        return [p2, p3, p4, p5, p6], [p2, p3, p4, p5]
+    def _build_losses(config: Any, loss_inputs: dict[str, list]) -> list:
+        """One ``KL.Lambda`` per loss of :data:`LOSS_NAMES`, named after it, in that order.
+
+        Each loss function is looked up by module-global name (``<loss name>_graph``) now, at
+        build time, so a patch applied to this module before construction is what the graph
+        trains with. ``rpn_bbox_loss_graph`` takes ``config`` first, as Matterport's does."""
+        def loss_layer(name: str, *leading: Any) -> Any:
+            fn = globals()[f"{name}_graph"]
+            return KL.Lambda(lambda t: fn(*leading, *t), name=name)(loss_inputs[name])
+
+        return [loss_layer(name, *((config,) if name == "rpn_bbox_loss" else ())) for name in LOSS_NAMES]
 
     def get_anchors(self, image_shape: Sequence[int]) -> np.ndarray:
         """Anchors of an input of ``image_shape``, normalised, cached per shape.
@@ -341,15 +341,10 @@ class MaskRCNN:
     def set_log_dir(self, model_path: str | None = None) -> None:
         """Set ``log_dir``, ``checkpoint_path`` and ``epoch``; resume them from a checkpoint
         path of the form ``.../<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch>.h5``."""
-        self.epoch = 0
-        now = datetime.datetime.now()
-        if model_path:
-            m = re.match(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
-                         r"mask\_rcnn\_[\w-]+(\d{4})\.h5", model_path)
-            if m:
-                now = datetime.datetime(*(int(m.group(i)) for i in range(1, 6)))
-                self.epoch = int(m.group(6))  # the file's 1-based epoch = next 0-based epoch
-                logger.info("Re-starting from epoch %d", self.epoch)
+        start, self.epoch = weights.parse_checkpoint_path(model_path) if model_path else (None, 0)
+        if start is not None:
+            logger.info("Re-starting from epoch %d", self.epoch)
+        now = start or datetime.datetime.now()
         name = self.config.NAME.lower()
         self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
@@ -611,13 +606,3 @@ class MaskRCNN:
         for key, value in result.items():
             log(key, value)
         return result
-
-
-class _NullScope:
-    """Stand-in for ``strategy.scope()`` when no strategy is used."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

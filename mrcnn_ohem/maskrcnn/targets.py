@@ -137,49 +137,63 @@ def build_detection_targets(rpn_rois: np.ndarray, gt_class_ids: np.ndarray,
     num_rois = int(config.TRAIN_ROIS_PER_IMAGE)
 
     overlaps = compute_overlaps(rpn_rois, gt_boxes)  # [N, num_gt]
-    assignment = overlaps.argmax(axis=1)
+    assignment = overlaps.argmax(axis=1)  # [N], each ROI's best GT box
     best_iou = overlaps[np.arange(overlaps.shape[0]), assignment]
+    keep, is_fg = _sample_rois(best_iou, num_rois, config.ROI_POSITIVE_RATIO)
+
+    rois = rpn_rois[keep]
+    roi_gt = assignment[keep]
+    roi_class_ids = np.where(is_fg, gt_class_ids[roi_gt], 0).astype(np.int32)
+    pos = np.flatnonzero(is_fg)
+    bboxes = np.zeros((num_rois, config.NUM_CLASSES, 4), dtype=np.float32)
+    if pos.size:
+        deltas = box_refinement(rois[pos], gt_boxes[roi_gt[pos]])
+        bboxes[pos, roi_class_ids[pos]] = deltas / np.asarray(config.BBOX_STD_DEV, dtype=np.float32)
+    masks = _mask_targets(rois, pos, roi_gt[pos], roi_class_ids[pos], gt_boxes, gt_masks, config)
+    return rois, roi_class_ids, bboxes, masks
+
+
+def _sample_rois(best_iou: np.ndarray, num_rois: int, positive_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Matterport's ROI sampling: positives (IoU > 0.5) capped at ``num_rois * positive_ratio``,
+    negatives fill the rest, and with too few ROIs negatives (else positives) repeat.
+
+    Args:
+        best_iou: [N] each ROI's highest IoU with a GT box.
+
+    Returns:
+        keep: [num_rois] int indices into the ROIs, positives first; is_fg: [num_rois] bool.
+    """
     fg_ids = np.flatnonzero(best_iou > 0.5)
     bg_ids = np.flatnonzero(best_iou <= 0.5)
-
-    fg_count = int(num_rois * config.ROI_POSITIVE_RATIO)
-    keep_fg = np.random.choice(fg_ids, fg_count, replace=False) if fg_ids.size > fg_count \
-        else fg_ids
+    fg_count = int(num_rois * positive_ratio)
+    keep_fg = np.random.choice(fg_ids, fg_count, replace=False) if fg_ids.size > fg_count else fg_ids
     remaining = num_rois - keep_fg.size
-    keep_bg = np.random.choice(bg_ids, remaining, replace=False) if bg_ids.size > remaining \
-        else bg_ids
+    keep_bg = np.random.choice(bg_ids, remaining, replace=False) if bg_ids.size > remaining else bg_ids
     keep = np.concatenate([keep_fg, keep_bg])
     if keep.size < num_rois:
         # Too few ROIs for the budget: repeat negatives (or positives if there are none).
         pool = keep_bg if keep_bg.size else keep_fg
         keep = np.concatenate([keep, np.random.choice(pool, num_rois - keep.size)])
-    is_fg = np.isin(keep, keep_fg)
+    return keep, np.isin(keep, keep_fg)
 
-    rois = rpn_rois[keep]
-    roi_gt = assignment[keep]
-    roi_class_ids = np.where(is_fg, gt_class_ids[roi_gt], 0).astype(np.int32)
 
-    bboxes = np.zeros((num_rois, config.NUM_CLASSES, 4), dtype=np.float32)
-    pos = np.flatnonzero(is_fg)
-    if pos.size:
-        deltas = box_refinement(rois[pos], gt_boxes[roi_gt[pos]])
-        bboxes[pos, roi_class_ids[pos]] = deltas / np.asarray(config.BBOX_STD_DEV,
-                                                              dtype=np.float32)
-
+def _mask_targets(rois: np.ndarray, pos: np.ndarray, pos_gt: np.ndarray, pos_class_ids: np.ndarray,
+                  gt_boxes: np.ndarray, gt_masks: np.ndarray, config: Any) -> np.ndarray:
+    """[len(rois), mask_height, mask_width, NUM_CLASSES] float32: each positive ROI's crop of
+    its GT mask (``gt_masks[..., pos_gt]``, pasted back to image size first if mini masks),
+    resized to ``MASK_SHAPE`` at its class; zeros elsewhere."""
     mask_h, mask_w = config.MASK_SHAPE[:2]
-    masks = np.zeros((num_rois, mask_h, mask_w, config.NUM_CLASSES), dtype=np.float32)
-    for i in pos:
-        gt_id = roi_gt[i]
+    masks = np.zeros((rois.shape[0], mask_h, mask_w, config.NUM_CLASSES), dtype=np.float32)
+    for i, gt_id, class_id in zip(pos, pos_gt, pos_class_ids):
         full = gt_masks[:, :, gt_id]
         if config.USE_MINI_MASK:
             # Paste the mini mask back into an image-sized canvas at its GT box.
             full = np.zeros(tuple(config.IMAGE_SHAPE[:2]), dtype=bool)
             y1, x1, y2, x2 = (int(v) for v in gt_boxes[gt_id])
             if y2 > y1 and x2 > x1:
-                full[y1:y2, x1:x2] = resize(gt_masks[:, :, gt_id].astype(np.float32),
-                                            (y2 - y1, x2 - x1)) >= 0.5
+                full[y1:y2, x1:x2] = resize(gt_masks[:, :, gt_id].astype(np.float32), (y2 - y1, x2 - x1)) >= 0.5
         y1, x1, y2, x2 = (int(v) for v in rois[i])
         crop = full[y1:y2, x1:x2].astype(np.float32)
         if crop.size:
-            masks[i, :, :, roi_class_ids[i]] = resize(crop, (mask_h, mask_w))
-    return rois, roi_class_ids, bboxes, masks
+            masks[i, :, :, class_id] = resize(crop, (mask_h, mask_w))
+    return masks

@@ -29,7 +29,7 @@ KM = keras.models
 logger = logging.getLogger(__name__)
 
 __all__ = ["LOSS_NAMES", "WEIGHT_DECAY_NAME", "LAYER_PRESETS", "MaskRCNNTrainingModel",
-           "tensorboard_callback"]
+           "default_strategy", "tensorboard_callback"]
 
 #: The five losses, in Matterport's order; layer names, metric names and LOSS_WEIGHTS keys.
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
@@ -134,3 +134,21 @@ def tensorboard_callback(log_dir: str) -> list:
         return []
     return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
                                         write_images=False)]
+
+
+def default_strategy(gpu_count: int) -> tf.distribute.Strategy | None:
+    """``MirroredStrategy`` over the first ``gpu_count`` GPUs (``Config.GPU_COUNT``), or None
+    for a single device.
+
+    Raises:
+        ValueError: fewer than ``gpu_count`` GPUs are visible.
+    """
+    count = int(gpu_count)
+    if count <= 1:
+        return None
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) < count:
+        raise ValueError(
+            f"config.GPU_COUNT: expected at most the {len(gpus)} visible GPU(s), received "
+            f"{count}; lower GPU_COUNT or pass strategy=tf.distribute.MirroredStrategy(...)")
+    return tf.distribute.MirroredStrategy([d.name for d in gpus[:count]])

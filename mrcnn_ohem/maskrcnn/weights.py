@@ -7,8 +7,10 @@ with h5py, so the check that every shape fits happens before any weight is chang
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +23,7 @@ from mrcnn_ohem._compat import import_tf_keras
 keras = import_tf_keras()
 logger = logging.getLogger(__name__)
 
-__all__ = ["find_last", "read_h5_weights", "load_h5_weights", "CLASS_HEADS", "class_head_rows",
+__all__ = ["find_last", "parse_checkpoint_path", "read_h5_weights", "load_h5_weights", "CLASS_HEADS", "class_head_rows",
            "read_class_head_rows", "select_class_rows"]
 
 #: The class-specific layers -> values per class on their last weight axis (the bbox head
@@ -68,6 +70,20 @@ def read_class_head_rows(filepath: str) -> int | None:
 
 def _weights_group(f: Any) -> Any:
     return f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+
+
+def parse_checkpoint_path(path: str) -> tuple[datetime.datetime | None, int]:
+    """Start time and epoch of a checkpoint ``.../<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch>.h5``.
+
+    Returns:
+        (the run directory's start time, the file's 1-based epoch, which is the next 0-based
+        epoch to train), or (None, 0) when ``path`` does not have that form.
+    """
+    m = re.match(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
+                 r"mask\_rcnn\_[\w-]+(\d{4})\.h5", path)
+    if not m:
+        return None, 0
+    return datetime.datetime(*(int(m.group(i)) for i in range(1, 6))), int(m.group(6))
 
 
 def read_h5_weights(filepath: str) -> OrderedDict[str, list[np.ndarray]]:
