@@ -120,8 +120,12 @@ def ohem_rpn_class_loss(
 
     positives = tf.equal(match, POSITIVE)  # [batch, anchors]
     negatives = tf.equal(match, NEGATIVE)  # [batch, anchors]
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(positives, tf.int32), logits=logits
+    labels = tf.cast(positives, tf.int32)  # [batch, anchors]
+    # Ranked without gradient; the kept anchors' losses are recomputed from their gathered logits
+    # below (the same numbers), so the backward pass runs over the kept anchors only instead of
+    # a cross-entropy gradient over every anchor.
+    losses = tf.stop_gradient(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     )  # [batch, anchors]
 
     budget = tf.constant(top_k, tf.int32)
@@ -129,8 +133,11 @@ def ohem_rpn_class_loss(
         max_positives = None if positive_fraction is None else math.floor(positive_fraction * top_k)
     else:
         batch = tf.shape(losses)[0]
-        losses, positives, negatives = (tf.reshape(t, [1, -1]) for t in (losses, positives, negatives))
-        budget = budget * batch  # one pool: [1, batch * anchors]
+        losses, positives, negatives, labels = (
+            tf.reshape(t, [1, -1]) for t in (losses, positives, negatives, labels)
+        )
+        logits = tf.reshape(logits, [1, -1, 2])  # one pool: [1, batch * anchors, 2]
+        budget = budget * batch
         max_positives = None
         if positive_fraction is not None:
             max_positives = tf.cast(
@@ -143,7 +150,11 @@ def ohem_rpn_class_loss(
         indices, keep = selection.hardest_with_positive_cap(
             losses, positives, negatives, budget, max_positives
         )
-    return _masked_mean(tf.gather(losses, indices, batch_dims=1), keep)
+    kept_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.gather(labels, indices, batch_dims=1),
+        logits=tf.gather(logits, indices, batch_dims=1),
+    )  # [rows, width]
+    return _masked_mean(kept_losses, keep)
 
 
 def _masked_mean(values: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
