@@ -9,22 +9,31 @@ Times, for batch 2 x 261,888 anchors labelled by the OHEM target builder (every 
 And per image, in NumPy: ``mrcnn_ohem.targets.build_rpn_targets``, the bundled model's Matterport
 ``build_rpn_targets`` (random 256) and one bare IoU pass (``compute_overlaps``), the floor.
 
+Every table's rows are measured side by side in one process, interleaved (each round calls
+every variant once, alternating the order), so load drift on a shared machine reaches all rows
+alike; the section states the load average before and after.
+
 Run from the repo root: ``python -m benchmarks.loss_speed [--write]``.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
 
-from benchmarks._results import command_line, machine_line, write_section  # noqa: E402
+from benchmarks._results import (  # noqa: E402
+    command_line,
+    interleave,
+    load_average,
+    machine_line,
+    median_and_spread,
+    write_section,
+)
 from mrcnn_ohem import (
     build_rpn_targets,  # noqa: E402
     ohem_rpn_class_loss,  # noqa: E402
@@ -41,15 +50,10 @@ class FullSizeConfig(Config):
     NUM_CLASSES = 2
 
 
-def median_ms(function, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def interleaved_ms(functions: dict, repeats: int) -> list[tuple[str, float, float, float]]:
+    """``(name, median, min, max)`` ms of each function, measured interleaved."""
+    times = interleave(functions, repeats, warmup=2)
+    return [(name, *(1000 * v for v in median_and_spread(t))) for name, t in times.items()]
 
 
 def make_inputs(config, rng):
@@ -81,7 +85,7 @@ def loss_timings(rpn_match, repeats):
                 loss = loss_fn(match, logits)
             return loss, tape.gradient(loss, logits)
 
-        return median_ms(lambda: [t.numpy() for t in step()], repeats)
+        return lambda: [t.numpy() for t in step()]
 
     def floor(m, l):
         labels = tf.cast(tf.equal(tf.squeeze(m, -1), 1), tf.int32)
@@ -94,7 +98,7 @@ def loss_timings(rpn_match, repeats):
         return tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.gather_nd(l, where)))
 
-    rows = [
+    functions = dict([
         ("plain softmax cross-entropy over all anchors (floor)", timed(floor)),
         ("Matterport rpn_class_loss_graph (all non-neutral)", timed(matterport)),
         ("circulated snippet (pooled top-k, >= threshold)", timed(lambda m, l: circulated_rpn_class_loss(m, l, 256))),
@@ -103,27 +107,26 @@ def loss_timings(rpn_match, repeats):
          timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256, per_image=False))),
         ("ohem_rpn_class_loss, per image, positive_fraction=0.5",
          timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256, positive_fraction=0.5))),
-    ]
-    return rows
+    ])
+    return interleaved_ms(functions, repeats)
 
 
 def target_timings(config, anchors, images, repeats):
     gt_ids, gt_boxes = images[0]
-    rows = [
-        ("compute_overlaps(anchors, gt) alone (floor)",
-         median_ms(lambda: compute_overlaps(anchors, gt_boxes), repeats)),
-        ("Matterport build_rpn_targets (random 256)", median_ms(
+    functions = {
+        "compute_overlaps(anchors, gt) alone (floor)": lambda: compute_overlaps(anchors, gt_boxes),
+        "Matterport build_rpn_targets (random 256)":
             lambda: matterport_targets.build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config),
-            repeats)),
-        ("mrcnn_ohem build_rpn_targets (every negative)", median_ms(
-            lambda: build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config), repeats)),
-    ]
-    return rows
+        "mrcnn_ohem build_rpn_targets (every negative)":
+            lambda: build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config),
+    }
+    return interleaved_ms(functions, repeats)
 
 
 def table(rows, floor_ms, unit):
-    lines = [f"| what | median {unit} | x floor |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {ms:.1f} | {ms / floor_ms:.2f} |" for name, ms in rows]
+    lines = [f"| what | median {unit} | min - max | x floor |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {ms:.1f} | {low:.1f} - {high:.1f} | {ms / floor_ms:.2f} |"
+              for name, ms, low, high in rows]
     return "\n".join(lines)
 
 
@@ -139,20 +142,25 @@ def main(argv=None) -> int:
     rpn_match = np.stack([
         build_rpn_targets(config.IMAGE_SHAPE, anchors, ids, boxes, config)[0] for ids, boxes in images
     ])
+    loads = [load_average()]
     negatives = int((rpn_match == -1).sum())
     positives = int((rpn_match == 1).sum())
     loss_rows = loss_timings(rpn_match, args.repeats)
     target_rows = target_timings(config, anchors, images, args.repeats)
+    loads.append(load_average())
+    shared = (" (**shared machine**: other jobs ran, so absolute times are inflated; the rows were "
+              "measured interleaved, which keeps the ratios fair)")
+    shared = shared if max([float(v.split()[0]) for v in loads if v != "unknown"] or [0.0]) > 1.0 else ""
     ratio = loss_rows[3][1] / loss_rows[0][1]
     body = "\n".join([
         "## Loss and target cost at 1024x1024 (`benchmarks/loss_speed.py`)",
         "",
         f"Command: `{command_line()}`  ",
-        f"Machine: {machine_line()}",
+        f"Machine: {machine_line()}; 1/5/15-minute load average {loads[0]} before, {loads[1]} after{shared}.",
         "",
         f"Batch {rpn_match.shape[0]} x {rpn_match.shape[1]:,} anchors; targets from the OHEM builder: "
         f"{negatives:,} negatives and {positives} positives are candidates. Forward + backward, "
-        f"`tf.function`, median of {args.repeats} runs.",
+        f"`tf.function`, median of {args.repeats} interleaved rounds.",
         "",
         table(loss_rows, loss_rows[0][1], "ms"),
         "",
