@@ -13,7 +13,9 @@ Measured in one process, the variants interleaved (alternating order) over sever
 1. ms per image: ``generator[i]`` in the calling thread, divided by the batch size;
 2. images/s with the generator's workers: tf-keras' ``OrderedEnqueuer`` with ``--workers``
    threads, what ``MaskRCNN.train`` runs under ``fit``;
-3. where the time goes: a cProfile of one pass per variant, by stage.
+3. where the time goes: a cProfile of one pass per variant, by stage;
+4. the image resize before and after this package's fix: ``skimage.transform.resize`` (what
+   ``resize_image`` called) against the channel-by-channel zoom it calls now (same pixels).
 
 Run from the repo root: ``python -m benchmarks.data_path [--write]``.
 """
@@ -166,6 +168,22 @@ def profile_stages(generators: dict) -> dict[str, dict[str, float]]:
     return result
 
 
+def time_resize(dataset, rounds: int) -> dict[str, list[float]]:
+    """Seconds to resize one source image to 1024 px: skimage's resize vs the 2-D zoom."""
+    from benchmarks._results import interleave
+    from mrcnn_ohem.maskrcnn import utils
+
+    image = dataset.load_image(dataset.image_ids[0])
+    h, w = image.shape[:2]
+    scale = 1024 / max(h, w)
+    shape = (round(h * scale), round(w * scale))
+    return interleave({
+        "skimage.transform.resize": lambda: utils.resize(image, shape, order=1, mode="constant",
+                                                         preserve_range=True),
+        "channel-by-channel zoom (now)": lambda: utils._resize_bilinear(image, shape),
+    }, rounds)
+
+
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -173,7 +191,7 @@ def load_average() -> str:
         return "unknown"
 
 
-def render(args, serial, rates, stages, loads, batch_size) -> str:
+def render(args, serial, rates, stages, loads, batch_size, resize_times=None) -> str:
     from benchmarks._results import command_line, machine_line
 
     ms = {name: 1000 * statistics.median(t) / batch_size for name, t in serial.items()}
@@ -216,6 +234,10 @@ def render(args, serial, rates, stages, loads, batch_size) -> str:
     ]
     for label in [s[0] for s in STAGES] + ["total (profiled)"]:
         lines.append(f"| {label} | {1000 * stages['plain'][label]:.1f} | {1000 * stages['ohem'][label]:.1f} |")
+    if resize_times:
+        lines += ["", "Resizing one 640x480 image to 1024x768 (interleaved, median ms; identical pixels):", "",
+                  "| resize | median ms |", "| --- | ---: |"]
+        lines += [f"| {name} | {1000 * statistics.median(t):.1f} |" for name, t in resize_times.items()]
     return "\n".join(lines)
 
 
@@ -241,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         rates = time_workers(generators, args.rounds, args.workers, batches=len(generators["plain"]))
         logger.info("profiling")
         stages = profile_stages(generators)
+        resize_times = time_resize(dataset, args.rounds)
     loads.append(load_average())
-    text = render(args, serial, rates, stages, loads, config.BATCH_SIZE)
+    text = render(args, serial, rates, stages, loads, config.BATCH_SIZE, resize_times)
     print(text)
     if args.write:
         from benchmarks._results import write_section
