@@ -49,3 +49,50 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages from ``/proc/loadavg`` ("unknown" elsewhere)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def interleave(functions: dict, rounds: int, warmup: int = 1, clock=None) -> dict[str, list[float]]:
+    """Seconds per call of each function, measured side by side in this process.
+
+    Every round calls each function once, in alternating order (forward on even rounds,
+    reversed on odd ones), so a change in machine load reaches all variants alike.
+
+    Args:
+        functions: name -> callable taking no arguments.
+        rounds: timed calls per function.
+        warmup: untimed rounds first (tracing, caches).
+        clock: time source (default ``time.perf_counter``); for tests.
+
+    Returns:
+        name -> list of ``rounds`` durations in seconds, in call order.
+    """
+    import time
+
+    clock = clock or time.perf_counter
+    names = list(functions)
+    for _ in range(warmup):
+        for name in names:
+            functions[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            start = clock()
+            functions[name]()
+            times[name].append(clock() - start)
+    return times
+
+
+def median_and_spread(values) -> tuple[float, float, float]:
+    """(median, min, max) of ``values``."""
+    import statistics
+
+    values = list(values)
+    return statistics.median(values), min(values), max(values)

@@ -6,22 +6,20 @@ Times, for batch 2 x 261,888 anchors labelled by the OHEM target builder (every 
 - one plain softmax cross-entropy over all anchors, the floor any RPN loss pays;
 - Matterport's plain ``rpn_class_loss_graph`` (mean over the non-neutral anchors).
 
-The mining options of issue 11 (NMS de-duplication at IoU 0.7 over the real anchors, the
-negative ratio, the selection statistics) get their own table and section, as ratios to the same
-floor; ``--mining-only`` times just that table.
-
 And per image, in NumPy: ``mrcnn_ohem.targets.build_rpn_targets``, the bundled model's Matterport
 ``build_rpn_targets`` (random 256) and one bare IoU pass (``compute_overlaps``), the floor.
 
-Run from the repo root: ``python -m benchmarks.loss_speed [--write]``.
+Every table's rows are measured side by side in one process, interleaved (each round calls
+every variant once, alternating the order), so load drift on a shared machine reaches all rows
+alike; the section states the load average before and after.
+
+Run from the repo root: ``python -m benchmarks.loss_speed [--write]``. The mining options (NMS,
+negative ratio, statistics) have their own script, :mod:`benchmarks.mining_speed`.
 """
 from __future__ import annotations
 
 import argparse
-import os  # noqa: F401 (main's version of this file reads os.getloadavg)
-import statistics
 import sys
-import time
 
 from mrcnn_ohem._compat import quiet_tensorflow
 
@@ -30,7 +28,14 @@ quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_L
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks._results import command_line, machine_line, write_section  # noqa: E402
+from benchmarks._results import (  # noqa: E402
+    command_line,
+    interleave,
+    load_average,
+    machine_line,
+    median_and_spread,
+    write_section,
+)
 from mrcnn_ohem import (  # noqa: E402
     build_rpn_targets,  # noqa: E402
     ohem_rpn_class_loss,  # noqa: E402
@@ -47,15 +52,10 @@ class FullSizeConfig(Config):
     NUM_CLASSES = 2
 
 
-def median_ms(function, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def interleaved_ms(functions: dict, repeats: int) -> list[tuple[str, float, float, float]]:
+    """``(name, median, min, max)`` ms of each function, measured interleaved."""
+    times = interleave(functions, repeats, warmup=2)
+    return [(name, *(1000 * v for v in median_and_spread(t))) for name, t in times.items()]
 
 
 def make_inputs(config, rng):
@@ -87,7 +87,7 @@ def loss_timings(rpn_match, repeats):
                 loss = loss_fn(match, logits)
             return loss, tape.gradient(loss, logits)
 
-        return median_ms(lambda: [t.numpy() for t in step()], repeats)
+        return lambda: [t.numpy() for t in step()]
 
     def floor(m, l):
         labels = tf.cast(tf.equal(tf.squeeze(m, -1), 1), tf.int32)
@@ -100,7 +100,7 @@ def loss_timings(rpn_match, repeats):
         return tf.reduce_mean(
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.gather_nd(l, where)))
 
-    rows = [
+    functions = dict([
         ("plain softmax cross-entropy over all anchors (floor)", timed(floor)),
         ("Matterport rpn_class_loss_graph (all non-neutral)", timed(matterport)),
         ("circulated snippet (pooled top-k, >= threshold)", timed(lambda m, l: circulated_rpn_class_loss(m, l, 256))),
@@ -109,87 +109,26 @@ def loss_timings(rpn_match, repeats):
          timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256, per_image=False))),
         ("ohem_rpn_class_loss, per image, positive_fraction=0.5",
          timed(lambda m, l: ohem_rpn_class_loss(m, l, top_k=256, positive_fraction=0.5))),
-    ]
-    return rows
-
-
-def median_cpu_ms(function, repeats: int) -> float:
-    """Median CPU time of this process per call (all threads), less sensitive than wall time to
-    other jobs on a shared machine."""
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        function()
-        times.append(time.process_time() - start)
-    return 1000 * statistics.median(times)
-
-
-def mining_table(rows) -> str:
-    wall0, cpu0 = rows[0][1]
-    lines = ["| what | median wall ms | x floor (wall) | median CPU ms | x floor (CPU) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {name} | {wall:.1f} | {wall / wall0:.2f} | {cpu:.1f} | {cpu / cpu0:.2f} |"
-              for name, (wall, cpu) in rows]
-    return "\n".join(lines)
-
-
-def mining_timings(rpn_match, anchors, repeats):
-    """Forward + backward of the mining options, beside the floor and the plain OHEM loss."""
-    batch, count = rpn_match.shape
-    logits = tf.Variable(tf.random.normal([batch, count, 2], seed=1))
-    match = tf.constant(rpn_match[..., None])
-    boxes = tf.constant(anchors, tf.float32)
-
-    def timed(loss_fn):
-        @tf.function
-        def step():
-            with tf.GradientTape() as tape:
-                loss = loss_fn(match, logits)
-            return loss, tape.gradient(loss, logits)
-
-        run = lambda: [t.numpy() for t in step()]  # noqa: E731
-        return median_ms(run, repeats), median_cpu_ms(run, repeats)
-
-    def floor(m, l):
-        labels = tf.cast(tf.equal(tf.squeeze(m, -1), 1), tf.int32)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=l))
-
-    def ohem(**options):
-        def loss(m, l):
-            result = ohem_rpn_class_loss(m, l, top_k=256, **options)
-            return result[0] if isinstance(result, tuple) else result
-        return loss
-
-    nms = dict(anchors=boxes, nms_threshold=0.7)
-    ratio = dict(max_negatives_per_positive=3.0, min_negatives=64)
-    return [
-        ("plain softmax cross-entropy over all anchors (floor)", timed(floor)),
-        ("ohem_rpn_class_loss, per image, k=256 (no mining options)", timed(ohem())),
-        ("+ nms_threshold=0.7", timed(ohem(**nms))),
-        ("+ nms_threshold=0.7, pooled", timed(ohem(per_image=False, **nms))),
-        ("+ max_negatives_per_positive=3, min_negatives=64", timed(ohem(**ratio))),
-        ("+ return_stats=True", timed(ohem(return_stats=True))),
-        ("+ all three (nms 0.7, ratio 3 / 64, stats)", timed(ohem(return_stats=True, **nms, **ratio))),
-    ]
+    ])
+    return interleaved_ms(functions, repeats)
 
 
 def target_timings(config, anchors, images, repeats):
     gt_ids, gt_boxes = images[0]
-    rows = [
-        ("compute_overlaps(anchors, gt) alone (floor)",
-         median_ms(lambda: compute_overlaps(anchors, gt_boxes), repeats)),
-        ("Matterport build_rpn_targets (random 256)", median_ms(
+    functions = {
+        "compute_overlaps(anchors, gt) alone (floor)": lambda: compute_overlaps(anchors, gt_boxes),
+        "Matterport build_rpn_targets (random 256)":
             lambda: matterport_targets.build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config),
-            repeats)),
-        ("mrcnn_ohem build_rpn_targets (every negative)", median_ms(
-            lambda: build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config), repeats)),
-    ]
-    return rows
+        "mrcnn_ohem build_rpn_targets (every negative)":
+            lambda: build_rpn_targets(config.IMAGE_SHAPE, anchors, gt_ids, gt_boxes, config),
+    }
+    return interleaved_ms(functions, repeats)
 
 
 def table(rows, floor_ms, unit):
-    lines = [f"| what | median {unit} | x floor |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {ms:.1f} | {ms / floor_ms:.2f} |" for name, ms in rows]
+    lines = [f"| what | median {unit} | min - max | x floor |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {name} | {ms:.1f} | {low:.1f} - {high:.1f} | {ms / floor_ms:.2f} |"
+              for name, ms, low, high in rows]
     return "\n".join(lines)
 
 
@@ -197,8 +136,6 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per row (median reported)")
     parser.add_argument("--write", action="store_true", help="write the tables to benchmarks/RESULTS.md")
-    parser.add_argument("--mining-only", action="store_true",
-                        help="time only the mining options (section loss_speed_mining)")
     args = parser.parse_args(argv)
 
     config = FullSizeConfig()
@@ -207,45 +144,25 @@ def main(argv=None) -> int:
     rpn_match = np.stack([
         build_rpn_targets(config.IMAGE_SHAPE, anchors, ids, boxes, config)[0] for ids, boxes in images
     ])
+    loads = [load_average()]
     negatives = int((rpn_match == -1).sum())
     positives = int((rpn_match == 1).sum())
-    load_before = os.getloadavg()[0]
-    mining_rows = mining_timings(rpn_match, anchors, args.repeats)
-    nms_wall = mining_rows[2][1][0] / mining_rows[0][1][0]
-    nms_cpu = mining_rows[2][1][1] / mining_rows[0][1][1]
-    mining = "\n".join([
-        "## Cost of the mining options at 1024x1024 (`benchmarks/loss_speed.py`)",
-        "",
-        f"Command: `{command_line()}`  ",
-        f"Machine: {machine_line()}; 1-minute load average {load_before:.1f} before and "
-        f"{os.getloadavg()[0]:.1f} after this table (shared machine: other jobs ran meanwhile)",
-        "",
-        f"Batch {rpn_match.shape[0]} x {rpn_match.shape[1]:,} anchors, OHEM targets ({negatives:,} negatives, "
-        f"{positives} positives), random logits; NMS over the model's own anchors. Forward + backward, "
-        f"`tf.function`, median of {args.repeats} runs (wall time, then process CPU time over all threads).",
-        "",
-        mining_table(mining_rows),
-        "",
-        f"NMS at 0.7 costs **{nms_wall:.2f}x** the floor in wall time and **{nms_cpu:.2f}x** in CPU time "
-        f"(goal: <= 2x); on a loaded machine trust the CPU column more.",
-    ])
-    print(mining)
-    if args.write:
-        write_section("loss_speed_mining", mining)
-    if args.mining_only:
-        return 0
     loss_rows = loss_timings(rpn_match, args.repeats)
     target_rows = target_timings(config, anchors, images, args.repeats)
+    loads.append(load_average())
+    shared = (" (**shared machine**: other jobs ran, so absolute times are inflated; the rows were "
+              "measured interleaved, which keeps the ratios fair)")
+    shared = shared if max([float(v.split()[0]) for v in loads if v != "unknown"] or [0.0]) > 1.0 else ""
     ratio = loss_rows[3][1] / loss_rows[0][1]
     body = "\n".join([
         "## Loss and target cost at 1024x1024 (`benchmarks/loss_speed.py`)",
         "",
         f"Command: `{command_line()}`  ",
-        f"Machine: {machine_line()}",
+        f"Machine: {machine_line()}; 1/5/15-minute load average {loads[0]} before, {loads[1]} after{shared}.",
         "",
         f"Batch {rpn_match.shape[0]} x {rpn_match.shape[1]:,} anchors; targets from the OHEM builder: "
         f"{negatives:,} negatives and {positives} positives are candidates. Forward + backward, "
-        f"`tf.function`, median of {args.repeats} runs.",
+        f"`tf.function`, median of {args.repeats} interleaved rounds.",
         "",
         table(loss_rows, loss_rows[0][1], "ms"),
         "",

@@ -1,11 +1,14 @@
 """Training-step time of the bundled Mask R-CNN with and without the OHEM patch.
 
-Each variant runs in its own Python process (same code, same synthetic batches, same seed),
-so neither inherits the other's traced graphs, caches or memory:
+Both variants are built in one process (same synthetic images, same seed) and timed
+interleaved: every round runs ``--steps`` steps of each variant, alternating which goes first,
+over ``--rounds`` rounds, so load drift on a shared machine reaches both alike. The section
+reports the median over all timed steps, the spread of the per-round medians, and the load
+average before and after:
 
 - ``plain``: the bundled model as shipped (Matterport's loss and random 256-anchor targets);
 - ``ohem``: ``mrcnn_ohem.patch(config, module=mrcnn_ohem.maskrcnn.model)`` applied before the
-  model and the data generator are built (OHEM loss in the graph, every negative kept).
+  model and the data generator are built (OHEM loss in the graph, every negative kept);
 - ``ohem_roi``: the patch with ``OHEM_RPN = False`` and ``OHEM_ROI = True``: the heads see a
   pool of ``--roi-pool`` RoIs per image instead of ``--rois`` and the class loss keeps the
   hardest ``--rois`` (the RPN is Matterport's);
@@ -23,23 +26,18 @@ Run from the repo root: ``python -m benchmarks.train_step [--variants plain ohem
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("plain", "ohem", "ohem_roi", "focal")
 logger = logging.getLogger("benchmarks.train_step")
 
 
-def _make_config(args: argparse.Namespace):
+def _make_config(args: argparse.Namespace, variant: str = "ohem"):
     import mrcnn_ohem
 
     class BenchConfig(mrcnn_ohem.OHEMConfig):
@@ -53,13 +51,13 @@ def _make_config(args: argparse.Namespace):
         # a fixed OHEM cost shows up larger, not smaller.
         TRAIN_ROIS_PER_IMAGE = args.rois
         POST_NMS_ROIS_TRAINING = 1000
-        STEPS_PER_EPOCH = 1
-        VALIDATION_STEPS = 1
-        OHEM_RPN = args.child in ("ohem", "focal")
-        OHEM_RPN_LOSS = "focal" if args.child == "focal" else "ohem"
-        OHEM_ROI = args.child == "ohem_roi"
+        OHEM_RPN = variant in ("ohem", "focal")
+        OHEM_RPN_LOSS = "focal" if variant == "focal" else "ohem"
+        OHEM_ROI = variant == "ohem_roi"
         OHEM_ROI_POOL = max(args.roi_pool, args.rois)
         MASK_HEAD_FILTERS = args.mask_filters
+        STEPS_PER_EPOCH = 1
+        VALIDATION_STEPS = 1
 
     return BenchConfig()
 
@@ -101,8 +99,8 @@ def _make_dataset(count: int, size: int):
     return dataset
 
 
-def run_variant(args: argparse.Namespace) -> dict:
-    """Time one variant in this process; returns the raw step and batch times (seconds)."""
+def build_variant(variant: str, args: argparse.Namespace) -> dict:
+    """Build one variant's model and batches; the OHEM patch is restored before returning."""
     import numpy as np
     import tensorflow as tf
 
@@ -111,82 +109,113 @@ def run_variant(args: argparse.Namespace) -> dict:
 
     np.random.seed(0)
     tf.random.set_seed(0)
-    config = _make_config(args)
-    handle = mrcnn_ohem.patch(config, module=modellib) if args.child != "plain" else None
-    dataset = _make_dataset(8, args.size)
-    generator = modellib.DataGenerator(dataset, config, shuffle=False, seed=0)
-    batch_times, batches = [], []
-    for i in range(len(generator)):
-        start = time.perf_counter()
-        batches.append(generator[i][0])
-        batch_times.append(time.perf_counter() - start)
+    config = _make_config(args, variant)
+    handle = mrcnn_ohem.patch(config, module=modellib) if variant != "plain" else None
+    try:
+        dataset = _make_dataset(8, args.size)
+        generator = modellib.DataGenerator(dataset, config, shuffle=False, seed=0,
+                                           build_rpn_targets=modellib.build_rpn_targets)
+        batch_times, batches = [], []
+        for i in range(len(generator)):
+            start = time.perf_counter()
+            batches.append(generator[i][0])
+            batch_times.append(time.perf_counter() - start)
+        model = modellib.MaskRCNN("training", config, str(REPO / "benchmarks" / ".logs"))
+        model.set_trainable(modellib.LAYER_PRESETS[args.layers], verbose=0)
+        model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
+    finally:
+        if handle is not None:
+            handle.restore()
     negatives = int(np.sum(batches[0][2] == -1))
-    model = modellib.MaskRCNN("training", config, str(REPO / "benchmarks" / ".logs"))
-    model.set_trainable(modellib.LAYER_PRESETS[args.layers], verbose=0)
-    model.compile(config.LEARNING_RATE, config.LEARNING_MOMENTUM)
-    step_times = []
-    for step in range(args.warmup + args.steps):
-        inputs = batches[step % len(batches)]
+    return {"model": model, "batches": batches, "batch_times": batch_times,
+            "negatives_per_batch": negatives, "next": 0}
+
+
+def _steps(built: dict, count: int) -> list[float]:
+    """Run ``count`` ``train_on_batch`` steps of one variant; seconds per step."""
+    times = []
+    for _ in range(count):
+        inputs = built["batches"][built["next"] % len(built["batches"])]
+        built["next"] += 1
         start = time.perf_counter()
-        model.keras_model.train_on_batch(inputs)
-        if step >= args.warmup:
-            step_times.append(time.perf_counter() - start)
-    if handle is not None:
-        handle.restore()
-    return {"variant": args.child, "step_times": step_times, "batch_times": batch_times,
-            "negatives_per_batch": negatives}
+        built["model"].keras_model.train_on_batch(inputs)
+        times.append(time.perf_counter() - start)
+    return times
 
 
-def _spawn(variant: str, argv: list[str]) -> dict:
-    command = [sys.executable, "-m", "benchmarks.train_step", "--child", variant, *argv]
-    logger.info("running %s", " ".join(command[1:]))
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"benchmark child {variant!r} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def run(args: argparse.Namespace) -> dict[str, dict]:
+    """Build the variants, warm them up, then time them interleaved over ``args.rounds``."""
+    variants = selected(args)
+    built = {variant: build_variant(variant, args) for variant in variants}
+    for variant in variants:
+        _steps(built[variant], args.warmup)
+    results = {v: {"rounds": [], "batch_times": built[v]["batch_times"],
+                   "negatives_per_batch": built[v]["negatives_per_batch"]} for v in variants}
+    for round_index in range(args.rounds):
+        order = variants if round_index % 2 == 0 else variants[::-1]
+        for variant in order:
+            results[variant]["rounds"].append(_steps(built[variant], args.steps))
+        logger.info("round %d: %s", round_index + 1, ", ".join(
+            f"{v} {1000 * statistics.median(results[v]['rounds'][-1]):.0f} ms" for v in variants))
+    return results
 
 
-def render(args: argparse.Namespace, results: dict[str, list[dict]]) -> str:
-    """The markdown section: settings, command, and one row per variant."""
-    def median_ms(key, variant):
-        return 1000 * statistics.median(t for r in results[variant] for t in r[key])
+def selected(args: argparse.Namespace) -> list[str]:
+    """The variants to time, in :data:`VARIANTS` order; ``plain`` always (the reference)."""
+    return [v for v in VARIANTS if v == "plain" or v in args.variants]
 
-    plain_step = median_ms("step_times", "plain")
+
+def render(args: argparse.Namespace, results: dict[str, dict], loads: list[str]) -> str:
+    """The markdown section: settings, command, load average, and one row per variant."""
+    def all_steps(variant):
+        return [t for r in results[variant]["rounds"] for t in r]
+
+    plain = statistics.median(all_steps("plain"))
+    plain_rounds = [statistics.median(r) for r in results["plain"]["rounds"]]
     lines = [
         "## Training step of the bundled Mask R-CNN, with and without the OHEM patch",
         "",
-        f"Machine: {_machine()}",
-        f"Load average (1, 5, 15 min) before / after: {results['load'][0]} / {results['load'][1]}",
+        f"Machine: {_machine()}; 1/5/15-minute load average {loads[0]} before, {loads[1]} after"
+        f"{SHARED_NOTE if _loaded(loads) else ''}.",
         f"Command: `{_command()}`",
         "",
         f"Config: {args.size}x{args.size} images, {args.backbone}, batch {args.batch}, layers "
-        f"\"{args.layers}\", TRAIN_ROIS_PER_IMAGE {args.rois} of 1000 proposals, "
-        f"{args.warmup} warm-up + {args.steps} timed `train_on_batch` steps per run, "
-        f"{args.rounds} run(s) per variant, each in its own process, alternating; ohem_roi: a pool "
-        f"of {max(args.roi_pool, args.rois)} RoIs per image, class loss on the hardest {args.rois}; "
-        f"mask head {args.mask_filters} filters.",
+        f"\"{args.layers}\", TRAIN_ROIS_PER_IMAGE {args.rois} of 1000 proposals, mask head "
+        f"{args.mask_filters} filters; ohem_roi: a pool of {max(args.roi_pool, args.rois)} RoIs per "
+        f"image, class loss on the hardest {args.rois}; all variants built in one process, "
+        f"{args.warmup} warm-up steps each, then {args.rounds} rounds of "
+        f"{args.steps} timed `train_on_batch` steps per variant, interleaved (order alternating).",
         "",
-        "| variant | median step (ms) | vs plain | median data batch (ms) | negatives in batch |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| variant | median step (ms) | per-round medians (ms) | vs plain | per-round vs plain | "
+        "median data batch (ms) | negatives in batch |",
+        "| --- | ---: | --- | ---: | --- | ---: | ---: |",
     ]
-    for variant in (v for v in VARIANTS if results.get(v)):
-        step = median_ms("step_times", variant)
+    for variant in results:
+        step = statistics.median(all_steps(variant))
+        rounds = [statistics.median(r) for r in results[variant]["rounds"]]
+        relative = [100 * (r / p - 1) for r, p in zip(rounds, plain_rounds)]
         lines.append(
-            f"| {variant} | {step:.0f} | {100 * (step / plain_step - 1):+.1f}% | "
-            f"{median_ms('batch_times', variant):.0f} | "
-            f"{results[variant][0]['negatives_per_batch']} |")
+            f"| {variant} | {1000 * step:.0f} | {', '.join(f'{1000 * r:.0f}' for r in rounds)} | "
+            f"{100 * (step / plain - 1):+.1f}% | {', '.join(f'{x:+.1f}%' for x in relative)} | "
+            f"{1000 * statistics.median(results[variant]['batch_times']):.0f} | "
+            f"{results[variant]['negatives_per_batch']} |")
+    if "ohem" in results:
+        ohem_rel = [100 * (statistics.median(o) / statistics.median(p) - 1)
+                    for o, p in zip(results["ohem"]["rounds"], results["plain"]["rounds"])]
+        lines += ["", f"OHEM overhead: median {100 * (statistics.median(all_steps('ohem')) / plain - 1):+.1f}%, "
+                  f"per-round range {min(ohem_rel):+.1f}% to {max(ohem_rel):+.1f}% (goal < 3%)."]
     lines += ["", "Step = graph only (forward, five losses, backward, SGD) on pre-built batches; "
               "data batch = `DataGenerator[i]` (image loading, resizing, RPN targets), which "
               "Keras overlaps with the step in worker threads during `train()`."]
     return "\n".join(lines)
 
 
-def _load_average() -> str:
-    """The 1, 5 and 15 minute load averages (the machine may be shared)."""
-    try:
-        return ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        return "unknown"
+SHARED_NOTE = (" (**shared machine**: other TensorFlow jobs ran during the measurement, so "
+               "absolute times are inflated; the interleaving keeps the comparison fair)")
+
+
+def _loaded(loads: list[str]) -> bool:
+    return max([float(v.split()[0]) for v in loads if v != "unknown"] or [0.0]) > 1.0
 
 
 def _machine() -> str:
@@ -202,9 +231,6 @@ def _command() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mrcnn_ohem._compat import quiet_tensorflow
-
-    quiet_tensorflow()  # before TensorFlow is imported (here and in the child processes)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--backbone", default="resnet50")
@@ -212,32 +238,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", default="heads", choices=["heads", "3+", "4+", "5+", "all"])
     parser.add_argument("--rois", type=int, default=64, help="TRAIN_ROIS_PER_IMAGE")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--rounds", type=int, default=1, help="runs per variant")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant per round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 3 for a spread)")
     parser.add_argument("--roi-pool", type=int, default=512, help="OHEM_ROI_POOL of the ohem_roi variant")
     parser.add_argument("--mask-filters", type=int, default=256,
-                        help="MASK_HEAD_FILTERS (Matterport's 256; the runner uses 64 on the CPU backbones)")
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
-                        help="variants to time (plain is always included: the others are relative to it)")
+                        help="MASK_HEAD_FILTERS (256 as Matterport; 64 for CPU-sized heads)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["ohem"],
+                        help="variants to time beside plain (default: ohem; the RoI pool and focal are slower "
+                             "to build)")
     parser.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(run_variant(args)))
-        return 0
+    from mrcnn_ohem._compat import quiet_tensorflow
+
+    quiet_tensorflow()  # before TensorFlow is imported
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    passthrough = [f"--size={args.size}", f"--backbone={args.backbone}", f"--batch={args.batch}",
-                   f"--layers={args.layers}", f"--rois={args.rois}", f"--warmup={args.warmup}",
-                   f"--steps={args.steps}", f"--roi-pool={args.roi_pool}", f"--mask-filters={args.mask_filters}"]
-    variants = [v for v in VARIANTS if v == "plain" or v in args.variants]
-    results: dict[str, list] = {v: [] for v in variants}
-    load_before = _load_average()
-    for round_index in range(args.rounds):
-        order = variants if round_index % 2 == 0 else variants[::-1]
-        for variant in order:
-            results[variant].append(_spawn(variant, passthrough))
-    results["load"] = [load_before, _load_average()]
-    text = render(args, results)
+    from benchmarks._results import load_average
+
+    loads = [load_average()]
+    results = run(args)
+    loads.append(load_average())
+    text = render(args, results, loads)
     print(text)
     if args.write:
         from benchmarks._results import write_section

@@ -156,8 +156,12 @@ def ohem_rpn_class_loss(
 
     positives = tf.equal(match, POSITIVE)  # [batch, anchors]
     negatives = tf.equal(match, NEGATIVE)  # [batch, anchors]
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(positives, tf.int32), logits=logits
+    labels = tf.cast(positives, tf.int32)  # [batch, anchors]
+    # Ranked without gradient; the kept anchors' losses are recomputed from their gathered logits
+    # below (the same numbers), so the backward pass runs over the kept anchors only instead of
+    # a cross-entropy gradient over every anchor.
+    losses = tf.stop_gradient(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
     )  # [batch, anchors]
     batch, num_anchors = tf.shape(losses)[0], tf.shape(losses)[1]
 
@@ -177,7 +181,9 @@ def ohem_rpn_class_loss(
         if nms_threshold is not None:  # NMS stays per image, before pooling
             positives, negatives = _survivors(losses, positives, negatives, anchors, nms_threshold,
                                               budget, max_positives)
-        losses, positives, negatives = (tf.reshape(t, [1, -1]) for t in (losses, positives, negatives))
+        losses, positives, negatives, labels = (
+            tf.reshape(t, [1, -1]) for t in (losses, positives, negatives, labels))
+        logits = tf.reshape(logits, [1, -1, 2])  # [1, batch * anchors, 2]
 
     if max_positives is None:
         indices, keep = selection.hardest(losses, positives | negatives, budget)
@@ -192,7 +198,12 @@ def ohem_rpn_class_loss(
         least = min_negatives if per_image else min_negatives * batch  # the pool's floor
         limit = tf.maximum(least, tf.cast(tf.floor(ratio * tf.cast(kept_positives, tf.float64)), tf.int32))
         keep = selection.limit_negatives(keep, is_negative, limit)
-    kept_losses = tf.gather(losses, indices, batch_dims=1)
+    # The kept anchors' losses, recomputed with gradient from their gathered logits (the same
+    # numbers as the ranked ones), so the backward pass covers the kept anchors only.
+    kept_losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.gather(labels, indices, batch_dims=1),
+        logits=tf.gather(logits, indices, batch_dims=1),
+    )  # [rows, width]
     loss = _masked_mean(kept_losses, keep)
     if not return_stats:
         return loss

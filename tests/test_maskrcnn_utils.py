@@ -342,3 +342,11 @@ def test_compute_ap_range_and_recall(capsys):
                                                 0.5)
     assert recall == 0.5
     np.testing.assert_array_equal(positive_ids, [0])
+
+
+@pytest.mark.parametrize("shape", [(48, 40, 3), (30, 64, 1), (17, 23, 4)])
+def test_fast_bilinear_resize_equals_skimage_resize_bit_for_bit(shape):
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    for size in ((96, 80), (61, 47), (20, 18)):
+        expected = utils.resize(image, size, order=1, mode="constant", preserve_range=True)
+        np.testing.assert_array_equal(utils._resize_bilinear(image, size), expected)

@@ -248,6 +248,9 @@ class DataGenerator(keras.utils.Sequence):
         no_augmentation_sources: sources whose images are never augmented.
         batch_size: images per batch (default ``config.BATCH_SIZE``).
         seed: seed of the shuffling and instance subsampling (None: unseeded).
+        shard_index, num_shards: read only ``dataset.image_ids[shard_index::num_shards]``, the
+            share of one of ``num_shards`` workers (multi-worker training: see
+            :mod:`mrcnn_ohem.maskrcnn.distribute`); the default reads every image.
         load_image_gt: ``(dataset, config, image_id, augmentation=...)`` -> Matterport's five
             arrays; default :func:`load_image_gt` of this module.
         build_rpn_targets: ``(image_shape, anchors, gt_class_ids, gt_boxes, config)`` ->
@@ -255,7 +258,8 @@ class DataGenerator(keras.utils.Sequence):
             (:func:`mrcnn_ohem.maskrcnn.targets.build_rpn_targets`).
 
     Raises:
-        ValueError: an empty dataset or ``batch_size`` < 1 (at construction); from
+        ValueError: an empty dataset or shard, ``batch_size`` < 1, or a shard index outside
+            ``[0, num_shards)`` (at construction); from
             ``__getitem__``, no image of the dataset has instances, or a resized image does
             not match ``config.IMAGE_SHAPE``.
     """
@@ -265,6 +269,7 @@ class DataGenerator(keras.utils.Sequence):
                  detection_targets: bool = False,
                  no_augmentation_sources: Sequence[str] | None = None, *,
                  batch_size: int | None = None, seed: int | None = None,
+                 shard_index: int = 0, num_shards: int = 1,
                  load_image_gt: Callable[..., tuple] | None = None,
                  build_rpn_targets: Callable[..., tuple] | None = None) -> None:
         super().__init__()
@@ -280,10 +285,17 @@ class DataGenerator(keras.utils.Sequence):
         self.batch_size = int(config.BATCH_SIZE if batch_size is None else batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected an integer >= 1, received {batch_size!r}")
-        self.image_ids = np.copy(dataset.image_ids)
-        if self.image_ids.size == 0:
+        if not 0 <= int(shard_index) < int(num_shards):
+            raise ValueError(f"shard_index: expected 0 <= shard_index < num_shards={num_shards}, "
+                             f"received {shard_index!r}")
+        all_ids = np.asarray(dataset.image_ids)
+        if all_ids.size == 0:
             raise ValueError("dataset: expected at least one image (did you call "
                              "dataset.prepare()?), received an empty dataset")
+        self.image_ids = np.copy(all_ids[int(shard_index)::int(num_shards)])
+        if self.image_ids.size == 0:
+            raise ValueError(f"dataset: expected at least {num_shards} images, one per shard, "
+                             f"received {all_ids.size} (shard {shard_index} is empty)")
         self._rng = np.random.default_rng(seed)
         self._empty_ids: set[int] = set()
         backbone_shapes = _anchors.compute_backbone_shapes(config, config.IMAGE_SHAPE)

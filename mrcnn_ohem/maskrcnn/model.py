@@ -14,16 +14,20 @@ the five loss layers are model outputs, and a custom ``train_step`` adds them (t
 ``train()`` again never adds the losses a second time, and the reported ``loss`` is exactly
 the sum of the five reported loss terms plus ``weight_decay_loss``. Multi-device training uses
 ``tf.distribute.MirroredStrategy``: every replica computes the losses on its own images, and
-the total is divided by the number of replicas so the summed gradients are a mean.
+the total is divided by the number of replicas so the summed gradients are a mean. Several
+machines use ``tf.distribute.MultiWorkerMirroredStrategy`` (see :mod:`.distribute`).
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import logging
 import multiprocessing
 import os
 import re
+import shutil
+import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +38,7 @@ import tensorflow as tf
 from mrcnn_ohem._compat import import_tf_keras
 from mrcnn_ohem.core import auxiliary
 
-from . import backbone, training, utils, weights
+from . import backbone, distribute, training, utils, weights
 from .anchors import compute_backbone_shapes, generate_pyramid_anchors
 from .backbone import BatchNorm, build_backbone, conv_block, identity_block, resnet_graph, tiny_graph  # noqa: F401
 from .data import DataGenerator, compose_image_meta, load_image_gt, mold_image, parse_image_meta, unmold_image  # noqa: F401
@@ -107,7 +111,10 @@ class MaskRCNN:
         config: a :class:`~mrcnn_ohem.maskrcnn.config.Config` (subclass) instance.
         model_dir: directory for training logs and checkpoints.
         strategy: optional ``tf.distribute.Strategy`` to build and train under. Without one,
-            ``config.GPU_COUNT > 1`` builds a ``MirroredStrategy`` over that many GPUs.
+            a training model uses ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names more
+            than one task (every worker reads its shard of the data, only the chief writes
+            logs and checkpoints; see :mod:`.distribute`), else ``config.GPU_COUNT > 1`` builds
+            a ``MirroredStrategy`` over that many GPUs.
 
     Raises:
         ValueError: unknown ``mode``; image size not a multiple of 64; ``GPU_COUNT`` larger
@@ -120,6 +127,8 @@ class MaskRCNN:
         self.mode = mode
         self.config = config
         self.model_dir = model_dir
+        if strategy is None and mode == "training":
+            strategy = distribute.strategy_from_tf_config()
         self.strategy = strategy if strategy is not None else training.default_strategy(config.GPU_COUNT)
         self.set_log_dir()
         with self._scope():
@@ -127,6 +136,11 @@ class MaskRCNN:
 
     def _scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    @property
+    def is_chief(self) -> bool:
+        """Whether this process writes the run folder (False on non-chief workers)."""
+        return distribute.is_chief(self.strategy)
 
     # ------------------------------------------------------------------ graph
 
@@ -423,17 +437,29 @@ class MaskRCNN:
         # the module before train() (mrcnn_ohem.patch) is what the batches are built with.
         pipeline = dict(load_image_gt=globals()["load_image_gt"],
                         build_rpn_targets=globals()["build_rpn_targets"], seed=seed)
-        train_generator = DataGenerator(train_dataset, self.config, shuffle=True,
-                                        augmentation=augmentation,
-                                        no_augmentation_sources=no_augmentation_sources,
-                                        **pipeline)
-        val_generator = (DataGenerator(val_dataset, self.config, shuffle=True, **pipeline)
+        train_generator = functools.partial(DataGenerator, train_dataset, self.config,
+                                            shuffle=True, augmentation=augmentation,
+                                            no_augmentation_sources=no_augmentation_sources,
+                                            **pipeline)
+        val_generator = (functools.partial(DataGenerator, val_dataset, self.config,
+                                           shuffle=True, **pipeline)
                          if val_dataset is not None else None)
-        os.makedirs(self.log_dir, exist_ok=True)
+        workers = max(2, min(4, multiprocessing.cpu_count()))
+        if distribute.is_multi_worker(self.strategy):
+            # Each worker builds the generator of its shard; tf.distribute feeds its replicas.
+            train_generator, val_generator = (
+                distribute.sharded_dataset(g, self.config, workers) if g else None
+                for g in (train_generator, val_generator))
+        else:
+            train_generator, val_generator = (g() if g else None
+                                              for g in (train_generator, val_generator))
+        # Only the chief writes the run folder; other workers write into a temporary one.
+        write_dir = self.log_dir if self.is_chief else tempfile.mkdtemp(prefix="mrcnn_worker_")
+        os.makedirs(write_dir, exist_ok=True)
+        checkpoint_path = os.path.join(write_dir, os.path.basename(self.checkpoint_path))
         callbacks = [
-            *tensorboard_callback(self.log_dir),
-            keras.callbacks.ModelCheckpoint(self.checkpoint_path, verbose=0,
-                                            save_weights_only=True),
+            *tensorboard_callback(write_dir),
+            keras.callbacks.ModelCheckpoint(checkpoint_path, verbose=0, save_weights_only=True),
             *(custom_callbacks or []),
         ]
         if verbose > 0:
@@ -441,13 +467,17 @@ class MaskRCNN:
             log(f"Checkpoint Path: {self.checkpoint_path}")
         self.set_trainable(layers, verbose=verbose)
         self.compile(learning_rate, self.config.LEARNING_MOMENTUM)
-        history = self.keras_model.fit(
-            train_generator, initial_epoch=self.epoch, epochs=epochs,
-            steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
-            validation_data=val_generator,
-            validation_steps=self.config.VALIDATION_STEPS if val_generator is not None else None,
-            max_queue_size=10, workers=max(2, min(4, multiprocessing.cpu_count())),
-            use_multiprocessing=False, verbose=verbose)
+        try:
+            history = self.keras_model.fit(
+                train_generator, initial_epoch=self.epoch, epochs=epochs,
+                steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
+                validation_data=val_generator,
+                validation_steps=(self.config.VALIDATION_STEPS if val_generator is not None
+                                  else None),
+                max_queue_size=10, workers=workers, use_multiprocessing=False, verbose=verbose)
+        finally:
+            if write_dir != self.log_dir:
+                shutil.rmtree(write_dir, ignore_errors=True)
         self.epoch = max(self.epoch, epochs)
         return history
 

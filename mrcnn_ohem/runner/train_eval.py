@@ -341,7 +341,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                             seed=int(args.seed))
         except KeyboardInterrupt:
             interrupted = True
-            if recorder.steps_in_epoch:
+            if recorder.steps_in_epoch and model.is_chief:
                 path = model.checkpoint_path.format(epoch=recorder.epoch + 1)
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 model.keras_model.save_weights(path)
@@ -365,7 +365,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_step": float(np.median(seconds)) if seconds else math.nan,
         "history": earlier + recorder.steps,
     }
-    if log_dir.is_dir():
+    if log_dir.is_dir() and model.is_chief:  # multi-worker: only the chief writes the run folder
         (log_dir / "history.json").write_text(json.dumps(summary, indent=1))
     if interrupted:
         raise KeyboardInterrupt
