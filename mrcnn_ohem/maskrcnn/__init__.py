@@ -21,7 +21,8 @@ import importlib
 from typing import Any
 
 _SUBMODULES = ("config", "utils", "dataset", "metrics", "anchors", "targets", "data", "visualize",
-               "backbone", "layers", "heads", "losses", "training", "weights", "model")
+               "backbone", "layers", "heads", "losses", "training", "weights", "inference",
+               "distribute", "model")
 
 __all__ = list(_SUBMODULES)
 

@@ -38,11 +38,12 @@ import tensorflow as tf
 from mrcnn_ohem._compat import import_tf_keras
 from mrcnn_ohem.core import auxiliary
 
-from . import backbone, distribute, training, utils, weights
+from . import backbone, distribute, inference, training, utils, weights
 from .anchors import compute_backbone_shapes, generate_pyramid_anchors
 from .backbone import BatchNorm, build_backbone, conv_block, identity_block, resnet_graph, tiny_graph  # noqa: F401
 from .data import DataGenerator, compose_image_meta, load_image_gt, mold_image, parse_image_meta, unmold_image  # noqa: F401
 from .heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph, rpn_graph  # noqa: F401
+from .inference import log  # noqa: F401  (Matterport's modellib.log)
 from .layers import (  # noqa: F401
     DetectionLayer,
     DetectionTargetLayer,
@@ -84,19 +85,6 @@ logger = logging.getLogger(__name__)
 
 #: ResNet-50 ImageNet weights Matterport downloaded; we never download, the user supplies it.
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-
-
-def log(text: str, array: np.ndarray | None = None) -> None:
-    """Print ``text``, and with ``array`` its shape, min, max and dtype (Matterport's helper)."""
-    if array is not None:
-        array = np.asarray(array)
-        text = text.ljust(25) + f"shape: {str(array.shape):20}  "
-        if array.size:
-            text += f"min: {array.min():10.5f}  max: {array.max():10.5f}"
-        else:
-            text += f"min: {'':10}  max: {'':10}"
-        text += f"  {array.dtype}"
-    print(text)
 
 
 ############################################################
@@ -484,57 +472,21 @@ class MaskRCNN:
     # ------------------------------------------------------------------ inference
 
     def mold_inputs(self, images: Sequence[np.ndarray]):
-        """Resize, pad and normalise images for the network.
+        """Resize, pad and normalise images for the network (see :func:`.inference.mold_inputs`).
 
         Returns:
             molded_images [N, h, w, 3] float32, image_metas [N, meta length],
             windows [N, (y1, x1, y2, x2)] the image inside the padding, in pixels.
         """
-        molded, metas, windows = [], [], []
-        for image in images:
-            resized, window, scale, _, _ = utils.resize_image(
-                image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
-                max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)
-            resized = mold_image(resized, self.config)
-            metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,
-                                            np.zeros([self.config.NUM_CLASSES], np.int32)))
-            molded.append(resized)
-            windows.append(window)
-        return np.stack(molded), np.stack(metas), np.stack(windows)
+        return inference.mold_inputs(images, self.config)
 
     def unmold_detections(self, detections: np.ndarray, mrcnn_mask: np.ndarray,
                           original_image_shape: Sequence[int], image_shape: Sequence[int],
                           window: Sequence[int]):
-        """One image's network output -> boxes, class IDs, scores and full-size masks.
-
-        Args:
-            detections: [N, (y1, x1, y2, x2, class_id, score)] normalised, zero padded.
-            mrcnn_mask: [N, height, width, num_classes] mask probabilities.
-            original_image_shape: [H, W, C] before resizing.
-            image_shape: [H, W, C] after resizing and padding.
-            window: (y1, x1, y2, x2) pixels of the image inside the padding.
-
-        Returns:
-            boxes [n, (y1, x1, y2, x2)] int32 pixels of the original image, class_ids [n]
-            int32, scores [n] float32, masks [H, W, n] bool.
-        """
-        zero_ix = np.where(detections[:, 4] == 0)[0]
-        n = int(zero_ix[0]) if zero_ix.size else detections.shape[0]
-        boxes = detections[:n, :4]
-        class_ids = detections[:n, 4].astype(np.int32)
-        scores = detections[:n, 5].astype(np.float32)
-        masks = mrcnn_mask[np.arange(n), :, :, class_ids]
-        wy1, wx1, wy2, wx2 = utils.norm_boxes(np.asarray([window]), image_shape[:2])[0]
-        shift = np.array([wy1, wx1, wy1, wx1])
-        scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
-        boxes = utils.denorm_boxes((boxes - shift) / scale, original_image_shape[:2])
-        keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0
-        boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
-        full = [utils.unmold_mask(masks[i], boxes[i], original_image_shape)
-                for i in range(boxes.shape[0])]
-        full_masks = (np.stack(full, axis=-1).astype(bool) if full
-                      else np.zeros(tuple(original_image_shape[:2]) + (0,), dtype=bool))
-        return boxes, class_ids, scores, full_masks
+        """One image's network output -> boxes [n, 4] int32, class IDs [n], scores [n] and
+        full-size masks [H, W, n] bool (see :func:`.inference.unmold_detections`)."""
+        return inference.unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
+                                           window)
 
     def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict]:
         """Detect instances in ``config.BATCH_SIZE`` images.
