@@ -134,7 +134,8 @@ def test_finetune_coco81_file_then_evaluate_last_quietly(tmp_path):
 
     evaluate = _run(["evaluate", *common], tmp_path)  # --model last is evaluate's default; no --ohem
     assert evaluate.returncode == 0, evaluate.stderr
-    assert f"Evaluating run {run.name} (OHEM OHEM_RPN=True" in evaluate.stderr
+    evaluating = next(line for line in evaluate.stderr.splitlines() if f"Evaluating run {run.name} (OHEM " in line)
+    assert "OHEM_RPN=True" in evaluating
     (metrics_file,) = run.glob("metrics_val2017_mask_rcnn_coco_ohem_0001.json")
     metrics = json.loads(metrics_file.read_text())
     assert metrics["name"] == "coco_ohem" and metrics["ohem"] is True
