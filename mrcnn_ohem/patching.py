@@ -428,44 +428,47 @@ def _resolve_module(module: ModuleType | str) -> ModuleType:
         ) from err
 
 
-def _check_target(module: ModuleType, name: str, arity: int) -> None:
-    function = getattr(module, name, None)
-    if function is None or not callable(function):
+def _parameters(module: ModuleType, name: str, kind: str, accepts: Callable[[Any], bool]) -> list | None:
+    """``module.name``'s parameters, after checking it is a ``kind`` ("function" or "class").
+
+    Returns None when it has no inspectable signature (builtins and C functions).
+    """
+    target = getattr(module, name, None)
+    if not accepts(target):
         raise AttributeError(
-            f"module {module.__name__!r} has no function {name!r}; patch() expects a "
+            f"module {module.__name__!r} has no {kind} {name!r}; patch() expects a "
             "Matterport-style model module (mrcnn.model or a fork of it)"
         )
     try:
-        parameters = list(inspect.signature(function).parameters.values())
+        return list(inspect.signature(target).parameters.values())
     except (TypeError, ValueError):
-        return  # builtins and C functions have no signature to check
+        return None
+
+
+def _check_target(module: ModuleType, name: str, arity: int) -> None:
+    parameters = _parameters(module, name, "function", callable)
+    if parameters is None:
+        return
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     variadic = any(p.kind == p.VAR_POSITIONAL for p in parameters)
     required = [p for p in positional if p.default is p.empty]
     if not variadic and (len(positional) < arity or len(required) > arity):
         raise TypeError(
             f"{module.__name__}.{name} must accept {arity} positional arguments "
-            f"(Matterport's signature); received signature {inspect.signature(function)}"
+            f"(Matterport's signature); received signature {inspect.signature(getattr(module, name))}"
         )
 
 
 def _check_layer(module: ModuleType, name: str) -> None:
-    layer = getattr(module, name, None)
-    if not inspect.isclass(layer):
-        raise AttributeError(
-            f"module {module.__name__!r} has no class {name!r}; patch() expects a "
-            "Matterport-style model module (mrcnn.model or a fork of it)"
-        )
-    try:
-        parameters = list(inspect.signature(layer).parameters.values())
-    except (TypeError, ValueError):
+    parameters = _parameters(module, name, "class", inspect.isclass)
+    if parameters is None:
         return
     takes_config = bool(parameters) and parameters[0].kind in (
         inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     if not takes_config:
         raise TypeError(
             f"{module.__name__}.{name} must be constructed as {name}(config, name=...) "
-            f"(Matterport's signature); received signature {inspect.signature(layer)}"
+            f"(Matterport's signature); received signature {inspect.signature(getattr(module, name))}"
         )
 
 
