@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from test_maskrcnn_model import RandomShapes, TinyModelConfig
+from helpers import RandomShapes, TinyModelConfig
 
 import mrcnn_ohem
 from mrcnn_ohem._compat import import_tf_keras
