@@ -37,17 +37,23 @@ $(STAMP_COMPAT): setup.py constraints-tf216.txt
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), a test file at a time per process
+# (--dist loadfile keeps a module's shared fixtures built once). Much of a model test is
+# single-threaded graph building, so two processes on two cores finish well before one.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 # TensorFlow 2.16: the fast tests, then the model tests.
 test-compat: $(STAMP_COMPAT)
 	$(PY_COMPAT) -c "import mrcnn_ohem; mrcnn_ohem.quiet_tensorflow(); import tensorflow as tf, tf_keras, numpy, sys; print('compat stack: Python', sys.version.split()[0], 'TensorFlow', tf.__version__, 'tf-keras', tf_keras.__version__, 'NumPy', numpy.__version__)"
-	$(PY_COMPAT) -m pytest -q -m "not slow"
-	$(PY_COMPAT) -m pytest -q $(COMPAT_MODEL_TESTS)
+	$(PY_COMPAT) -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
+	$(PY_COMPAT) -m pytest -q $(PYTEST_PARALLEL) $(COMPAT_MODEL_TESTS)
 
 demo: $(STAMP)
 	$(PY) samples/snippet_defects.py

@@ -7,6 +7,7 @@ HERE = Path(__file__).parent
 
 TEST_REQUIRES = [
     "pytest>=7",
+    "pytest-xdist>=3.5",  # make test runs the suite on 2 processes
     "ruff==0.17.6",
     "hypothesis>=6",
     "matplotlib>=3.7",
