@@ -175,7 +175,8 @@ def render(args: argparse.Namespace, results: dict[str, dict], loads: list[str])
     lines = [
         "## Training step of the bundled Mask R-CNN, with and without the OHEM patch",
         "",
-        f"Machine: {_machine()}; 1/5/15-minute load average {loads[0]} before, {loads[1]} after"
+        f"Machine: {_machine()}; 1/5/15-minute load average {loads[0]} before, {loads[1]} after "
+        "(the value after includes this benchmark's own threads)"
         f"{SHARED_NOTE if _loaded(loads) else ''}.",
         f"Command: `{_command()}`",
         "",
@@ -215,7 +216,13 @@ SHARED_NOTE = (" (**shared machine**: other TensorFlow jobs ran during the measu
 
 
 def _loaded(loads: list[str]) -> bool:
-    return max([float(v.split()[0]) for v in loads if v != "unknown"] or [0.0]) > 1.0
+    """Whether other jobs used the machine: the 1-minute load before the run is above 1.
+
+    Only the value before counts: the one after includes this benchmark's own threads (about 2
+    on 2 cores), so it says nothing about other jobs.
+    """
+    before = loads[0] if loads else "unknown"
+    return before != "unknown" and float(before.split()[0]) > 1.0
 
 
 def _machine() -> str:
