@@ -372,6 +372,32 @@ def test_installed_ohem_patches_and_restores():
     assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets) == original
 
 
+def test_runs_in_one_process_share_one_inference_model_per_budget(monkeypatch):
+    from dataclasses import replace
+
+    from benchmarks.quality import runs
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    built = []
+
+    class FakeMaskRCNN:
+        def __init__(self, mode, config, model_dir):
+            built.append((mode, config.NAME))
+
+    monkeypatch.setattr(modellib, "MaskRCNN", FakeMaskRCNN)
+    spec = {"dataset": "shapes", "variant": "baseline", "model_dir": "unused"}
+    shared: dict = {}
+    first = runs._inference_model(spec, variants.QUICK, 4, shared)
+    # Another variant, same budget and classes: the same model (its weights are loaded per run).
+    assert runs._inference_model({**spec, "variant": "ohem"}, variants.QUICK, 4, shared) is first
+    assert len(built) == 1 and built[0][0] == "inference"
+    # A different budget or class count builds its own; None never shares.
+    assert runs._inference_model(spec, replace(variants.QUICK, image_size=128), 4, shared) is not first
+    assert runs._inference_model(spec, variants.QUICK, 3, shared) is not first
+    assert runs._inference_model(spec, variants.QUICK, 4, None) is not first
+    assert len(built) == 4 and len(shared) == 3
+
+
 ############################################################
 #  --quick, end to end
 ############################################################

@@ -172,12 +172,16 @@ def _probe_steps(budget: Budget) -> list[int]:
 ############################################################
 
 
-def run_worker(spec: dict) -> dict:
+def run_worker(spec: dict, inference_models: dict | None = None) -> dict:
     """Train and evaluate one (variant, seed); the body of a benchmark subprocess.
 
     Args:
         spec: ``{"variant", "seed", "budget", "dataset" ("shapes", "coco" or "real"), "val_dir",
             "data_dir", "classes", "weights", "model_dir"}``.
+        inference_models: runs in one process share their inference models through this dict
+            (the inference graph does not depend on the variant: every patch is restored before
+            it is built), so each later run only loads its weights into a model already built
+            and traced. None builds a fresh one.
 
     Returns:
         ``{"variant", "seed", "dataset", "status" ("ok" or "crashed"), "error", "steps_done",
@@ -226,15 +230,27 @@ def run_worker(spec: dict) -> dict:
     if result["status"] == "ok":
         checkpoint = model.find_last()
         eval_set, coco = load_eval_set(spec, budget)
-        keras.backend.clear_session()
-        inference = modellib.MaskRCNN("inference", make_config(variant, budget, eval_set.num_classes, "inference"),
-                                      model_dir=spec["model_dir"])
+        inference = _inference_model(spec, budget, eval_set.num_classes, inference_models)
         inference.load_weights(checkpoint, by_name=True)
         metrics.update(evaluate_run(inference, eval_set, coco, budget, spec["dataset"] == "shapes"))
         result["checkpoint"] = checkpoint
     result["metrics"] = metrics
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def _inference_model(spec: dict, budget: Budget, num_classes: int, shared: dict | None) -> Any:
+    """An inference ``MaskRCNN`` for the run's budget, from ``shared`` when one was built."""
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    key = json.dumps([spec["dataset"], asdict(budget), num_classes], sort_keys=True)
+    if shared is not None and key in shared:
+        return shared[key]
+    config = make_config(spec["variant"], budget, num_classes, "inference")
+    model = modellib.MaskRCNN("inference", config, model_dir=spec["model_dir"])
+    if shared is not None:
+        shared[key] = model
+    return model
 
 
 def paired_step_times(spec: dict, rounds: int = 40, num_batches: int = 8) -> dict:
@@ -291,11 +307,16 @@ def paired_step_times(spec: dict, rounds: int = 40, num_batches: int = 8) -> dic
 ############################################################
 
 
-def worker_main(spec: dict) -> dict:
+def worker_main(spec: dict, inference_models: dict | None = None) -> dict:
     """What ``--worker`` runs: a training run or the timing, per ``spec["dataset"]``."""
     if spec["dataset"] == "timing":
         return paired_step_times(spec, rounds=spec["rounds"])
-    return run_worker(spec)
+    return run_worker(spec, inference_models)
+
+
+#: Inference models shared by the runs of this process (``in_process``), keyed by dataset,
+#: budget and class count.
+_SHARED_INFERENCE: dict[str, Any] = {}
 
 
 def spawn(spec: dict, log_path: Path, timeout: float) -> dict:
@@ -321,7 +342,7 @@ def run_one(spec: dict, log_path: Path, timeout: float, in_process: bool) -> dic
     """:func:`worker_main` here (``in_process``) or in a subprocess."""
     if not in_process:
         return spawn(spec, log_path, timeout)
-    result = worker_main(spec)
+    result = worker_main(spec, _SHARED_INFERENCE)
     (Path(spec["model_dir"]) / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
