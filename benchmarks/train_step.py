@@ -59,6 +59,12 @@ def _make_config(args: argparse.Namespace, variant: str = "ohem"):
         STEPS_PER_EPOCH = 1
         VALIDATION_STEPS = 1
 
+    if getattr(args, "cpu_heads", False):  # the runner's CPU-sized heads (those of the demo), keeping --rois
+        from mrcnn_ohem.runner.train_eval import CPU_SETTINGS
+
+        for name, value in CPU_SETTINGS.items():
+            if name != "TRAIN_ROIS_PER_IMAGE":
+                setattr(BenchConfig, name, value)
     return BenchConfig()
 
 
@@ -181,8 +187,8 @@ def render(args: argparse.Namespace, results: dict[str, dict], loads: list[str])
         f"Command: `{_command()}`",
         "",
         f"Config: {args.size}x{args.size} images, {args.backbone}, batch {args.batch}, layers "
-        f"\"{args.layers}\", TRAIN_ROIS_PER_IMAGE {args.rois} of 1000 proposals, mask head "
-        f"{args.mask_filters} filters; ohem_roi: a pool of {max(args.roi_pool, args.rois)} RoIs per "
+        f"\"{args.layers}\", TRAIN_ROIS_PER_IMAGE {args.rois} of {_proposals(args)} proposals, mask head "
+        f"{args.mask_filters} filters{_heads_note(args)}; ohem_roi: a pool of {max(args.roi_pool, args.rois)} RoIs per "
         f"image, class loss on the hardest {args.rois}; all variants built in one process, "
         f"{args.warmup} warm-up steps each, then {args.rounds} rounds of "
         f"{args.steps} timed `train_on_batch` steps per variant, interleaved (order alternating).",
@@ -209,6 +215,20 @@ def render(args: argparse.Namespace, results: dict[str, dict], loads: list[str])
               "data batch = `DataGenerator[i]` (image loading, resizing, RPN targets), which "
               "Keras overlaps with the step in worker threads during `train()`."]
     return "\n".join(lines)
+
+
+def _proposals(args: argparse.Namespace) -> int:
+    return _make_config(args, "plain").POST_NMS_ROIS_TRAINING
+
+
+def _heads_note(args: argparse.Namespace) -> str:
+    if not getattr(args, "cpu_heads", False):
+        return ""
+    from mrcnn_ohem.runner.train_eval import CPU_SETTINGS
+
+    return (f", CPU-sized heads (`--cpu-heads`: FPN {CPU_SETTINGS['TOP_DOWN_PYRAMID_SIZE']} channels, "
+            f"classifier FC {CPU_SETTINGS['FPN_CLASSIF_FC_LAYERS_SIZE']}, {CPU_SETTINGS['PRE_NMS_LIMIT']} "
+            "anchors before NMS)")
 
 
 SHARED_NOTE = (" (**shared machine**: other TensorFlow jobs ran during the measurement, so "
@@ -250,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roi-pool", type=int, default=512, help="OHEM_ROI_POOL of the ohem_roi variant")
     parser.add_argument("--mask-filters", type=int, default=256,
                         help="MASK_HEAD_FILTERS (256 as Matterport; 64 for CPU-sized heads)")
+    parser.add_argument("--cpu-heads", action="store_true",
+                        help="the runner's CPU-sized FPN, heads and proposal counts (CPU_SETTINGS of "
+                             "mrcnn_ohem.runner.train_eval, as in the demo): a step short enough for many "
+                             "steps per round")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["ohem"],
                         help="variants to time beside plain (default: ohem; the RoI pool and focal are slower "
                              "to build)")

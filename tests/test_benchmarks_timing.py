@@ -66,3 +66,16 @@ def test_train_step_render_reports_median_and_per_round_spread():
     assert "| ohem | 1100 | 1100, 2000, 1000 | +10.0% | +10.0%, +0.0%, +0.0% | 20 | 9000 |" in text
     assert "per-round range +0.0% to +10.0%" in text
     assert "shared machine" not in text  # load below 1 on both readings
+    assert "16 of 1000 proposals" in text and "CPU-sized" not in text
+    args.cpu_heads = True
+    text = train_step.render(args, results, ["0.50 0.40 0.30", "0.60 0.40 0.30"])
+    assert "16 of 300 proposals" in text and "CPU-sized heads (`--cpu-heads`: FPN 64 channels" in text
+
+
+def test_train_step_cpu_heads_keep_the_rois_asked_for():
+    args = argparse.Namespace(size=64, backbone="tiny", batch=2, rois=16, roi_pool=32, mask_filters=64,
+                              cpu_heads=True)
+    config = train_step._make_config(args, "ohem")
+    assert (config.TRAIN_ROIS_PER_IMAGE, config.TOP_DOWN_PYRAMID_SIZE, config.POST_NMS_ROIS_TRAINING) == (16, 64, 300)
+    args.cpu_heads = False
+    assert train_step._make_config(args, "ohem").TOP_DOWN_PYRAMID_SIZE == 256

@@ -200,6 +200,51 @@ def test_a_few_training_steps_lower_the_total_loss(tmp_path, config, dataset):
     assert np.isfinite(before) and after < 0.8 * before
 
 
+class _NoClipConfig(TinyModelConfig):
+    GRADIENT_CLIP_NORM = 0  # no global clipping: the RPN's update depends on the RPN losses only
+
+
+@pytest.mark.slow
+def test_compiling_again_keeps_the_traced_step_and_starts_sgd_afresh(tmp_path, dataset):
+    config = _NoClipConfig()
+    keras_seed(3)
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    keras_model, rpn = model.keras_model, model.keras_model.get_layer("rpn_model")
+    inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0)[0]
+    model.set_trainable(".*", verbose=0)
+    model.compile(0.01, 0.9)
+    for _ in range(2):  # momentum and iteration are non-zero afterwards
+        keras_model.train_on_batch(inputs)
+    step, optimizer = keras_model.train_function, keras_model.optimizer
+    start, rpn_start = keras_model.get_weights(), rpn.get_weights()
+
+    model.compile(0.02, 0.9)  # same layers, momentum and clipping: kept, reset
+    assert keras_model.train_function is step and keras_model.optimizer is optimizer
+    assert float(optimizer.learning_rate.numpy()) == pytest.approx(0.02)
+    assert all(not np.any(v.numpy()) for v in optimizer.variables)
+    keras_model.train_on_batch(inputs)
+    assert step.experimental_get_tracing_count() == 1
+    kept = rpn.get_weights()
+
+    # The reference: the same start weights and batch through a newly compiled SGD (a compile()
+    # of the user's own in between means nothing is kept). Only the RPN's weights are compared:
+    # the RoI heads sample their RoIs at random in the graph, the RPN losses use the batch's
+    # anchor labels alone.
+    keras_model.set_weights(start)
+    keras_model.compile(optimizer="adam")
+    model.compile(0.02, 0.9)
+    assert keras_model.optimizer is not optimizer and keras_model.train_function is None
+    keras_model.train_on_batch(inputs)
+    fresh = rpn.get_weights()
+    for before, got, want in zip(rpn_start, kept, fresh):
+        assert not np.allclose(before, want, rtol=0, atol=1e-7)  # the step moved every weight
+        np.testing.assert_allclose(got - before, want - before, rtol=1e-3, atol=1e-7)
+
+    model.set_trainable(modellib.LAYER_PRESETS["heads"], verbose=0)
+    model.compile(0.02, 0.9)  # other trainable weights: a new optimizer, traced anew
+    assert keras_model.train_function is None
+
+
 # ---------------------------------------------------------------------- train()
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ their settings, which the report says.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import numpy as np
@@ -181,6 +182,10 @@ def probe_batch(dataset: Any, config: Any, module: Any, count: int = 4) -> dict[
             "pool": np.stack(pool)}
 
 
+#: The RPN-logits model of each training model probed so far (built and traced once).
+_LOGITS_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def miner_probe(probe: dict[str, np.ndarray], config: Any, module: Any, rule: dict[str, Any],
                 steps: list[int]) -> Any:
     """A tf-keras callback recording :func:`kept_fractions` at the given (1-based) steps in ``.records``."""
@@ -201,8 +206,11 @@ def miner_probe(probe: dict[str, np.ndarray], config: Any, module: Any, rule: di
                 self.records.append({"step": self._step, **self.measure()})
 
         def measure(self) -> dict[str, float]:
-            if self._logits_model is None:
-                self._logits_model = keras.Model(self.model.inputs[0], self.model.get_layer("rpn_class_logits").output)
+            if self._logits_model is None:  # one per training model, which later runs may reuse
+                if self.model not in _LOGITS_MODELS:
+                    _LOGITS_MODELS[self.model] = keras.Model(self.model.inputs[0],
+                                                             self.model.get_layer("rpn_class_logits").output)
+                self._logits_model = _LOGITS_MODELS[self.model]
             logits = self._logits_model.predict(probe["images"], verbose=0)
             match = np.stack([module.build_rpn_targets(shape, probe["anchors"], ids, boxes, config)[0]
                               for shape, ids, boxes in probe["gt"]])

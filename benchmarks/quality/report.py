@@ -201,7 +201,8 @@ def mining_table(curves: dict[str, dict[str, list[float]]]) -> str:
 
 def budget_line(budget: Budget) -> str:
     return (f"{budget.image_size} px, {budget.backbone} backbone, {budget.steps} steps x {budget.batch_size} images, "
-            f"SGD lr {budget.learning_rate}, {budget.train_rois} RoIs/image, mask head "
+            f"SGD lr {budget.learning_rate}, {budget.train_rois} RoIs/image"
+            f"{f' (RoI OHEM: from a pool of {budget.roi_pool})' if budget.roi_pool else ''}, mask head "
             f"{budget.mask_head_filters} filters, {budget.train_images or 'all'} training "
             f"images, {budget.val_images} evaluation images")
 

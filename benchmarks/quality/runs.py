@@ -4,8 +4,10 @@ Every run is seeded through Python, NumPy and TensorFlow (``keras.utils.set_rand
 data generator's shuffling (``MaskRCNN.train(seed=)``) and the training set's generator seed.
 By default each run is its own subprocess (``python -m benchmarks.quality --worker SPEC``:
 fresh TensorFlow state, fair timing); ``in_process`` runs them one after another in this
-process (faster start, used by ``--quick`` and the demo). Runs are interleaved, seed 0 of every
-variant, then seed 1, ..., so a drift in machine load spreads over the variants.
+process (used by ``--quick`` and the demo), where a variant's later seeds reuse the graphs its
+first seed built and traced (:func:`_training_model`, :func:`_inference_model`). Runs are
+interleaved, seed 0 of every variant, then seed 1, ..., so a drift in machine load spreads over
+the variants.
 """
 from __future__ import annotations
 
@@ -172,16 +174,15 @@ def _probe_steps(budget: Budget) -> list[int]:
 ############################################################
 
 
-def run_worker(spec: dict, inference_models: dict | None = None) -> dict:
+def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
     """Train and evaluate one (variant, seed); the body of a benchmark subprocess.
 
     Args:
         spec: ``{"variant", "seed", "budget", "dataset" ("shapes", "coco" or "real"), "val_dir",
             "data_dir", "classes", "weights", "model_dir"}``.
-        inference_models: runs in one process share their inference models through this dict
-            (the inference graph does not depend on the variant: every patch is restored before
-            it is built), so each later run only loads its weights into a model already built
-            and traced. None builds a fresh one.
+        shared: runs in one process share their models through ``shared["training"]`` and
+            ``shared["inference"]`` (see :func:`_training_model` and :func:`_inference_model`),
+            so a later run skips building and tracing the graphs again. None builds fresh ones.
 
     Returns:
         ``{"variant", "seed", "dataset", "status" ("ok" or "crashed"), "error", "steps_done",
@@ -191,7 +192,10 @@ def run_worker(spec: dict, inference_models: dict | None = None) -> dict:
     from mrcnn_ohem.maskrcnn import model as modellib
 
     keras = import_tf_keras()
-    keras.backend.clear_session()
+    if shared is None:
+        keras.backend.clear_session()
+    else:  # clear_session would drop the shared graphs' kernels: ~3 s more for each first step
+        keras.backend.reset_uids()  # auto-named layers are named as in a fresh session
     started = time.perf_counter()
     variant, seed, budget = spec["variant"], int(spec["seed"]), Budget(**spec["budget"])
     keras.utils.set_random_seed(seed)  # Python random, NumPy, TensorFlow
@@ -203,7 +207,7 @@ def run_worker(spec: dict, inference_models: dict | None = None) -> dict:
     probe = None
     try:
         with Installed(variant, config, modellib) as installed:
-            model = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+            model = _training_model(spec, budget, config, None if shared is None else shared["training"])
             installed.built()
             if spec.get("weights"):
                 result["weights"] = load_start_weights(model, spec["weights"], train_set, _coco_subset(
@@ -230,13 +234,44 @@ def run_worker(spec: dict, inference_models: dict | None = None) -> dict:
     if result["status"] == "ok":
         checkpoint = model.find_last()
         eval_set, coco = load_eval_set(spec, budget)
-        inference = _inference_model(spec, budget, eval_set.num_classes, inference_models)
+        inference = _inference_model(spec, budget, eval_set.num_classes,
+                                     None if shared is None else shared["inference"])
         inference.load_weights(checkpoint, by_name=True)
         metrics.update(evaluate_run(inference, eval_set, coco, budget, spec["dataset"] == "shapes"))
         result["checkpoint"] = checkpoint
     result["metrics"] = metrics
     result["seconds"] = time.perf_counter() - started
     return result
+
+
+def _training_model(spec: dict, budget: Budget, config: Any, shared: dict | None) -> Any:
+    """A training ``MaskRCNN`` holding the run's initial weights, from ``shared`` when one was built.
+
+    The run's initial weights always come from a model built now, under the run's seed. A
+    variant's later seeds then copy them into the model its first seed built, compiled and
+    traced: ``MaskRCNN.compile`` keeps that traced step when the trainable layers are unchanged,
+    with SGD reset as new. The run then starts as a fresh model would (same weights, data order
+    and optimizer state) but for one thing: the graph's random RoI sampling (``tf.random.shuffle``
+    in the detection-target layer) keeps the op seeds drawn when the variant's first seed traced
+    it, so it samples as that seed's graph would, not as a graph built under this seed. An
+    in-process run is reproducible for the same command, not equal to that seed run alone; the
+    subprocess mode (default of the full benchmark) runs each in a fresh process. Call inside
+    the variant's :class:`Installed` (the graph takes its loss from the module).
+    """
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    fresh = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+    if shared is None:
+        return fresh
+    key = json.dumps([spec["variant"], spec["dataset"], asdict(budget), int(config.NUM_CLASSES)], sort_keys=True)
+    if key not in shared:
+        shared[key] = fresh
+        return fresh
+    model = shared[key]
+    model.keras_model.set_weights(fresh.keras_model.get_weights())
+    model.model_dir = spec["model_dir"]
+    model.set_log_dir()  # checkpoints into this run's folder, from epoch 0
+    return model
 
 
 def _inference_model(spec: dict, budget: Budget, num_classes: int, shared: dict | None) -> Any:
@@ -307,16 +342,16 @@ def paired_step_times(spec: dict, rounds: int = 40, num_batches: int = 8) -> dic
 ############################################################
 
 
-def worker_main(spec: dict, inference_models: dict | None = None) -> dict:
+def worker_main(spec: dict, shared: dict[str, dict] | None = None) -> dict:
     """What ``--worker`` runs: a training run or the timing, per ``spec["dataset"]``."""
     if spec["dataset"] == "timing":
         return paired_step_times(spec, rounds=spec["rounds"])
-    return run_worker(spec, inference_models)
+    return run_worker(spec, shared)
 
 
-#: Inference models shared by the runs of this process (``in_process``), keyed by dataset,
-#: budget and class count.
-_SHARED_INFERENCE: dict[str, Any] = {}
+#: Models shared by the runs of this process (``in_process``): training models keyed by
+#: variant, dataset, budget and class count, inference models by dataset, budget and classes.
+_SHARED: dict[str, dict[str, Any]] = {"training": {}, "inference": {}}
 
 
 def spawn(spec: dict, log_path: Path, timeout: float) -> dict:
@@ -342,7 +377,7 @@ def run_one(spec: dict, log_path: Path, timeout: float, in_process: bool) -> dic
     """:func:`worker_main` here (``in_process``) or in a subprocess."""
     if not in_process:
         return spawn(spec, log_path, timeout)
-    result = worker_main(spec, _SHARED_INFERENCE)
+    result = worker_main(spec, _SHARED)
     (Path(spec["model_dir"]) / "result.json").write_text(json.dumps(result, indent=1))
     return result
 

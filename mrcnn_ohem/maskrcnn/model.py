@@ -376,15 +376,14 @@ class MaskRCNN:
                 log(f"{' ' * indent}{layer.name:20}   ({layer.__class__.__name__})")
 
     def compile(self, learning_rate: float, momentum: float) -> None:
-        """SGD with momentum and global gradient-norm clipping; losses come from the graph."""
+        """SGD with momentum and global gradient-norm clipping; losses come from the graph.
+
+        Compiling again with unchanged trainable layers keeps the traced training step, with
+        the optimizer reset as a new SGD (see ``MaskRCNNTrainingModel.compile_sgd``).
+        """
         clip = self.config.GRADIENT_CLIP_NORM
         with self._scope():
-            optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
-                                             global_clipnorm=clip if clip else None)
-            self.keras_model.compile(optimizer=optimizer)
-            # Create the momentum slots now: a first step that creates variables makes
-            # tf.function trace the whole training graph twice (about 8 s at 64 px on 2 cores).
-            optimizer.build(self.keras_model.trainable_variables)
+            self.keras_model.compile_sgd(learning_rate, momentum, clip if clip else None)
 
     def train(self, train_dataset: Any, val_dataset: Any, learning_rate: float, epochs: int,
               layers: str, augmentation: Any = None, custom_callbacks: Sequence[Any] | None = None,
