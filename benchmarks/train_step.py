@@ -1,10 +1,11 @@
 """Training-step time of the bundled Mask R-CNN with and without the OHEM patch.
 
-Both variants are built in one process (same synthetic images, same seed) and timed
-interleaved: every round runs ``--steps`` steps of each variant, alternating which goes first,
-over ``--rounds`` rounds, so load drift on a shared machine reaches both alike. The section
-reports the median over all timed steps, the spread of the per-round medians, and the load
-average before and after:
+The variants are built in one process (same synthetic images, same seed) and timed
+interleaved step by step: every round runs ``--steps`` steps of each variant, one step of each
+in turn, the order rotating each step, over ``--rounds`` rounds, so drift in machine speed
+reaches every variant alike. The section reports the median over all timed steps, the spread of
+the per-round medians, the median ratio of paired steps (a variant's step next to plain's), and
+the load average before and after:
 
 - ``plain``: the bundled model as shipped (Matterport's loss and random 256-anchor targets);
 - ``ohem``: ``mrcnn_ohem.patch(config, module=mrcnn_ohem.maskrcnn.model)`` applied before the
@@ -158,9 +159,14 @@ def run(args: argparse.Namespace) -> dict[str, dict]:
     results = {v: {"rounds": [], "batch_times": built[v]["batch_times"],
                    "negatives_per_batch": built[v]["negatives_per_batch"]} for v in variants}
     for round_index in range(args.rounds):
-        order = variants if round_index % 2 == 0 else variants[::-1]
-        for variant in order:
-            results[variant]["rounds"].append(_steps(built[variant], args.steps))
+        for variant in variants:
+            results[variant]["rounds"].append([])
+        # Step by step, the order rotating each step: a variant's step j sits next to every
+        # other variant's step j in time, so drift in machine speed reaches them alike.
+        for step in range(args.steps):
+            shift = (round_index * args.steps + step) % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
+                results[variant]["rounds"][-1].extend(_steps(built[variant], 1))
         logger.info("round %d: %s", round_index + 1, ", ".join(
             f"{v} {1000 * statistics.median(results[v]['rounds'][-1]):.0f} ms" for v in variants))
     return results
@@ -179,7 +185,8 @@ def render(args: argparse.Namespace, results: dict[str, dict], loads: list[str])
     plain = statistics.median(all_steps("plain"))
     plain_rounds = [statistics.median(r) for r in results["plain"]["rounds"]]
     lines = [
-        "## Training step of the bundled Mask R-CNN, with and without the OHEM patch",
+        "## Training step of the bundled Mask R-CNN, with and without the OHEM patch"
+        + (" (CPU-sized heads)" if getattr(args, "cpu_heads", False) else ""),
         "",
         f"Machine: {_machine()}; 1/5/15-minute load average {loads[0]} before, {loads[1]} after "
         "(the value after includes this benchmark's own threads)"
@@ -191,7 +198,8 @@ def render(args: argparse.Namespace, results: dict[str, dict], loads: list[str])
         f"{args.mask_filters} filters{_heads_note(args)}; ohem_roi: a pool of {max(args.roi_pool, args.rois)} RoIs per "
         f"image, class loss on the hardest {args.rois}; all variants built in one process, "
         f"{args.warmup} warm-up steps each, then {args.rounds} rounds of "
-        f"{args.steps} timed `train_on_batch` steps per variant, interleaved (order alternating).",
+        f"{args.steps} timed `train_on_batch` steps per variant, interleaved step by step (order "
+        "rotating each step).",
         "",
         "| variant | median step (ms) | per-round medians (ms) | vs plain | per-round vs plain | "
         "median data batch (ms) | negatives in batch |",
@@ -211,6 +219,11 @@ def render(args: argparse.Namespace, results: dict[str, dict], loads: list[str])
                     for o, p in zip(results["ohem"]["rounds"], results["plain"]["rounds"])]
         lines += ["", f"OHEM overhead: median {100 * (statistics.median(all_steps('ohem')) / plain - 1):+.1f}%, "
                   f"per-round range {min(ohem_rel):+.1f}% to {max(ohem_rel):+.1f}% (goal < 3%)."]
+    paired = [v for v in results if v != "plain"]
+    if paired:
+        lines += ["", "Paired steps (each variant's step j against plain's step j of the same round, run "
+                  "next to it): median ratio - 1 " + ", ".join(
+                      f"{v} {paired_overhead(results, v):+.1f}%" for v in paired) + "."]
     lines += ["", "Step = graph only (forward, five losses, backward, SGD) on pre-built batches; "
               "data batch = `DataGenerator[i]` (image loading, resizing, RPN targets), which "
               "Keras overlaps with the step in worker threads during `train()`."]
@@ -229,6 +242,13 @@ def _heads_note(args: argparse.Namespace) -> str:
     return (f", CPU-sized heads (`--cpu-heads`: FPN {CPU_SETTINGS['TOP_DOWN_PYRAMID_SIZE']} channels, "
             f"classifier FC {CPU_SETTINGS['FPN_CLASSIF_FC_LAYERS_SIZE']}, {CPU_SETTINGS['PRE_NMS_LIMIT']} "
             "anchors before NMS)")
+
+
+def paired_overhead(results: dict[str, dict], variant: str) -> float:
+    """Median over the paired steps of ``variant / plain - 1``, in percent."""
+    ratios = [v / p for rv, rp in zip(results[variant]["rounds"], results["plain"]["rounds"])
+              for v, p in zip(rv, rp)]
+    return 100 * (statistics.median(ratios) - 1)
 
 
 SHARED_NOTE = (" (**shared machine**: other TensorFlow jobs ran during the measurement, so "
@@ -293,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         from benchmarks._results import write_section
 
-        write_section("train_step", text)
+        # CPU-sized heads get their own section beside the Matterport-width one.
+        write_section("train_step_cpu" if args.cpu_heads else "train_step", text)
     return 0
 
 

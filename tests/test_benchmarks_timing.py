@@ -65,6 +65,7 @@ def test_train_step_render_reports_median_and_per_round_spread():
     text = train_step.render(args, results, ["0.50 0.40 0.30", "0.60 0.40 0.30"])
     assert "| ohem | 1100 | 1100, 2000, 1000 | +10.0% | +10.0%, +0.0%, +0.0% | 20 | 9000 |" in text
     assert "per-round range +0.0% to +10.0%" in text
+    assert "median ratio - 1 ohem +0.0%." in text  # paired ratios 1.1, 1.1, 1, 1, 1, 1
     assert "shared machine" not in text  # load below 1 on both readings
     assert "16 of 1000 proposals" in text and "CPU-sized" not in text
     args.cpu_heads = True
@@ -79,3 +80,29 @@ def test_train_step_cpu_heads_keep_the_rois_asked_for():
     assert (config.TRAIN_ROIS_PER_IMAGE, config.TOP_DOWN_PYRAMID_SIZE, config.POST_NMS_ROIS_TRAINING) == (16, 64, 300)
     args.cpu_heads = False
     assert train_step._make_config(args, "ohem").TOP_DOWN_PYRAMID_SIZE == 256
+
+
+def test_train_step_runs_variants_step_by_step_in_rotating_order(monkeypatch):
+    calls = []
+
+    class FakeKerasModel:
+        def __init__(self, name):
+            self.name = name
+
+        def train_on_batch(self, inputs):
+            calls.append(self.name)
+
+    def fake_build(variant, args):
+        model = argparse.Namespace(keras_model=FakeKerasModel(variant))
+        return {"model": model, "batches": [None], "batch_times": [0.01], "negatives_per_batch": 1, "next": 0}
+
+    monkeypatch.setattr(train_step, "build_variant", fake_build)
+    args = argparse.Namespace(variants=["ohem", "focal"], warmup=1, steps=2, rounds=2)
+    results = train_step.run(args)
+    assert calls[:3] == ["plain", "ohem", "focal"]  # warm-up
+    timed = calls[3:]
+    assert [timed[i:i + 3] for i in range(0, len(timed), 3)] == [
+        ["plain", "ohem", "focal"], ["ohem", "focal", "plain"],   # round 1, steps 1-2
+        ["focal", "plain", "ohem"], ["plain", "ohem", "focal"]]   # round 2, steps 1-2
+    assert {v: [len(r) for r in results[v]["rounds"]] for v in results} == {
+        "plain": [2, 2], "ohem": [2, 2], "focal": [2, 2]}
