@@ -38,7 +38,7 @@ quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_L
 
 from benchmarks.quality import mining, stats  # noqa: E402
 from benchmarks.quality.metrics import validation_scene  # noqa: E402
-from benchmarks.quality.runs import run_suite  # noqa: E402
+from benchmarks.quality.runs import graph_optimizations_off, run_suite  # noqa: E402
 from benchmarks.quality.variants import FULL, QUICK, make_config  # noqa: E402
 
 logger = logging.getLogger("demo")
@@ -270,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
                       max_targets=budget.max_targets, max_distractors=budget.max_distractors)
     try:
-        runs = run_suite("shapes", VARIANTS, range(args.seeds), budget, output / "runs", timeout=0,
-                         extra={"val_dir": str(val_dir)}, in_process=True, report=logger.info)
+        with graph_optimizations_off(args.smoke):
+            runs = run_suite("shapes", VARIANTS, range(args.seeds), budget, output / "runs", timeout=0,
+                             extra={"val_dir": str(val_dir)}, in_process=True, report=logger.info)
     except KeyboardInterrupt:
         logger.warning("Interrupted.")
         return 130

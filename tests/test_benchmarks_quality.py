@@ -471,3 +471,28 @@ def test_real_mode_needs_weights(tmp_path, capsys):
     assert "--weights" in capsys.readouterr().err
     budget = cli._budget(cli.build_parser().parse_args(["--dataset", "d", "--image-size", "1024", "--steps", "7"]))
     assert (budget.image_size, budget.steps, budget.backbone, budget.layers) == (1024, 7, "resnet50", "heads")
+
+
+def test_graph_optimizations_off_inside_the_block_and_restored_after():
+    import tensorflow as tf
+
+    from benchmarks.quality import runs
+
+    def disabled():
+        return bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+
+    before = disabled()
+    try:
+        for previous in (False, True):
+            tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
+            with runs.graph_optimizations_off():
+                assert disabled()
+            assert disabled() is previous
+            with runs.graph_optimizations_off(False):
+                assert disabled() is previous
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+        with pytest.raises(RuntimeError, match="inside"), runs.graph_optimizations_off():
+            raise RuntimeError("inside")
+        assert not disabled()
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})

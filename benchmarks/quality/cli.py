@@ -34,7 +34,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from benchmarks.quality import report as rep
-from benchmarks.quality.runs import run_one, run_suite, worker_main
+from benchmarks.quality.runs import graph_optimizations_off, run_one, run_suite, worker_main
 from benchmarks.quality.variants import (
     COCO_FULL,
     COCO_QUICK,
@@ -181,8 +181,9 @@ def _synthetic_mode(args, variants, skipped, seeds, budget, out) -> int:
     val_dir = out / "shapes_coco"
     write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
                       max_targets=budget.max_targets, max_distractors=budget.max_distractors)
-    runs = run_suite("shapes", variants, seeds, budget, out, args.timeout, {"val_dir": str(val_dir)},
-                     in_process=args.in_process)
+    with graph_optimizations_off(args.quick):
+        runs = run_suite("shapes", variants, seeds, budget, out, args.timeout, {"val_dir": str(val_dir)},
+                         in_process=args.in_process)
     timing = _timing(args, variants, budget, out)
     coco = _coco_check(args, budget, out)
     (out / "runs.json").write_text(json.dumps({"shapes": runs, "coco": coco["runs"], "timing": timing,
