@@ -4,8 +4,9 @@ Every run is seeded through Python, NumPy and TensorFlow (``keras.utils.set_rand
 data generator's shuffling (``MaskRCNN.train(seed=)``) and the training set's generator seed.
 By default each run is its own subprocess (``python -m benchmarks.quality --worker SPEC``:
 fresh TensorFlow state, fair timing); ``in_process`` runs them one after another in this
-process (used by ``--quick`` and the demo), where a variant's later seeds reuse the graphs its
-first seed built and traced (:func:`_training_model`, :func:`_inference_model`). Runs are
+process (used by ``--quick`` and the demo), where, within one :func:`run_suite`, a variant's
+later seeds reuse the graphs its first seed built and traced (:func:`_training_model`,
+:func:`_inference_model`). Runs are
 interleaved, seed 0 of every variant, then seed 1, ..., so a drift in machine load spreads over
 the variants.
 """
@@ -350,11 +351,6 @@ def worker_main(spec: dict, shared: dict[str, dict] | None = None) -> dict:
     return run_worker(spec, shared)
 
 
-#: Models shared by the runs of this process (``in_process``): training models keyed by
-#: variant, dataset, budget and class count, inference models by dataset, budget and classes.
-_SHARED: dict[str, dict[str, Any]] = {"training": {}, "inference": {}}
-
-
 @contextlib.contextmanager
 def graph_optimizations_off(off: bool = True) -> Iterator[None]:
     """Turn TensorFlow's graph optimizer (grappler) off inside the block (``off=False``: no-op).
@@ -396,11 +392,12 @@ def spawn(spec: dict, log_path: Path, timeout: float) -> dict:
             "seconds": time.perf_counter() - started}
 
 
-def run_one(spec: dict, log_path: Path, timeout: float, in_process: bool) -> dict:
-    """:func:`worker_main` here (``in_process``) or in a subprocess."""
+def run_one(spec: dict, log_path: Path, timeout: float, in_process: bool,
+            shared: dict[str, dict] | None = None) -> dict:
+    """:func:`worker_main` here (``in_process``, sharing models through ``shared``) or in a subprocess."""
     if not in_process:
         return spawn(spec, log_path, timeout)
-    result = worker_main(spec, _SHARED)
+    result = worker_main(spec, shared)
     (Path(spec["model_dir"]) / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -423,7 +420,13 @@ def progress_line(name: str, result: dict) -> str:
 def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: Budget, out: Path,
               timeout: float, extra: dict, in_process: bool = False,
               report: Callable[[str], None] = print) -> list[dict]:
-    """All (seed, variant) runs of one dataset, seed-major so load drift hits every variant."""
+    """All (seed, variant) runs of one dataset, seed-major so load drift hits every variant.
+
+    In process, the runs share their models (training models keyed by variant, dataset, budget
+    and class count; inference models by dataset, budget and class count) for this call only, so
+    no run depends on what an earlier call left behind.
+    """
+    shared: dict[str, dict] = {"training": {}, "inference": {}}
     runs = []
     for seed in seeds:
         for variant in variants:
@@ -431,7 +434,7 @@ def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: 
             model_dir.mkdir(parents=True, exist_ok=True)
             spec = {"variant": variant, "seed": int(seed), "budget": asdict(budget), "dataset": name,
                     "model_dir": str(model_dir), **extra}
-            result = run_one(spec, out / f"{name}_{variant}_s{seed}.log", timeout, in_process)
+            result = run_one(spec, out / f"{name}_{variant}_s{seed}.log", timeout, in_process, shared)
             report(progress_line(name, result))
             runs.append(result)
     return runs
