@@ -398,6 +398,59 @@ def test_runs_in_one_process_share_one_inference_model_per_budget(monkeypatch):
     assert len(built) == 4 and len(shared) == 3
 
 
+class _FakeWeights:
+    def __init__(self, name, shape):
+        self.name, self.shape = name, shape
+
+
+class _FakeKerasModel:
+    def __init__(self, value):
+        self.values = [np.full((2, 3), value), np.full((3,), value)]
+        self.weights = [_FakeWeights("conv/kernel:0", (2, 3)), _FakeWeights("conv/bias:0", (3,))]
+
+    def get_weights(self):
+        return [v.copy() for v in self.values]
+
+    def set_weights(self, values):
+        self.values = [v.copy() for v in values]
+
+
+def test_runs_in_one_process_share_traced_models_and_each_seeds_initial_weights(monkeypatch):
+    from benchmarks.quality import runs
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    built = []
+
+    class FakeMaskRCNN:
+        def __init__(self, mode, config, model_dir):
+            built.append(model_dir)
+            self.model_dir = model_dir
+            self.keras_model = _FakeKerasModel(float(len(built)))  # every build draws new weights
+
+        def set_log_dir(self):
+            self.log_dir = self.model_dir
+
+    monkeypatch.setattr(modellib, "MaskRCNN", FakeMaskRCNN)
+    config = variants.make_config("baseline", variants.QUICK, 4, "training")
+    shared = {"training": {}, "inference": {}, "initial": {}}
+
+    def run(variant, seed):
+        spec = {"dataset": "shapes", "variant": variant, "seed": seed, "model_dir": f"{variant}_s{seed}"}
+        return runs._training_model(spec, variants.QUICK, config, shared)
+
+    base0, ohem0 = run("baseline", 0), run("ohem", 0)
+    assert built == ["baseline_s0", "ohem_s0"]  # one graph per variant
+    assert ohem0.keras_model.values[0][0, 0] == 1.0  # the variant starts from the seed's weights
+    base1 = run("baseline", 1)
+    assert base1 is base0 and built[-1] == "baseline_s1"  # one build for the new seed's weights
+    assert base1.keras_model.values[0][0, 0] == 3.0 and base1.model_dir == "baseline_s1"
+    ohem1 = run("ohem", 1)
+    assert ohem1 is ohem0 and len(built) == 3 and ohem1.keras_model.values[0][0, 0] == 3.0
+    assert run("baseline", 0).keras_model.values[0][0, 0] == 1.0 and len(built) == 3
+    assert runs._training_model({"dataset": "shapes", "variant": "ohem", "seed": 0, "model_dir": "alone"},
+                                variants.QUICK, config, None) is not ohem0 and len(built) == 4
+
+
 ############################################################
 #  --quick, end to end
 ############################################################

@@ -182,9 +182,10 @@ def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
     Args:
         spec: ``{"variant", "seed", "budget", "dataset" ("shapes", "coco" or "real"), "val_dir",
             "data_dir", "classes", "weights", "model_dir"}``.
-        shared: runs in one process share their models through ``shared["training"]`` and
-            ``shared["inference"]`` (see :func:`_training_model` and :func:`_inference_model`),
-            so a later run skips building and tracing the graphs again. None builds fresh ones.
+        shared: runs in one process share their models and each seed's initial weights through
+            ``shared["training"]``, ``shared["initial"]`` and ``shared["inference"]`` (see
+            :func:`_training_model` and :func:`_inference_model`), so a later run skips building
+            and tracing the graphs again. None builds fresh ones.
 
     Returns:
         ``{"variant", "seed", "dataset", "status" ("ok" or "crashed"), "error", "steps_done",
@@ -209,7 +210,7 @@ def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
     probe = None
     try:
         with Installed(variant, config, modellib) as installed:
-            model = _training_model(spec, budget, config, None if shared is None else shared["training"])
+            model = _training_model(spec, budget, config, shared)
             installed.built()
             if spec.get("weights"):
                 result["weights"] = load_start_weights(model, spec["weights"], train_set, _coco_subset(
@@ -246,31 +247,40 @@ def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
     return result
 
 
-def _training_model(spec: dict, budget: Budget, config: Any, shared: dict | None) -> Any:
+def _training_model(spec: dict, budget: Budget, config: Any, shared: dict[str, dict] | None) -> Any:
     """A training ``MaskRCNN`` holding the run's initial weights, from ``shared`` when one was built.
 
-    The run's initial weights always come from a model built now, under the run's seed. A
-    variant's later seeds then copy them into the model its first seed built, compiled and
-    traced: ``MaskRCNN.compile`` keeps that traced step when the trainable layers are unchanged,
-    with SGD reset as new. The run then starts as a fresh model would (same weights, data order
-    and optimizer state) but for one thing: the graph's random RoI sampling (``tf.random.shuffle``
-    in the detection-target layer) keeps the op seeds drawn when the variant's first seed traced
-    it, so it samples as that seed's graph would, not as a graph built under this seed. An
-    in-process run is reproducible for the same command, not equal to that seed run alone; the
-    subprocess mode (default of the full benchmark) runs each in a fresh process. Call inside
-    the variant's :class:`Installed` (the graph takes its loss from the module).
+    A run alone (``shared`` None) builds its model under its seed. Runs in one process share:
+    ``shared["training"]`` holds the model each variant's first run built, compiled and traced
+    (``MaskRCNN.compile`` keeps that traced step when the trainable layers are unchanged, with SGD
+    reset as new); ``shared["initial"]`` holds the initial weights of each seed, taken from the
+    first model built under that seed. Every variant of a seed then starts from those same
+    weights (when its weights have the same names and shapes), and a later seed builds one model
+    for its weights instead of one per variant. The run starts as a fresh model would (same
+    weights, data order and optimizer state) but for one thing: the graph's random RoI sampling
+    (``tf.random.shuffle`` in the detection-target layer) keeps the op seeds drawn when the
+    variant's first seed traced it. An in-process run is reproducible for the same command, not
+    equal to that seed run alone; the subprocess mode (default of the full benchmark) runs each
+    in a fresh process. Call inside the variant's :class:`Installed` (the graph takes its loss
+    from the module).
     """
     from mrcnn_ohem.maskrcnn import model as modellib
 
-    fresh = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
     if shared is None:
-        return fresh
-    key = json.dumps([spec["variant"], spec["dataset"], asdict(budget), int(config.NUM_CLASSES)], sort_keys=True)
-    if key not in shared:
-        shared[key] = fresh
-        return fresh
-    model = shared[key]
-    model.keras_model.set_weights(fresh.keras_model.get_weights())
+        return modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+    common = [spec["dataset"], asdict(budget), int(config.NUM_CLASSES)]
+    key = json.dumps([spec["variant"], *common], sort_keys=True)
+    built_now = key not in shared["training"]
+    if built_now:
+        shared["training"][key] = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+    model = shared["training"][key]
+    signature = [(w.name, tuple(w.shape)) for w in model.keras_model.weights]
+    seed_key = json.dumps([int(spec["seed"]), *common, signature], sort_keys=True)
+    initial = shared["initial"].get(seed_key)
+    if initial is None:  # the first run of this seed: the weights of a model built under it
+        source = model if built_now else modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+        initial = shared["initial"][seed_key] = source.keras_model.get_weights()
+    model.keras_model.set_weights(initial)
     model.model_dir = spec["model_dir"]
     model.set_log_dir()  # checkpoints into this run's folder, from epoch 0
     return model
@@ -426,7 +436,7 @@ def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: 
     and class count; inference models by dataset, budget and class count) for this call only, so
     no run depends on what an earlier call left behind.
     """
-    shared: dict[str, dict] = {"training": {}, "inference": {}}
+    shared: dict[str, dict] = {"training": {}, "inference": {}, "initial": {}}
     runs = []
     for seed in seeds:
         for variant in variants:

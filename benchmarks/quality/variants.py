@@ -52,7 +52,7 @@ class Budget:
 FULL = Budget()
 # The RoI-OHEM variants' heads run on the whole pool: 64 RoIs, not the runner's 300, keeps a
 # quick step at a fraction of a second.
-QUICK = Budget(image_size=64, train_images=8, val_images=4, steps=6, batch_size=2, probes=2, roi_pool=64)
+QUICK = Budget(image_size=64, train_images=8, val_images=2, steps=6, batch_size=2, probes=2, roi_pool=64)
 COCO_FULL = Budget(image_size=192, train_images=80, val_images=79, steps=300, probes=0)
 COCO_QUICK = replace(COCO_FULL, image_size=128, train_images=10, val_images=4, steps=6)
 #: ``--dataset DIR --weights ...``: a fine-tune from Matterport's COCO weights at full size.
