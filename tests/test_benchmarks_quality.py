@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -373,8 +374,6 @@ def test_installed_ohem_patches_and_restores():
 
 
 def test_runs_in_one_process_share_one_inference_model_per_budget(monkeypatch):
-    from dataclasses import replace
-
     from benchmarks.quality import runs
     from mrcnn_ohem.maskrcnn import model as modellib
 
@@ -524,6 +523,33 @@ def test_real_mode_needs_weights(tmp_path, capsys):
     assert "--weights" in capsys.readouterr().err
     budget = cli._budget(cli.build_parser().parse_args(["--dataset", "d", "--image-size", "1024", "--steps", "7"]))
     assert (budget.image_size, budget.steps, budget.backbone, budget.layers) == (1024, 7, "resnet50", "heads")
+
+
+def test_budget_option_takes_a_name_or_json_fields_and_names_what_it_accepts():
+    from benchmarks.quality import cli
+
+    def budget(*argv):
+        return cli._budget(cli.build_parser().parse_args(list(argv)))
+
+    assert budget() == variants.FULL and budget("--quick") == variants.QUICK
+    assert budget("--budget", "demo") == variants.DEMO
+    assert budget("--budget", "demo", "--steps", "50") == replace(variants.DEMO, steps=50)
+    assert budget("--budget", '{"learning_rate": 0.01}').learning_rate == 0.01
+    for bad in ("dem", '{"learning_rat": 0.01}'):
+        with pytest.raises(SystemExit, match=r"--budget must be one of \['full', 'quick', 'demo'\] or a JSON "
+                                             r"object of Budget fields \(image_size, .*received " + repr(bad)[:4]):
+            budget("--budget", bad)
+
+
+def test_demo_budget_narrows_the_graph_and_scores_fewer_proposals():
+    config = variants.make_config("ohem", variants.DEMO, 4, "training")
+    assert (config.RPN_SHARED_FILTERS, config.MASK_HEAD_FILTERS, config.TRAIN_ROIS_PER_IMAGE) == (128, 16, 16)
+    assert variants.make_config("baseline", variants.DEMO, 4, "inference").POST_NMS_ROIS_INFERENCE == 300
+    assert variants.make_config("baseline", variants.FULL, 4, "training").RPN_SHARED_FILTERS == 512
+    assert (variants.DEMO.steps, variants.DEMO.image_size, variants.DEMO.batch_size) == (600, 128, 2)
+    line = report.budget_line(variants.DEMO)
+    assert "RPN convolution 128 filters" in line and "30 evaluation images (300 proposals each)" in line
+    assert "RPN convolution" not in report.budget_line(variants.FULL)
 
 
 def test_graph_optimizations_off_inside_the_block_and_restored_after():

@@ -165,6 +165,7 @@ def test_config_module_needs_neither_tensorflow_nor_tf_keras():
     ({"MEAN_PIXEL": np.array([1., 2.])}, r"MEAN_PIXEL must be 3 values"),
     ({"MINI_MASK_SHAPE": (56,)}, r"MINI_MASK_SHAPE must be \(height, width\)"),
     ({"RPN_BBOX_STD_DEV": np.array([0.1, 0.1, 0.2])}, r"RPN_BBOX_STD_DEV must be 4 positive"),
+    ({"RPN_SHARED_FILTERS": 0}, r"RPN_SHARED_FILTERS must be an integer >= 1; received 0"),
 ])
 def test_invalid_settings_raise_value_error(overrides, match):
     bad = type("Bad", (CocoLike,), dict(overrides))

@@ -139,6 +139,15 @@ def weighted_layers(keras_model):
     return found
 
 
+def test_rpn_shared_filters_set_the_width_of_the_rpn_convolution():
+    from mrcnn_ohem.maskrcnn import heads
+
+    assert weighted_layers(heads.build_rpn_model(1, 3, 16)) == {
+        "rpn_conv_shared": (3, 3, 16, 512), "rpn_class_raw": (1, 1, 512, 6), "rpn_bbox_pred": (1, 1, 512, 12)}
+    assert weighted_layers(heads.build_rpn_model(1, 3, 16, filters=24)) == {
+        "rpn_conv_shared": (3, 3, 16, 24), "rpn_class_raw": (1, 1, 24, 6), "rpn_bbox_pred": (1, 1, 24, 12)}
+
+
 @pytest.mark.slow
 def test_resnet101_layer_names_and_shapes_equal_matterports(tmp_path):
     class CocoLike(Config):

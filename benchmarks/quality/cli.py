@@ -40,6 +40,7 @@ from benchmarks.quality.variants import (
     COCO_QUICK,
     DEFAULT_COCO_MINI,
     FULL,
+    NAMED,
     QUICK,
     REAL,
     VARIANTS,
@@ -60,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="variants to run (baseline is always added); unavailable ones are skipped")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run")
-    parser.add_argument("--budget", default=None, metavar="JSON",
-                        help='override Budget fields, e.g. \'{"learning_rate": 0.02}\'')
+    parser.add_argument("--budget", default=None, metavar="NAME_OR_JSON",
+                        help=f"a named budget ({', '.join(NAMED)}) or Budget fields to override, e.g. "
+                             '\'{"learning_rate": 0.02}\'')
     parser.add_argument("--in-process", action="store_true",
                         help="run everything in this process (default: one subprocess per run; quick: in process)")
     parser.add_argument("--no-timing", action="store_true", help="skip the side-by-side step timing (quick: skipped)")
@@ -91,8 +93,15 @@ def _budget(args: argparse.Namespace) -> Budget:
     changes = {"steps": args.steps, "image_size": args.image_size, "val_images": args.val_images,
                "layers": args.layers}
     budget = replace(budget, **{k: v for k, v in changes.items() if v is not None})
-    if args.budget:
-        budget = replace(budget, **json.loads(args.budget))
+    if args.budget in NAMED:
+        budget = replace(NAMED[args.budget], **{k: v for k, v in changes.items() if v is not None})
+    elif args.budget:
+        try:
+            fields = json.loads(args.budget)
+            budget = replace(budget, **fields)
+        except (ValueError, TypeError) as err:
+            raise SystemExit(f"--budget must be one of {list(NAMED)} or a JSON object of Budget fields "
+                             f"({', '.join(Budget.__dataclass_fields__)}); received {args.budget!r} ({err})") from None
     return budget
 
 

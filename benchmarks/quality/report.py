@@ -203,8 +203,10 @@ def budget_line(budget: Budget) -> str:
     return (f"{budget.image_size} px, {budget.backbone} backbone, {budget.steps} steps x {budget.batch_size} images, "
             f"SGD lr {budget.learning_rate}, {budget.train_rois} RoIs/image"
             f"{f' (RoI OHEM: from a pool of {budget.roi_pool})' if budget.roi_pool else ''}, mask head "
-            f"{budget.mask_head_filters} filters, {budget.train_images or 'all'} training "
-            f"images, {budget.val_images} evaluation images")
+            f"{budget.mask_head_filters} filters"
+            f"{f', RPN convolution {budget.rpn_filters} filters' if budget.rpn_filters != 512 else ''}, "
+            f"{budget.train_images or 'all'} training images, {budget.val_images} evaluation images"
+            f"{f' ({budget.proposals} proposals each)' if budget.proposals != 1000 else ''}")
 
 
 def load_note(runs: Sequence[dict]) -> str:

@@ -5,7 +5,8 @@
 carries over unchanged. Differences from upstream: the values are validated in ``__init__``
 (``ValueError`` naming the attribute, what was expected and what was received), ``"tiny"`` is
 and ``"compact"`` are accepted ``BACKBONE`` names (small CPU backbones for demos and tests),
-``MASK_HEAD_FILTERS`` sets the mask head's width, ``TRAIN_BACKGROUND_IMAGES`` opts in to
+``MASK_HEAD_FILTERS`` and ``RPN_SHARED_FILTERS`` set the widths of the mask head and of the
+RPN's shared convolution (Matterport's 256 and 512 by default), ``TRAIN_BACKGROUND_IMAGES`` opts in to
 training on images without instances, ``__init__`` cooperates
 with mixins (``class MyConfig(SomeMixin, Config)``), and ``display()`` lists upper-case
 settings only. This module needs NumPy only; importing it never imports TensorFlow.
@@ -86,6 +87,8 @@ class Config:
     RPN_ANCHOR_STRIDE = 1
     # IoU threshold of the non-max suppression that filters proposals.
     RPN_NMS_THRESHOLD = 0.7
+    # Filters of the RPN's shared 3x3 convolution (Matterport's 512; its weight files need 512).
+    RPN_SHARED_FILTERS = 512
     # Anchors per image sampled for RPN training (and rows of rpn_bbox).
     RPN_TRAIN_ANCHORS_PER_IMAGE = 256
     # Top-scoring anchors kept before non-max suppression.
@@ -173,7 +176,7 @@ class Config:
                      "POST_NMS_ROIS_INFERENCE", "IMAGE_CHANNEL_COUNT", "TRAIN_ROIS_PER_IMAGE",
                      "POOL_SIZE", "MASK_POOL_SIZE", "MAX_GT_INSTANCES",
                      "DETECTION_MAX_INSTANCES", "FPN_CLASSIF_FC_LAYERS_SIZE",
-                     "TOP_DOWN_PYRAMID_SIZE", "MASK_HEAD_FILTERS"):
+                     "TOP_DOWN_PYRAMID_SIZE", "MASK_HEAD_FILTERS", "RPN_SHARED_FILTERS"):
             check_int(name, getattr(self, name), 1)
         # Matterport's default is 1 (background only), so a bare Config() stays constructible;
         # real configs override it with 1 + the number of object classes.

@@ -21,7 +21,8 @@ keras = import_tf_keras()
 KL = keras.layers
 KM = keras.models
 
-#: Filters of the shared RPN convolution (fixed by Matterport's weight files).
+#: Filters of the shared RPN convolution: Matterport's, which its weight files need
+#: (``Config.RPN_SHARED_FILTERS`` changes it per model).
 RPN_SHARED_FILTERS = 512
 
 
@@ -29,20 +30,22 @@ RPN_SHARED_FILTERS = 512
 #  Region proposal network
 ############################################################
 
-def rpn_graph(feature_map: Any, anchors_per_location: int, anchor_stride: int) -> list:
+def rpn_graph(feature_map: Any, anchors_per_location: int, anchor_stride: int,
+              filters: int = RPN_SHARED_FILTERS) -> list:
     """RPN on one feature map.
 
     Args:
         feature_map: [batch, height, width, depth] Keras tensor.
         anchors_per_location: anchors per feature-map cell (number of ratios).
         anchor_stride: 1 for anchors at every cell, 2 for every other cell.
+        filters: width of the shared 3x3 convolution (``Config.RPN_SHARED_FILTERS``).
 
     Returns:
         rpn_class_logits [batch, H * W * anchors_per_location, 2] BG/FG logits,
         rpn_probs [batch, H * W * anchors_per_location, 2] softmax of the logits,
         rpn_bbox [batch, H * W * anchors_per_location, (dy, dx, log(dh), log(dw))].
     """
-    shared = KL.Conv2D(RPN_SHARED_FILTERS, (3, 3), padding="same", activation="relu",
+    shared = KL.Conv2D(filters, (3, 3), padding="same", activation="relu",
                        strides=anchor_stride, name="rpn_conv_shared")(feature_map)
     x = KL.Conv2D(2 * anchors_per_location, (1, 1), padding="valid", activation="linear",
                   name="rpn_class_raw")(shared)
@@ -54,19 +57,21 @@ def rpn_graph(feature_map: Any, anchors_per_location: int, anchor_stride: int) -
     return [rpn_class_logits, rpn_probs, rpn_bbox]
 
 
-def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int) -> Any:
+def build_rpn_model(anchor_stride: int, anchors_per_location: int, depth: int,
+                    filters: int = RPN_SHARED_FILTERS) -> Any:
     """The RPN as a Keras model named ``rpn_model``, shared across pyramid levels.
 
     Args:
         anchor_stride: see :func:`rpn_graph`.
         anchors_per_location: see :func:`rpn_graph`.
         depth: channels of the feature maps (``TOP_DOWN_PYRAMID_SIZE``).
+        filters: see :func:`rpn_graph`.
 
     Returns:
         Keras model mapping [batch, H, W, depth] to the three outputs of :func:`rpn_graph`.
     """
     input_feature_map = KL.Input(shape=[None, None, depth], name="input_rpn_feature_map")
-    outputs = rpn_graph(input_feature_map, anchors_per_location, anchor_stride)
+    outputs = rpn_graph(input_feature_map, anchors_per_location, anchor_stride, filters)
     return KM.Model([input_feature_map], outputs, name="rpn_model")
 
 

@@ -188,7 +188,8 @@ class MaskRCNN:
             (softmax), rpn_bbox [batch, num_anchors, (dy, dx, log(dh), log(dw))] and rpn_rois
             [batch, proposal_count, (y1, x1, y2, x2)] normalised, zero padded.
         """
-        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE)
+        rpn = build_rpn_model(config.RPN_ANCHOR_STRIDE, len(config.RPN_ANCHOR_RATIOS), config.TOP_DOWN_PYRAMID_SIZE,
+                              config.RPN_SHARED_FILTERS)
         level_outputs = [rpn([p]) for p in rpn_feature_maps]
         rpn_class_logits, rpn_class, rpn_bbox = [
             KL.Concatenate(axis=1, name=name)(list(tensors))
