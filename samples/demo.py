@@ -6,10 +6,9 @@ first). Steps:
 1. write a validation set of generated shapes among look-alike distractors
    (:mod:`mrcnn_ohem.datasets.shapes`) as a COCO folder in ``demo_output/``;
 2. for seeds 0, 1, 2: train a baseline and an OHEM model (``mrcnn_ohem.patch``) from the same
-   initial weights, data and order, for the quality benchmark's 600 steps of 2 images (128 px,
-   tiny backbone, lr 0.02) on a graph about half as costly per step
-   (:data:`benchmarks.quality.variants.DEMO`: RPN convolution 128 wide, mask head 16, 16 RoIs
-   per image), and score both with COCOeval on 30 images (bbox AP/AP50, segm AP, RPN AR@100);
+   initial weights, data and order, at the budget of the quality benchmark that separated them
+   (128 px, tiny backbone, 600 steps of 2 images, lr 0.02; :mod:`benchmarks.quality`), and score
+   both with COCOeval (bbox AP/AP50, segm AP, RPN AR@100);
 3. print per-seed rows, mean ± std, the paired difference (OHEM minus baseline) with its 95%
    Student t-interval over the seeds, and how many seeds OHEM won, saying plainly when the
    interval includes 0;
@@ -40,7 +39,7 @@ quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_L
 from benchmarks.quality import mining, report, stats  # noqa: E402
 from benchmarks.quality.metrics import validation_scene  # noqa: E402
 from benchmarks.quality.runs import graph_optimizations_off, run_suite  # noqa: E402
-from benchmarks.quality.variants import DEMO, QUICK, make_config  # noqa: E402
+from benchmarks.quality.variants import FULL, QUICK, make_config  # noqa: E402
 
 logger = logging.getLogger("demo")
 VARIANTS = ("baseline", "ohem")
@@ -55,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m samples.demo", description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--output", default="demo_output", help="folder for data, logs, table and plot")
     parser.add_argument("--seeds", type=int, default=3, help="paired seeds (default 3)")
-    parser.add_argument("--steps", type=int, default=DEMO.steps)
-    parser.add_argument("--val-images", type=int, default=DEMO.val_images)
+    parser.add_argument("--steps", type=int, default=FULL.steps)
+    parser.add_argument("--val-images", type=int, default=FULL.val_images)
     parser.add_argument("--smoke", action="store_true", help="a tiny run that only checks the plumbing")
     parser.add_argument("--no-plot", action="store_true")
     return parser
@@ -260,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mrcnn_ohem.datasets.shapes import write_coco_folder
 
     args = build_parser().parse_args(argv)
-    budget = replace(DEMO, steps=args.steps, val_images=args.val_images)
+    budget = replace(FULL, steps=args.steps, val_images=args.val_images)
     if args.smoke:
         budget = replace(QUICK, steps=3, val_images=3)
         args.seeds = 2

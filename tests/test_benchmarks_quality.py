@@ -532,22 +532,22 @@ def test_budget_option_takes_a_name_or_json_fields_and_names_what_it_accepts():
         return cli._budget(cli.build_parser().parse_args(list(argv)))
 
     assert budget() == variants.FULL and budget("--quick") == variants.QUICK
-    assert budget("--budget", "demo") == variants.DEMO
-    assert budget("--budget", "demo", "--steps", "50") == replace(variants.DEMO, steps=50)
+    assert budget("--budget", "quick", "--steps", "50") == replace(variants.QUICK, steps=50)
+    assert budget("--quick", "--budget", "full") == variants.FULL
     assert budget("--budget", '{"learning_rate": 0.01}').learning_rate == 0.01
     for bad in ("dem", '{"learning_rat": 0.01}'):
-        with pytest.raises(SystemExit, match=r"--budget must be one of \['full', 'quick', 'demo'\] or a JSON "
+        with pytest.raises(SystemExit, match=r"--budget must be one of \['full', 'quick'\] or a JSON "
                                              r"object of Budget fields \(image_size, .*received " + repr(bad)[:4]):
             budget("--budget", bad)
 
 
-def test_demo_budget_narrows_the_graph_and_scores_fewer_proposals():
-    config = variants.make_config("ohem", variants.DEMO, 4, "training")
-    assert (config.RPN_SHARED_FILTERS, config.MASK_HEAD_FILTERS, config.TRAIN_ROIS_PER_IMAGE) == (128, 16, 16)
-    assert variants.make_config("baseline", variants.DEMO, 4, "inference").POST_NMS_ROIS_INFERENCE == 300
+def test_budget_sets_the_rpn_width_and_the_proposals_scored():
+    narrow = replace(variants.FULL, rpn_filters=128, mask_head_filters=16, val_images=30, proposals=300)
+    config = variants.make_config("ohem", narrow, 4, "training")
+    assert (config.RPN_SHARED_FILTERS, config.MASK_HEAD_FILTERS) == (128, 16)
+    assert variants.make_config("baseline", narrow, 4, "inference").POST_NMS_ROIS_INFERENCE == 300
     assert variants.make_config("baseline", variants.FULL, 4, "training").RPN_SHARED_FILTERS == 512
-    assert (variants.DEMO.steps, variants.DEMO.image_size, variants.DEMO.batch_size) == (600, 128, 2)
-    line = report.budget_line(variants.DEMO)
+    line = report.budget_line(narrow)
     assert "RPN convolution 128 filters" in line and "30 evaluation images (300 proposals each)" in line
     assert "RPN convolution" not in report.budget_line(variants.FULL)
 

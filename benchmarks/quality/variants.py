@@ -55,12 +55,8 @@ FULL = Budget()
 # The RoI-OHEM variants' heads run on the whole pool: 64 RoIs, not the runner's 300, keeps a
 # quick step at a fraction of a second.
 QUICK = Budget(image_size=64, train_images=8, val_images=2, steps=6, batch_size=2, probes=2, roi_pool=64)
-#: ``make demo``: 3 paired seeds of baseline and OHEM in about 10 minutes on 2 cores. The FULL
-#: budget's 600 steps on a cheaper graph (RPN convolution 128 wide, mask head 16, 16 RoIs per
-#: image: about half the step time), scored on 30 images with 300 proposals each.
-DEMO = Budget(train_rois=16, mask_head_filters=16, rpn_filters=128, val_images=30, proposals=300)
 #: Budgets by name, for ``--budget NAME``.
-NAMED = {"full": FULL, "quick": QUICK, "demo": DEMO}
+NAMED = {"full": FULL, "quick": QUICK}
 COCO_FULL = Budget(image_size=192, train_images=80, val_images=79, steps=300, probes=0)
 COCO_QUICK = replace(COCO_FULL, image_size=128, train_images=10, val_images=4, steps=6)
 #: ``--dataset DIR --weights ...``: a fine-tune from Matterport's COCO weights at full size.
