@@ -423,7 +423,7 @@ def test_runs_in_one_process_share_traced_models_and_each_seeds_initial_weights(
     class FakeMaskRCNN:
         def __init__(self, mode, config, model_dir):
             built.append(model_dir)
-            self.model_dir = model_dir
+            self.config, self.model_dir = config, model_dir
             self.keras_model = _FakeKerasModel(float(len(built)))  # every build draws new weights
 
         def set_log_dir(self):
@@ -431,23 +431,33 @@ def test_runs_in_one_process_share_traced_models_and_each_seeds_initial_weights(
 
     monkeypatch.setattr(modellib, "MaskRCNN", FakeMaskRCNN)
     config = variants.make_config("baseline", variants.QUICK, 4, "training")
-    shared = {"training": {}, "inference": {}, "initial": {}}
+    budget = {k: getattr(variants.QUICK, k) for k in variants.QUICK.__dataclass_fields__}
+
+    def spec(variant, seed):
+        return {"dataset": "shapes", "variant": variant, "seed": seed, "model_dir": f"{variant}_s{seed}",
+                "budget": budget}
 
     def run(variant, seed):
-        spec = {"dataset": "shapes", "variant": variant, "seed": seed, "model_dir": f"{variant}_s{seed}"}
-        return runs._training_model(spec, variants.QUICK, config, shared)
+        return runs._training_model(spec(variant, seed), variants.QUICK, config, shared)
 
-    base0, ohem0 = run("baseline", 0), run("ohem", 0)
-    assert built == ["baseline_s0", "ohem_s0"]  # one graph per variant
-    assert ohem0.keras_model.values[0][0, 0] == 1.0  # the variant starts from the seed's weights
-    base1 = run("baseline", 1)
-    assert base1 is base0 and built[-1] == "baseline_s1"  # one build for the new seed's weights
-    assert base1.keras_model.values[0][0, 0] == 3.0 and base1.model_dir == "baseline_s1"
-    ohem1 = run("ohem", 1)
-    assert ohem1 is ohem0 and len(built) == 3 and ohem1.keras_model.values[0][0, 0] == 3.0
+    shared = {"training": {}, "inference": {}, "initial": {}}
+    runs.seed_initial_weights([spec(v, s) for s in (0, 1) for v in ("baseline", "ohem")], shared)
+    assert built == ["baseline_s0", "baseline_s1"] and len(shared["initial"]) == 2  # one model per seed
+    base0 = run("baseline", 0)
+    assert len(built) == 2  # the first run trains the model its seed's weights came from
+    ohem0 = run("ohem", 0)
+    assert len(built) == 3  # one graph per variant, each started from seed 0's weights
+    assert base0.keras_model.values[0][0, 0] == ohem0.keras_model.values[0][0, 0] == 1.0
+    base1, ohem1 = run("baseline", 1), run("ohem", 1)
+    assert (base1, ohem1) == (base0, ohem0) and len(built) == 3  # no build for a later seed
+    assert base1.keras_model.values[0][0, 0] == ohem1.keras_model.values[0][0, 0] == 2.0
+    assert base1.model_dir == "baseline_s1"
     assert run("baseline", 0).keras_model.values[0][0, 0] == 1.0 and len(built) == 3
-    assert runs._training_model({"dataset": "shapes", "variant": "ohem", "seed": 0, "model_dir": "alone"},
-                                variants.QUICK, config, None) is not ohem0 and len(built) == 4
+    # A seed seed_initial_weights did not build: built here under the seed, then kept.
+    assert run("ohem", 2).keras_model.values[0][0, 0] == 4.0 and len(built) == 4
+    assert run("baseline", 2).keras_model.values[0][0, 0] == 4.0 and len(built) == 4
+    alone = runs._training_model(spec("ohem", 0), variants.QUICK, config, None)
+    assert alone is not ohem0 and len(built) == 5
 
 
 ############################################################

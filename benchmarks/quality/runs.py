@@ -1,6 +1,7 @@
 """Running the benchmark: one (variant, seed) run, the side-by-side step timing, the schedule.
 
-Every run is seeded through Python, NumPy and TensorFlow (``keras.utils.set_random_seed``), the
+Every run is seeded through Python, NumPy and TensorFlow (``keras.utils.set_random_seed``; in one
+process, TensorFlow once per seed, see :func:`seed_initial_weights`), the
 data generator's shuffling (``MaskRCNN.train(seed=)``) and the training set's generator seed.
 By default each run is its own subprocess (``python -m benchmarks.quality --worker SPEC``:
 fresh TensorFlow state, fair timing); ``in_process`` runs them one after another in this
@@ -16,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import subprocess
 import sys
 import time
@@ -195,13 +197,18 @@ def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
     from mrcnn_ohem.maskrcnn import model as modellib
 
     keras = import_tf_keras()
-    if shared is None:
-        keras.backend.clear_session()
-    else:  # clear_session would drop the shared graphs' kernels: ~3 s more for each first step
-        keras.backend.reset_uids()  # auto-named layers are named as in a fresh session
     started = time.perf_counter()
     variant, seed, budget = spec["variant"], int(spec["seed"]), Budget(**spec["budget"])
-    keras.utils.set_random_seed(seed)  # Python random, NumPy, TensorFlow
+    if shared is None:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)  # Python random, NumPy, TensorFlow
+    else:
+        # Neither clear_session nor tf.random.set_seed: both drop the kernels of the shared
+        # graphs, ~3 s more for each run's first step. TensorFlow's seed served to build the
+        # seed's initial weights (seed_initial_weights); Python and NumPy are seeded here.
+        keras.backend.reset_uids()  # auto-named layers are named as in a fresh session
+        random.seed(seed)
+        np.random.seed(seed)
     train_set = load_train_set(spec, budget, seed)
     config = make_config(variant, budget, train_set.num_classes, "training")
     recorder = step_recorder()
@@ -253,37 +260,77 @@ def _training_model(spec: dict, budget: Budget, config: Any, shared: dict[str, d
     A run alone (``shared`` None) builds its model under its seed. Runs in one process share:
     ``shared["training"]`` holds the model each variant's first run built, compiled and traced
     (``MaskRCNN.compile`` keeps that traced step when the trainable layers are unchanged, with SGD
-    reset as new); ``shared["initial"]`` holds the initial weights of each seed, taken from the
-    first model built under that seed. Every variant of a seed then starts from those same
-    weights (when its weights have the same names and shapes), and a later seed builds one model
-    for its weights instead of one per variant. The run starts as a fresh model would (same
-    weights, data order and optimizer state) but for one thing: the graph's random RoI sampling
-    (``tf.random.shuffle`` in the detection-target layer) keeps the op seeds drawn when the
-    variant's first seed traced it. An in-process run is reproducible for the same command, not
-    equal to that seed run alone; the subprocess mode (default of the full benchmark) runs each
-    in a fresh process. Call inside the variant's :class:`Installed` (the graph takes its loss
-    from the module).
+    reset as new); ``shared["initial"]`` holds each seed's initial weights, built once under the
+    seed by :func:`seed_initial_weights` before the runs (or here, when missing). Every variant of
+    a seed starts from those same weights (when its weights have the same names and shapes). The
+    run starts as a fresh model would (same weights, data order and optimizer state) but for one
+    thing: the graph's random RoI sampling (``tf.random.shuffle`` in the detection-target layer)
+    keeps the op seeds drawn when the variant's first seed traced it, and its random stream goes
+    on from the variant's earlier runs (re-seeding TensorFlow would drop the shared kernels). An
+    in-process run is reproducible for the same command, not equal to that seed run alone; the
+    subprocess mode (default of the full benchmark) runs each in a fresh process. Call inside
+    the variant's :class:`Installed` (the graph takes its loss from the module).
     """
     from mrcnn_ohem.maskrcnn import model as modellib
 
     if shared is None:
         return modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
-    common = [spec["dataset"], asdict(budget), int(config.NUM_CLASSES)]
-    key = json.dumps([spec["variant"], *common], sort_keys=True)
-    built_now = key not in shared["training"]
-    if built_now:
+    key = _model_key(spec, budget, config)
+    if key not in shared["training"]:
         shared["training"][key] = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
     model = shared["training"][key]
-    signature = [(w.name, tuple(w.shape)) for w in model.keras_model.weights]
-    seed_key = json.dumps([int(spec["seed"]), *common, signature], sort_keys=True)
+    seed_key = _seed_key(spec, budget, model)
     initial = shared["initial"].get(seed_key)
-    if initial is None:  # the first run of this seed: the weights of a model built under it
-        source = model if built_now else modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+    if initial is None:  # not built by seed_initial_weights (or other weights): build under the seed now
+        from mrcnn_ohem._compat import import_tf_keras
+
+        import_tf_keras().utils.set_random_seed(int(spec["seed"]))
+        source = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
         initial = shared["initial"][seed_key] = source.keras_model.get_weights()
     model.keras_model.set_weights(initial)
     model.model_dir = spec["model_dir"]
     model.set_log_dir()  # checkpoints into this run's folder, from epoch 0
     return model
+
+
+def _model_key(spec: dict, budget: Budget, config: Any) -> str:
+    """Key of a variant's shared training model: variant, data, budget and classes."""
+    return json.dumps([spec["variant"], spec["dataset"], asdict(budget), int(config.NUM_CLASSES)], sort_keys=True)
+
+
+def _seed_key(spec: dict, budget: Budget, model: Any) -> str:
+    """Key of a seed's initial weights: seed, data, budget, classes and the weights' names and shapes."""
+    signature = [(w.name, tuple(w.shape)) for w in model.keras_model.weights]
+    return json.dumps([int(spec["seed"]), spec["dataset"], asdict(budget), int(model.config.NUM_CLASSES), signature],
+                      sort_keys=True)
+
+
+def seed_initial_weights(specs: Sequence[dict], shared: dict[str, dict]) -> None:
+    """Build each seed's initial weights into ``shared["initial"]`` before any run traces a graph.
+
+    One model per seed, built after ``keras.utils.set_random_seed(seed)`` for the seed's first
+    spec (the variants differ in losses, not in weights); the first spec's model is also kept as
+    its variant's training model. Seeding TensorFlow clears its kernel cache, so doing it here,
+    before any graph is traced, spares every run the ~3 s of re-instantiating the kernels of the
+    graphs it shares with earlier runs.
+    """
+    from mrcnn_ohem._compat import import_tf_keras
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    keras = import_tf_keras()
+    firsts = {int(spec["seed"]): spec for spec in reversed(specs)}
+    for spec in sorted(firsts.values(), key=lambda s: s is not specs[0]):  # the first spec's seed first
+        keras.backend.reset_uids()  # auto-named layers are named as in a fresh session
+        keras.utils.set_random_seed(int(spec["seed"]))
+        budget = Budget(**spec["budget"])
+        train_set = load_train_set(spec, budget, int(spec["seed"]))
+        config = make_config(spec["variant"], budget, train_set.num_classes, "training")
+        with Installed(spec["variant"], config, modellib) as installed:
+            model = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
+            installed.built()
+        shared["initial"][_seed_key(spec, budget, model)] = model.keras_model.get_weights()
+        if spec is specs[0]:
+            shared["training"][_model_key(spec, budget, config)] = model
 
 
 def _inference_model(spec: dict, budget: Budget, num_classes: int, shared: dict | None) -> Any:
@@ -437,14 +484,18 @@ def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: 
     no run depends on what an earlier call left behind.
     """
     shared: dict[str, dict] = {"training": {}, "inference": {}, "initial": {}}
-    runs = []
+    specs = []
     for seed in seeds:
         for variant in variants:
             model_dir = out / f"{name}_{variant}_s{seed}"
             model_dir.mkdir(parents=True, exist_ok=True)
-            spec = {"variant": variant, "seed": int(seed), "budget": asdict(budget), "dataset": name,
-                    "model_dir": str(model_dir), **extra}
-            result = run_one(spec, out / f"{name}_{variant}_s{seed}.log", timeout, in_process, shared)
-            report(progress_line(name, result))
-            runs.append(result)
+            specs.append({"variant": variant, "seed": int(seed), "budget": asdict(budget), "dataset": name,
+                          "model_dir": str(model_dir), **extra})
+    if in_process and specs:
+        seed_initial_weights(specs, shared)
+    runs = []
+    for spec in specs:
+        result = run_one(spec, out / f"{name}_{spec['variant']}_s{spec['seed']}.log", timeout, in_process, shared)
+        report(progress_line(name, result))
+        runs.append(result)
     return runs
