@@ -44,6 +44,15 @@ def _code_cells(notebook) -> list:
     return [cell for cell in notebook.cells if cell.cell_type == "code"]
 
 
+def _tensorflow_noise(notebook) -> list[str]:
+    """Lines of the notebook's stream outputs that are TensorFlow start-up noise."""
+    from mrcnn_ohem._compat import TF_NOISE
+
+    noise = re.compile("|".join(f"(?:{p})" for p in TF_NOISE))
+    return [line for cell in _code_cells(notebook) for o in cell.outputs if o.output_type == "stream"
+            for line in "".join(o.text).splitlines() if noise.search(line)]
+
+
 def test_every_expected_notebook_is_stored():
     assert [p.name for p in NOTEBOOKS] == list(EXPECTED)
 
@@ -67,6 +76,7 @@ def test_stored_notebook_was_executed_from_its_current_cells(path):
     code = _code_cells(notebook)
     assert all(cell.execution_count is not None for cell in code), f"{path.name}: stored partly executed"
     assert [o for cell in code for o in cell.outputs if o.output_type == "error"] == []
+    assert _tensorflow_noise(notebook) == [], f"{path.name}: TensorFlow's start-up lines in the stored outputs"
     assert path.stat().st_size < store.MAX_BYTES
 
 
@@ -124,7 +134,9 @@ def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
 
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
     monkeypatch.setenv("MRCNN_OHEM_SMOKE", "1")
-    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    # As a user runs it: no level of their own, so the first cell's quiet_tensorflow applies.
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("MRCNN_OHEM_QUIET_TF", raising=False)
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' tempfile work folders land here
     spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
@@ -148,6 +160,7 @@ def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
 
     errors = [o for cell in _code_cells(notebook) for o in cell.outputs if o.output_type == "error"]
     assert errors == []
+    assert _tensorflow_noise(notebook) == []
     assert all(cell.execution_count is not None for cell in _code_cells(notebook))
     assert executed.stat().st_size < MAX_EXECUTED_BYTES
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before, "a notebook wrote into notebooks/"
