@@ -373,6 +373,24 @@ def test_installed_ohem_patches_and_restores():
     assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets) == original
 
 
+def test_step_recorder_keeps_each_steps_own_loss_and_prints_every_100_steps(capsys):
+    from benchmarks.quality.runs import step_recorder
+
+    recorder = step_recorder(200)
+    recorder.on_train_begin()
+    recorder.on_epoch_begin(0)
+    # tf-keras logs running means over the epoch: steps of 1, 3, 5, ... log 1, 2, 3, ...
+    for batch in range(200):
+        recorder.on_train_batch_begin(batch)
+        recorder.on_train_batch_end(batch, {"loss": float(batch + 1), "ohem_rpn_kept_negatives": 7.0})
+    recorder.on_train_end()
+    np.testing.assert_allclose([row["loss"] for row in recorder.steps], 2 * np.arange(200) + 1.0)
+    assert all(row["ohem_rpn_kept_negatives"] == 7.0 and row["seconds"] >= 0 for row in recorder.steps)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["step 100", "step 200"]
+    assert lines[0].startswith("step 100: loss 199.000, ")
+
+
 def test_runs_in_one_process_share_one_inference_model_per_budget(monkeypatch):
     from benchmarks.quality import runs
     from mrcnn_ohem.maskrcnn import model as modellib

@@ -37,34 +37,25 @@ from benchmarks.quality.variants import CLASS_HEADS, COCO_CLASSES, REPO, VARIANT
 ############################################################
 
 
-def step_recorder() -> Any:
-    """A tf-keras callback storing each step's wall time and numeric logs in ``.rows``.
+def step_recorder(total_steps: int) -> Any:
+    """The runner's :class:`~mrcnn_ohem.runner.callbacks.StepRecorder`, printing a line every 100 steps.
 
-    Every numeric entry of the step's logs is kept (the five losses, and the OHEM selection
-    counts ``ohem_rpn_kept_*`` when the training loop reports them).
+    Each row of ``.steps`` is one step's own values (wall time and every numeric log entry: the
+    five losses, and the OHEM selection counts ``ohem_rpn_kept_*`` when the training loop reports
+    them), recovered from the running means tf-keras logs. No progress bar: a run's output may be
+    a log file.
     """
-    from mrcnn_ohem._compat import import_tf_keras
+    from mrcnn_ohem.runner.callbacks import StepRecorder
 
-    keras = import_tf_keras()
-
-    class StepRecorder(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.rows: list[dict[str, float]] = []
-            self._tick = 0.0
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._tick = time.perf_counter()
-
+    class ProgressRecorder(StepRecorder):
         def on_train_batch_end(self, batch, logs=None):
-            row = {"seconds": time.perf_counter() - self._tick}
-            row.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
-            self.rows.append(row)
-            if len(self.rows) % 100 == 0:
-                print(f"step {len(self.rows)}: loss {row.get('loss', math.nan):.3f}, {row['seconds']:.3f} s",
+            super().on_train_batch_end(batch, logs)
+            if len(self.steps) % 100 == 0:
+                row = self.steps[-1]
+                print(f"step {len(self.steps)}: loss {row.get('loss', math.nan):.3f}, {row['seconds']:.3f} s",
                       flush=True)
 
-    return StepRecorder()
+    return ProgressRecorder(total_steps, show=False)
 
 
 class Installed:
@@ -211,7 +202,7 @@ def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
         np.random.seed(seed)
     train_set = load_train_set(spec, budget, seed)
     config = make_config(variant, budget, train_set.num_classes, "training")
-    recorder = step_recorder()
+    recorder = step_recorder(budget.steps)
     result = {"variant": variant, "seed": seed, "dataset": spec["dataset"], "status": "ok", "error": None}
     load_before = os.getloadavg()[0]
     probe = None
@@ -233,7 +224,7 @@ def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
                         custom_callbacks=callbacks, verbose=0, seed=seed)
     except Exception as err:  # noqa: BLE001 - a crashing variant is a result, not a harness bug
         result.update(status="crashed", error=f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
-    rows = recorder.rows
+    rows = recorder.steps
     steady = [r["seconds"] for r in rows[WARMUP_STEPS:]] or [r["seconds"] for r in rows]
     losses = [r.get("loss", math.nan) for r in rows]
     metrics: dict[str, Any] = {"seconds_per_step": float(np.median(steady)) if steady else math.nan,
@@ -293,16 +284,22 @@ def _training_model(spec: dict, budget: Budget, config: Any, shared: dict[str, d
     return model
 
 
+def _shared_key(spec: dict, budget: Budget, num_classes: int, *parts: Any) -> str:
+    """Key of a model or weights shared in one process: data, budget, classes, then ``parts``.
+
+    Training models add the variant, a seed's initial weights add the seed and the weights'
+    names and shapes, and inference models add nothing (the variants differ in losses only).
+    """
+    return json.dumps([spec["dataset"], asdict(budget), int(num_classes), *parts], sort_keys=True)
+
+
 def _model_key(spec: dict, budget: Budget, config: Any) -> str:
-    """Key of a variant's shared training model: variant, data, budget and classes."""
-    return json.dumps([spec["variant"], spec["dataset"], asdict(budget), int(config.NUM_CLASSES)], sort_keys=True)
+    return _shared_key(spec, budget, config.NUM_CLASSES, spec["variant"])
 
 
 def _seed_key(spec: dict, budget: Budget, model: Any) -> str:
-    """Key of a seed's initial weights: seed, data, budget, classes and the weights' names and shapes."""
-    signature = [(w.name, tuple(w.shape)) for w in model.keras_model.weights]
-    return json.dumps([int(spec["seed"]), spec["dataset"], asdict(budget), int(model.config.NUM_CLASSES), signature],
-                      sort_keys=True)
+    signature = [(w.name, list(w.shape)) for w in model.keras_model.weights]
+    return _shared_key(spec, budget, model.config.NUM_CLASSES, int(spec["seed"]), signature)
 
 
 def seed_initial_weights(specs: Sequence[dict], shared: dict[str, dict]) -> None:
@@ -337,7 +334,7 @@ def _inference_model(spec: dict, budget: Budget, num_classes: int, shared: dict 
     """An inference ``MaskRCNN`` for the run's budget, from ``shared`` when one was built."""
     from mrcnn_ohem.maskrcnn import model as modellib
 
-    key = json.dumps([spec["dataset"], asdict(budget), num_classes], sort_keys=True)
+    key = _shared_key(spec, budget, num_classes)
     if shared is not None and key in shared:
         return shared[key]
     config = make_config(spec["variant"], budget, num_classes, "inference")
