@@ -71,7 +71,11 @@ def test_config_follows_the_options(coco_script):
     assert (config.OHEM_RPN_POSITIVE_FRACTION, config.OHEM_RPN_NEGATIVE_POOL) == (0.25, 500)
     assert tuple(config.IMAGE_SHAPE) == (64, 64, 3) and config.BATCH_SIZE == 2
     assert tuple(config.RPN_ANCHOR_SCALES) == (8, 16, 32, 64, 128) and config.STEPS_PER_EPOCH == 7
-    assert config.TRAIN_BN is None  # a tiny backbone trains from scratch: BatchNorm statistics update
+    # A tiny backbone trains from scratch: BatchNorm normalizes with each batch's own statistics,
+    # also at inference (the moving averages of 2-image batches scored far lower).
+    assert config.TRAIN_BN is True
+    inference = train_eval.make_config(parser.parse_args(["evaluate", "--dataset", "x", *TINY]), 4, "inference")
+    assert inference.TRAIN_BN is True
     baseline = train_eval.make_config(parser.parse_args(["evaluate", "--dataset", "x"]), 81, "inference")
     assert baseline.NAME == "coco_baseline" and not hasattr(baseline, "OHEM_RPN")
     assert baseline.BATCH_SIZE == 1 and baseline.DETECTION_MIN_CONFIDENCE == 0.0
@@ -185,4 +189,4 @@ def test_shapes_sample_defaults_are_cpu_sized():
     assert (args.dataset, args.image_size, args.backbone, args.learning_rate) == ("data/shapes", 128, "compact", 0.02)
     config = train_eval.make_config(args, num_classes=4, mode="training")
     assert config.NAME == "shapes_baseline" and tuple(config.RPN_ANCHOR_SCALES) == (32, 64, 128, 256, 512)
-    assert config.TRAIN_BN is None
+    assert config.TRAIN_BN is True

@@ -104,9 +104,10 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
     parser.add_argument("--train-rois", type=int, default=None,
                         help="TRAIN_ROIS_PER_IMAGE (default 200, or 32 for tiny/compact)")
     parser.add_argument("--train-bn", action=argparse.BooleanOptionalAction, default=None,
-                        help="update BatchNorm statistics while training (TRAIN_BN = None) or freeze them "
-                             "(TRAIN_BN = False); default: frozen for ResNets (pretrained statistics), "
-                             "trained for tiny/compact (trained from scratch, which fails with frozen ones)")
+                        help="train BatchNorm, normalizing every batch with its own statistics in training and "
+                             "at inference (TRAIN_BN = True), or freeze it (TRAIN_BN = False); default: frozen "
+                             "for ResNets (pretrained statistics), trained for tiny/compact (trained from scratch, "
+                             "which fails with frozen statistics)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layers", choices=LAYER_CHOICES, default="all", help="layers to train")
     parser.add_argument("--learning-rate", type=float, default=0.001)
