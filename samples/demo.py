@@ -6,7 +6,7 @@ first). Steps:
 1. write a validation set of generated shapes among look-alike distractors
    (:mod:`mrcnn_ohem.datasets.shapes`) as a COCO folder in ``demo_output/``;
 2. for seeds 0, 1, 2: train a baseline and an OHEM model (``mrcnn_ohem.patch``) from the same
-   initial weights, data and order, at the budget of the quality benchmark that separated them
+   initial weights, data and order, at the full budget of the quality benchmark
    (128 px, tiny backbone, 600 steps of 2 images, lr 0.02; :mod:`benchmarks.quality`), and score
    both with COCOeval (bbox AP/AP50, segm AP, RPN AR@100);
 3. print per-seed rows, mean ± std, the paired difference (OHEM minus baseline) with its 95%
