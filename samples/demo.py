@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     budget = replace(FULL, steps=args.steps, val_images=args.val_images)
     if args.smoke:
-        budget = replace(QUICK, steps=3, val_images=3)
+        budget = replace(QUICK, val_images=3)
         args.seeds = 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()

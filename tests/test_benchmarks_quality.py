@@ -419,21 +419,39 @@ def test_runs_in_one_process_share_one_inference_model_per_budget(monkeypatch):
     assert len(built) == 4 and len(shared) == 3
 
 
-class _FakeWeights:
-    def __init__(self, name, shape):
-        self.name, self.shape = name, shape
+class _Tracker:
+    def __init__(self, tf):
+        self.variables = [tf.Variable(0.0, name="total"), tf.Variable(0.0, name="count")]
 
 
 class _FakeKerasModel:
-    def __init__(self, value):
-        self.values = [np.full((2, 3), value), np.full((3,), value)]
-        self.weights = [_FakeWeights("conv/kernel:0", (2, 3)), _FakeWeights("conv/bias:0", (3,))]
+    """Weights as tf-keras lists them: the layers' weights, then every metric tracker's total and count."""
 
-    def get_weights(self):
-        return [v.copy() for v in self.values]
+    def __init__(self, value, trackers=7):
+        import tensorflow as tf
 
-    def set_weights(self, values):
-        self.values = [v.copy() for v in values]
+        self.layer_variables = [tf.Variable(np.full((2, 3), value, "float32"), name="conv/kernel"),
+                                tf.Variable(np.full((3,), value, "float32"), name="conv/bias")]
+        self.metrics = [_Tracker(tf) for _ in range(trackers)]
+        self.weights = self.layer_variables + [v for m in self.metrics for v in m.variables]
+
+    @property
+    def values(self):
+        return [w.numpy() for w in self.layer_variables]
+
+
+def test_layer_weights_leave_out_metric_trackers():
+    from benchmarks.quality import runs
+
+    # The baseline tracks 7 running means, an OHEM variant 10 (its selection statistics).
+    baseline, ohem = _FakeKerasModel(1.0, trackers=7), _FakeKerasModel(2.0, trackers=10)
+    assert runs.layer_weights(ohem) == ohem.layer_variables
+    ohem.metrics[0].variables[0].assign(5.0)
+    runs._set_layer_weights(ohem, runs._get_layer_weights(baseline))
+    assert all((v == 1.0).all() for v in ohem.values)
+    assert float(ohem.metrics[0].variables[0].numpy()) == 5.0  # trackers untouched
+    with pytest.raises(ValueError):
+        runs._set_layer_weights(ohem, runs._get_layer_weights(baseline)[:1])
 
 
 def test_runs_in_one_process_share_traced_models_and_each_seeds_initial_weights(monkeypatch):
@@ -446,7 +464,8 @@ def test_runs_in_one_process_share_traced_models_and_each_seeds_initial_weights(
         def __init__(self, mode, config, model_dir):
             built.append(model_dir)
             self.config, self.model_dir = config, model_dir
-            self.keras_model = _FakeKerasModel(float(len(built)))  # every build draws new weights
+            # Every build draws new weights; an OHEM model tracks its selection statistics too.
+            self.keras_model = _FakeKerasModel(float(len(built)), trackers=10 if "ohem" in model_dir else 7)
 
         def set_log_dir(self):
             self.log_dir = self.model_dir

@@ -277,8 +277,8 @@ def _training_model(spec: dict, budget: Budget, config: Any, shared: dict[str, d
 
         import_tf_keras().utils.set_random_seed(int(spec["seed"]))
         source = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
-        initial = shared["initial"][seed_key] = source.keras_model.get_weights()
-    model.keras_model.set_weights(initial)
+        initial = shared["initial"][seed_key] = _get_layer_weights(source.keras_model)
+    _set_layer_weights(model.keras_model, initial)
     model.model_dir = spec["model_dir"]
     model.set_log_dir()  # checkpoints into this run's folder, from epoch 0
     return model
@@ -298,8 +298,29 @@ def _model_key(spec: dict, budget: Budget, config: Any) -> str:
 
 
 def _seed_key(spec: dict, budget: Budget, model: Any) -> str:
-    signature = [(w.name, list(w.shape)) for w in model.keras_model.weights]
+    signature = [(w.name, list(w.shape)) for w in layer_weights(model.keras_model)]
     return _shared_key(spec, budget, model.config.NUM_CLASSES, int(spec["seed"]), signature)
+
+
+def layer_weights(keras_model: Any) -> list[Any]:
+    """The model's weights without its metric trackers' variables, in ``keras_model.weights`` order.
+
+    ``keras_model.weights`` also lists the ``total``/``count`` of every running-mean metric, and
+    an OHEM model tracks three more (the selection statistics) than the baseline. Those are not
+    initial weights: keyed on them, every OHEM variant's seed missed the weights the baseline had
+    built and built a model of its own (about 5 s each, and a re-seeding of TensorFlow).
+    """
+    tracked = {v.ref() for metric in keras_model.metrics for v in metric.variables}
+    return [w for w in keras_model.weights if w.ref() not in tracked]
+
+
+def _get_layer_weights(keras_model: Any) -> list[np.ndarray]:
+    return [w.numpy() for w in layer_weights(keras_model)]
+
+
+def _set_layer_weights(keras_model: Any, values: Sequence[np.ndarray]) -> None:
+    for weight, value in zip(layer_weights(keras_model), values, strict=True):
+        weight.assign(value)
 
 
 def seed_initial_weights(specs: Sequence[dict], shared: dict[str, dict]) -> None:
@@ -325,7 +346,7 @@ def seed_initial_weights(specs: Sequence[dict], shared: dict[str, dict]) -> None
         with Installed(spec["variant"], config, modellib) as installed:
             model = modellib.MaskRCNN("training", config, model_dir=spec["model_dir"])
             installed.built()
-        shared["initial"][_seed_key(spec, budget, model)] = model.keras_model.get_weights()
+        shared["initial"][_seed_key(spec, budget, model)] = _get_layer_weights(model.keras_model)
         if spec is specs[0]:
             shared["training"][_model_key(spec, budget, config)] = model
 
