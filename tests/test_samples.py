@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,17 @@ def test_shapes_sample_generates_its_data(tmp_path):
 
 
 @pytest.mark.slow
+def test_demo_defaults_are_the_benchmark_budget_cut_to_about_10_minutes():
+    from benchmarks.quality.variants import FULL
+
+    demo = _load_script("samples/demo.py")
+    args = demo.build_parser().parse_args([])
+    assert args.seeds == 3
+    assert demo.demo_budget(args) == replace(FULL, steps=150, val_images=30)
+    longer = demo.build_parser().parse_args(["--steps", "600", "--val-images", "60"])
+    assert demo.demo_budget(longer) == FULL
+
+
 def test_demo_smoke_prints_the_table_and_saves_the_plot(tmp_path, capsys):
     demo = _load_script("samples/demo.py")
     assert demo.main(["--smoke", "--output", str(tmp_path)]) == 0
