@@ -171,7 +171,6 @@ def test_shapes_sample_generates_its_data(tmp_path):
     assert json.loads(metrics_file.read_text())["num_images"] == 2
 
 
-@pytest.mark.slow
 def test_demo_defaults_are_the_benchmark_budget_cut_to_about_10_minutes():
     from benchmarks.quality.variants import FULL
 
@@ -183,6 +182,7 @@ def test_demo_defaults_are_the_benchmark_budget_cut_to_about_10_minutes():
     assert demo.demo_budget(longer) == FULL
 
 
+@pytest.mark.slow
 def test_demo_smoke_prints_the_table_and_saves_the_plot(tmp_path, capsys):
     demo = _load_script("samples/demo.py")
     assert demo.main(["--smoke", "--output", str(tmp_path)]) == 0
