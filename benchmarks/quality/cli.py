@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality",
                                      description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="CI-sized run: 2 seeds, 3 steps at 64 px, in one process (about 3 minutes on 2 cores)")
+                        help="CI-sized run: 2 seeds, 2 steps at 64 px, in one process (about 3 minutes on 2 cores)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 5, quick 2)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="variants to run (baseline is always added); unavailable ones are skipped")
