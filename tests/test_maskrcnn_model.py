@@ -268,6 +268,7 @@ def test_train_twice_keeps_five_losses_plus_weight_decay(trained):
                 total = history.history[prefix + "loss"][epoch]
                 assert total == pytest.approx(parts, rel=1e-5), (prefix, epoch)
     assert [m.name for m in model.keras_model.metrics] == names
+    assert model.keras_model.auxiliary_names == ()  # not patched: no selection statistics
     assert len(first.history["loss"]) == 2 and len(second.history["loss"]) == 1
     assert model.epoch == 3
 
