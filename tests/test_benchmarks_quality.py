@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 from dataclasses import replace
 
@@ -626,3 +627,19 @@ def test_graph_optimizations_off_inside_the_block_and_restored_after():
         assert not disabled()
     finally:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
+def test_retracing_warning_is_dropped_inside_the_block_only(caplog):
+    import tensorflow as tf
+
+    from benchmarks.quality import runs
+
+    logger = tf.get_logger()
+    retracing = "5 out of the last 13 calls to <function train_function> triggered tf.function retracing."
+    with caplog.at_level(logging.WARNING, logger=logger.name):
+        with runs.retracing_warnings_off():
+            logger.warning(retracing)
+            logger.warning("a real warning")
+        logger.warning(retracing)
+    assert [r.getMessage() for r in caplog.records] == ["a real warning", retracing]
+    assert not logger.filters
