@@ -177,7 +177,7 @@ def test_demo_defaults_are_the_benchmark_budget_cut_to_about_10_minutes():
     demo = _load_script("samples/demo.py")
     args = demo.build_parser().parse_args([])
     assert args.seeds == 3
-    assert demo.demo_budget(args) == replace(FULL, steps=130, val_images=30)
+    assert demo.demo_budget(args) == replace(FULL, steps=110, val_images=30)
     longer = demo.build_parser().parse_args(["--steps", "600", "--val-images", "60"])
     assert demo.demo_budget(longer) == FULL
 
