@@ -32,7 +32,9 @@ def command_line() -> str:
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:
-        head = ["python", "-m", spec.name]
+        # ``python -m package`` runs ``package/__main__.py``, whose spec is ``package.__main__``.
+        name = spec.name.removesuffix(".__main__")
+        head = ["python", "-m", name]
     else:
         head = ["python", os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "?"]
     return " ".join(shlex.quote(part) for part in [*head, *sys.argv[1:]])

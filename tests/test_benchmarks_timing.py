@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 import numpy as np
 
@@ -28,6 +29,18 @@ def test_median_and_spread():
 def test_load_average_is_three_numbers_or_unknown():
     load = _results.load_average()
     assert load == "unknown" or len([float(v) for v in load.split()]) == 3
+
+
+def test_command_line_names_the_package_a_user_runs_with_dash_m(monkeypatch):
+    import types
+
+    for spec_name, module in (("benchmarks.quality.__main__", "benchmarks.quality"),
+                              ("benchmarks.train_step", "benchmarks.train_step")):
+        main = types.ModuleType("__main__")
+        main.__spec__ = types.SimpleNamespace(name=spec_name)
+        monkeypatch.setitem(sys.modules, "__main__", main)
+        monkeypatch.setattr(sys, "argv", ["ignored", "--quick", "--out", "a b"])
+        assert _results.command_line() == f"python -m {module} --quick --out 'a b'"
 
 
 def test_data_path_dataset_has_one_to_ten_instances_per_image(tmp_path):
