@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -183,9 +184,17 @@ def test_demo_defaults_are_the_benchmark_budget_cut_to_about_10_minutes():
 
 
 @pytest.mark.slow
-def test_demo_smoke_prints_the_table_and_saves_the_plot(tmp_path, capsys):
+def test_demo_smoke_prints_the_table_and_saves_the_plot(tmp_path, capsys, caplog):
     demo = _load_script("samples/demo.py")
+    caplog.set_level(logging.INFO)
+    library = logging.getLogger("mrcnn_ohem")
+    before = library.level
     assert demo.main(["--smoke", "--output", str(tmp_path)]) == 0
+    # The library's INFO lines (a "Re-starting from epoch 1" per checkpoint load) stay out of
+    # the demo's output, and its logger's level is back afterwards.
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("mrcnn_ohem")
+                and r.levelno < logging.WARNING]
+    assert any(r.name == "demo" for r in caplog.records) and library.level == before
     out = capsys.readouterr().out
     assert "bbox AP50" in out and "95% t-interval over 2 paired seeds" in out and "OHEM won" in out
     assert (tmp_path / "demo.png").stat().st_size > 10_000
