@@ -8,7 +8,7 @@ first). Steps:
 2. for seeds 0, 1, 2: train a baseline and an OHEM model (``mrcnn_ohem.patch``) from the same
    initial weights, data and order, at the quality benchmark's budget (128 px, tiny backbone,
    2 images a step, lr 0.02; :mod:`benchmarks.quality`) cut to 110 steps and 30 validation
-   images so the six runs fit in about 10 minutes on 2 cores (the benchmark trains 600 steps and
+   images so the six runs fit in under 10 minutes on 2 cores (the benchmark trains 600 steps and
    scores 60 images: ``--steps 600 --val-images 60``), and score both with COCOeval (bbox
    AP/AP50, segm AP, RPN AR@100);
 3. print per-seed rows, mean ± std, the paired difference (OHEM minus baseline) with its 95%
