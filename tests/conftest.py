@@ -19,10 +19,10 @@ def _graph_optimizer_off():
     changing what they compute; the fine-tune command-line test, the notebooks and the
     multi-worker test run in subprocesses, with it on, as users run them.
     """
-    import tensorflow as tf
+    from benchmarks.quality.runs import graph_optimizations_off
 
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    yield
+    with graph_optimizations_off():  # (what --quick and the demo's --smoke use, restored after)
+        yield
 
 
 @pytest.fixture
