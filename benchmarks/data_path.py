@@ -46,7 +46,7 @@ STAGES = (
     ("resize_mask", "resize_mask"),
     ("minimize_mask (56x56)", "minimize_mask"),
     ("RPN targets: build_rpn_targets", "build_rpn_targets"),
-    ("  of which compute_overlaps (IoU)", "compute_overlaps"),
+    ("  of which match_anchors (IoU and labels)", "match_anchors"),
     ("collate + mold", "_collate"),
 )
 
