@@ -6,7 +6,7 @@ then the variants' step times are measured side by side in one process, and base
 runs once on ``../shared/data/coco_mini`` as a pipeline check (not a measurement)::
 
     python -m benchmarks.quality --write                 # ~10 variants x 5 seeds: hours on 2 CPU cores
-    python -m benchmarks.quality --quick                 # CI-sized, about 3 minutes, numbers meaningless
+    python -m benchmarks.quality --quick                 # CI-sized, 1.5 to 3.5 minutes, numbers meaningless
 
 Real-image mode: the same paired comparison as a fine-tune from Matterport's COCO weights on a
 COCO-format folder (``annotations/instances_{train,val}2017.json`` + ``train2017/``, ``val2017/``)::
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality",
                                      description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="CI-sized run: 2 seeds, 2 steps at 64 px, in one process (about 3 minutes on 2 cores)")
+                        help="CI-sized run: 2 seeds, 2 steps at 64 px, in one process (1.5 to 3.5 minutes on 2 cores)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 5, quick 2)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="variants to run (baseline is always added); unavailable ones are skipped")
