@@ -22,7 +22,12 @@ it on:
   ``__init__`` is handed a copy of the config whose ``TRAIN_ROIS_PER_IMAGE`` is the pool size,
   so whatever a fork's layer derives from it (output shapes, padding) is pool-sized too. The
   heads downstream take any number of RoIs; the box and mask losses read positives only, and
-  the pool holds exactly the positives Matterport would sample.
+  the pool holds exactly the positives Matterport would sample. Where the module also has
+  Matterport's ``build_fpn_mask_graph`` and ``mrcnn_mask_loss_graph`` (and ``KL.Lambda``), they
+  are wrapped so that the mask head and its loss see only the pool's first
+  ``TRAIN_ROIS_PER_IMAGE`` rows, which hold every positive (:func:`make_mask_head_trim`): the
+  mask loss is unchanged and the mask head costs what it costs without OHEM. A module without
+  them keeps its mask head on the whole pool (same loss, more work).
 
 The bound loss reports its selection statistics (:data:`SELECTION_METRICS`) through
 :mod:`mrcnn_ohem.core.auxiliary` to any training loop that listens: the bundled model's
@@ -61,7 +66,7 @@ from mrcnn_ohem.targets import ohem_rpn_targets
 
 __all__ = ["patch", "PatchHandle", "make_rpn_class_loss_graph", "make_build_rpn_targets",
            "build_rpn_targets", "make_mrcnn_class_loss_graph", "make_detection_target_layer",
-           "config_anchors", "add_selection_metrics", "SELECTION_METRICS"]
+           "make_mask_head_trim", "config_anchors", "add_selection_metrics", "SELECTION_METRICS"]
 
 #: Names under which the bound loss reports its selection statistics (batch means) to a
 #: listening training loop (:mod:`mrcnn_ohem.core.auxiliary`): kept positives, kept negatives,
@@ -319,6 +324,47 @@ def make_detection_target_layer(config: Any, base: type) -> type:
     return type(base.__name__, (base,), namespace)
 
 
+def make_mask_head_trim(target_layer: type, rows: int, lambda_layer: type, build_mask_graph: Callable,
+                        mask_loss_graph: Callable) -> tuple[Callable, Callable]:
+    """Wrap Matterport's mask head and mask loss so that they see the first ``rows`` pool rows.
+
+    The OHEM pool (:func:`~mrcnn_ohem.roi.ohem_roi_targets`) puts its positives first, at most
+    ``int(TRAIN_ROIS_PER_IMAGE * ROI_POSITIVE_RATIO)`` of them, and the mask loss reads positives
+    only; so with ``rows = TRAIN_ROIS_PER_IMAGE`` the mask loss is exactly the one on the whole
+    pool, while the mask head's convolutions run on as many RoIs as without OHEM.
+
+    Args:
+        target_layer: the patched ``DetectionTargetLayer`` class; only RoIs that are its first
+            output are trimmed (the inference graph's detections are not).
+        rows: pool rows the mask head keeps per image.
+        lambda_layer: the module's Keras ``Lambda`` class (``KL.Lambda``).
+        build_mask_graph: the module's ``build_fpn_mask_graph(rois, feature_maps, image_meta,
+            pool_size, num_classes, ...)``.
+        mask_loss_graph: the module's ``mrcnn_mask_loss_graph(target_masks, target_class_ids,
+            pred_masks)``.
+
+    Returns:
+        (build_fpn_mask_graph, mrcnn_mask_loss_graph) with the originals' signatures.
+    """
+    def build_fpn_mask_graph(rois, *args, **kwargs):
+        """Matterport's mask head; on an OHEM RoI pool, on its first rows only (mrcnn_ohem)."""
+        history = getattr(rois, "_keras_history", None)  # (layer, node_index, tensor_index)
+        if history is not None and isinstance(history[0], target_layer) and history[2] == 0:
+            rois = lambda_layer(lambda t: t[:, :rows], name="ohem_mask_rois")(rois)
+        return build_mask_graph(rois, *args, **kwargs)
+
+    def mrcnn_mask_loss_graph(target_masks, target_class_ids, pred_masks):
+        """Matterport's mask loss on the rows the mask head saw (mrcnn_ohem).
+
+        target_masks: [batch, pool, height, width]. target_class_ids: [batch, pool].
+        pred_masks: [batch, rois <= pool, height, width, classes].
+        """
+        count = tf.shape(pred_masks)[1]
+        return mask_loss_graph(target_masks[:, :count], target_class_ids[:, :count], pred_masks)
+
+    return build_fpn_mask_graph, mrcnn_mask_loss_graph
+
+
 def add_selection_metrics(keras_model: Any, layer_name: str = "rpn_class_loss") -> list[str]:
     """Report :data:`SELECTION_METRICS` on a fork's tf-keras training model trained by ``fit``.
 
@@ -370,6 +416,8 @@ _RPN_TARGETS = {"rpn_class_loss_graph": 2, "build_rpn_targets": 5}
 _ROI_TARGETS = {"mrcnn_class_loss_graph": 3}
 #: Layer classes replaced by a subclass; Matterport constructs them as ``Layer(config, name=...)``.
 _ROI_LAYERS = ("DetectionTargetLayer",)
+#: Optional with ``OHEM_ROI``: wrapped by :func:`make_mask_head_trim` when all are present.
+_ROI_MASK_TARGETS = {"build_fpn_mask_graph": 5, "mrcnn_mask_loss_graph": 3}
 _LOCK = threading.Lock()
 _ACTIVE: dict[str, PatchHandle] = {}
 
@@ -459,6 +507,16 @@ def _check_target(module: ModuleType, name: str, arity: int) -> None:
         )
 
 
+def _has_targets(module: ModuleType, targets: dict[str, int]) -> bool:
+    """Whether every function of ``targets`` (name -> arity) passes :func:`_check_target`."""
+    try:
+        for name, arity in targets.items():
+            _check_target(module, name, arity)
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
 def _check_layer(module: ModuleType, name: str) -> None:
     parameters = _parameters(module, name, "class", inspect.isclass)
     if parameters is None:
@@ -506,6 +564,10 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
     for name in layers:
         _check_layer(target_module, name)
     names = [*functions, *layers]
+    lambda_layer = getattr(getattr(target_module, "KL", None), "Lambda", None)
+    trim_mask = roi.enabled and lambda_layer is not None and _has_targets(target_module, _ROI_MASK_TARGETS)
+    if trim_mask:
+        names += list(_ROI_MASK_TARGETS)
     if not names:
         return PatchHandle(target_module, {})
 
@@ -521,6 +583,10 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
             replacements["mrcnn_class_loss_graph"] = make_mrcnn_class_loss_graph(config)
             replacements["DetectionTargetLayer"] = make_detection_target_layer(
                 config, originals["DetectionTargetLayer"])
+        if trim_mask:
+            replacements["build_fpn_mask_graph"], replacements["mrcnn_mask_loss_graph"] = make_mask_head_trim(
+                replacements["DetectionTargetLayer"], roi.train_rois_per_image, lambda_layer,
+                originals["build_fpn_mask_graph"], originals["mrcnn_mask_loss_graph"])
         for name, original in earlier.items():
             if name not in replacements:
                 setattr(target_module, name, original)

@@ -130,6 +130,20 @@ def matterport_mrcnn_class_loss(target_class_ids, logits, active_class_ids) -> f
     return float(losses.sum() / pred_active.sum())
 
 
+def matterport_mask_loss(target_masks, target_class_ids, pred_masks, epsilon=1e-7) -> float:
+    """Matterport's mrcnn_mask_loss_graph: mean binary cross-entropy over the pixels of every
+    positive RoI's own class mask, predictions clipped to [epsilon, 1 - epsilon]; 0 without
+    positives. target_masks [batch, rois, h, w], target_class_ids [batch, rois],
+    pred_masks [batch, rois, h, w, classes]."""
+    values = []
+    for image, roi in zip(*np.nonzero(np.asarray(target_class_ids) > 0)):
+        class_id = int(target_class_ids[image, roi])
+        y = np.asarray(target_masks[image, roi], np.float64)
+        p = np.clip(np.asarray(pred_masks[image, roi, :, :, class_id], np.float64), epsilon, 1 - epsilon)
+        values.append(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(np.mean(values)) if values else 0.0
+
+
 # --- NMS de-duplication, the negative ratio and the selection statistics (issue 11) -------------
 
 def box_iou(a, b) -> float:

@@ -25,6 +25,12 @@ class RoiTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
     OHEM_ROI_TOP_K = 8
 
 
+class RoiInference(RoiTiny):
+    GPU_COUNT = 1
+    IMAGES_PER_GPU = 1
+    DETECTION_MAX_INSTANCES = 24  # more than TRAIN_ROIS_PER_IMAGE, so a trim would show
+
+
 class FocalTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
     NAME = "focaltiny"
     OHEM_RPN_LOSS = "focal"
@@ -56,7 +62,8 @@ def test_patched_model_trains_on_roi_pools_and_restore(tmp_path, dataset):
     config = RoiTiny()
     plain = (modellib.DetectionTargetLayer, modellib.mrcnn_class_loss_graph, modellib.rpn_class_loss_graph)
     with mrcnn_ohem.patch(config, module=modellib) as handle:
-        assert set(handle.originals) == {"DetectionTargetLayer", "mrcnn_class_loss_graph"}
+        assert set(handle.originals) == {"DetectionTargetLayer", "mrcnn_class_loss_graph",
+                                         "build_fpn_mask_graph", "mrcnn_mask_loss_graph"}
         tf.random.set_seed(0)
         model = modellib.MaskRCNN("training", config, str(tmp_path))
         inputs = fixed_batch(dataset, config)
@@ -64,7 +71,8 @@ def test_patched_model_trains_on_roi_pools_and_restore(tmp_path, dataset):
             "proposal_targets", "mrcnn_class_logits", "mrcnn_class_loss", "mrcnn_bbox_loss",
             "mrcnn_mask_loss", "mrcnn_mask"])(inputs)
         rois, class_ids = targets[0].numpy(), targets[1].numpy()
-        assert rois.shape == (2, 40, 4) and masks.shape[1] == 40
+        # The class head sees the pool of 40, the mask head its first TRAIN_ROIS_PER_IMAGE rows.
+        assert rois.shape == (2, 40, 4) and masks.shape[1] == 16
         assert ((class_ids > 0).sum(axis=1) <= int(16 * 0.33)).all()
         active = inputs[1][:, 12:]  # image_meta's active_class_ids
         expected = reference.ohem_mrcnn_class_loss(class_ids, logits.numpy(), active, 8)
@@ -74,6 +82,37 @@ def test_patched_model_trains_on_roi_pools_and_restore(tmp_path, dataset):
     assert (modellib.DetectionTargetLayer, modellib.mrcnn_class_loss_graph, modellib.rpn_class_loss_graph) == plain
     model = modellib.MaskRCNN("training", config, str(tmp_path))
     assert probe(model, ["proposal_targets"])(fixed_batch(dataset, config))[0][0].shape == (2, 16, 4)
+
+
+class RoiGivenRois(RoiTiny):
+    """RoIs from the data generator (Matterport's random RoIs, most of them near a GT box), so
+    the pool holds positives whatever the random RPN proposes."""
+    USE_RPN_ROIS = False
+
+
+@pytest.mark.slow
+def test_mask_head_sees_the_pool_rows_that_hold_every_positive(tmp_path, dataset):
+    config = RoiGivenRois()
+    with mrcnn_ohem.patch(config, module=modellib):
+        keras.utils.set_random_seed(0)
+        model = modellib.MaskRCNN("training", config, str(tmp_path))
+        np.random.seed(0)
+        inputs, _ = DataGenerator(dataset, config, shuffle=False, random_rois=config.POST_NMS_ROIS_TRAINING)[0]
+        targets, mask_loss, masks = probe(model, ["proposal_targets", "mrcnn_mask_loss", "mrcnn_mask"])(inputs)
+        # Inference builds its mask head on the detections, untrimmed.
+        inference = modellib.MaskRCNN("inference", RoiInference(), str(tmp_path))
+    class_ids, target_masks, masks = targets[1].numpy(), targets[3].numpy(), masks.numpy()
+    assert masks.shape[1] == 16 and class_ids.shape[1] == 40
+    positives = class_ids > 0
+    # Every positive lies in the rows the mask head saw (at most int(16 * 0.33) = 5, listed first).
+    assert positives.sum() >= 2 and not positives[:, 16:].any()
+    # Matterport's mask loss over the whole pool's targets, in NumPy; the rows past 16 hold no
+    # positive, so the trimmed head's missing predictions there are never read.
+    padded = np.zeros((masks.shape[0], 40, *masks.shape[2:]), np.float32)
+    padded[:, :16] = masks
+    expected = reference.matterport_mask_loss(target_masks, class_ids, padded)
+    assert mask_loss.numpy() == pytest.approx(expected, rel=1e-4) and expected > 0
+    assert inference.keras_model.get_layer("mrcnn_mask").output.shape[1] == RoiInference.DETECTION_MAX_INSTANCES
 
 
 def train_on_fixed_batch(model, inputs, steps, learning_rate):
