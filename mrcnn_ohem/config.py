@@ -168,7 +168,8 @@ class OHEMConfigMixin:
     OHEM_RPN_FOCAL_GAMMA = 2.0
     # Switch OHEM on the RoI head (the paper's setting): heads see a pool, class loss the hardest.
     OHEM_ROI = False
-    # RoIs per image the heads see while training (>= TRAIN_ROIS_PER_IMAGE); extra ones negative.
+    # RoIs per image the class head sees while training (>= TRAIN_ROIS_PER_IMAGE); extra ones
+    # negative. The mask head sees the first TRAIN_ROIS_PER_IMAGE, which hold every positive.
     OHEM_ROI_POOL = 512
     # Hardest RoIs per image the class loss keeps; None means TRAIN_ROIS_PER_IMAGE.
     OHEM_ROI_TOP_K = None

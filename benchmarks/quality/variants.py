@@ -52,7 +52,7 @@ class Budget:
 
 
 FULL = Budget()
-# The RoI-OHEM variants' heads run on the whole pool: 64 RoIs, not the runner's 300, keeps a
+# The RoI-OHEM variants' class heads run on the whole pool: 64 RoIs, not the runner's 300, keeps a
 # quick step at a fraction of a second. Two steps and one miner probe: the run checks that every
 # variant trains, is evaluated and is probed; its numbers mean nothing at any CI-sized budget.
 QUICK = Budget(image_size=64, train_images=8, val_images=2, steps=2, batch_size=2, probes=1, roi_pool=64)
