@@ -135,13 +135,13 @@ def matterport_mask_loss(target_masks, target_class_ids, pred_masks, epsilon=1e-
     positive RoI's own class mask, predictions clipped to [epsilon, 1 - epsilon]; 0 without
     positives. target_masks [batch, rois, h, w], target_class_ids [batch, rois],
     pred_masks [batch, rois, h, w, classes]."""
-    values = []
-    for image, roi in zip(*np.nonzero(np.asarray(target_class_ids) > 0)):
-        class_id = int(target_class_ids[image, roi])
-        y = np.asarray(target_masks[image, roi], np.float64)
-        p = np.clip(np.asarray(pred_masks[image, roi, :, :, class_id], np.float64), epsilon, 1 - epsilon)
-        values.append(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
-    return float(np.mean(values)) if values else 0.0
+    class_ids = np.asarray(target_class_ids)
+    b, r = np.nonzero(class_ids > 0)
+    if len(b) == 0:
+        return 0.0
+    p = np.clip(np.asarray(pred_masks, np.float64)[b, r, :, :, class_ids[b, r]], epsilon, 1 - epsilon)
+    t = np.asarray(target_masks, np.float64)[b, r]  # [positives, h, w]
+    return float(np.mean(-(t * np.log(p) + (1 - t) * np.log(1 - p))))
 
 
 # --- NMS de-duplication, the negative ratio and the selection statistics (issue 11) -------------
