@@ -41,8 +41,10 @@ def ohem_rpn_targets(
             at half of it, and it is the number of rows of ``rpn_bbox``.
         bbox_std_dev: [4] ``RPN_BBOX_STD_DEV``, the deltas are divided by it.
         negative_pool: None keeps every negative; n keeps a random n per image.
-        rng: random generator for the positive cap and the pool; NumPy's global one when None
-            (so ``np.random.seed`` reproduces runs, as with Matterport).
+        rng: random generator for the positive cap and the pool; when None,
+            :func:`~mrcnn_ohem.core.randomness.numpy_random`: NumPy's global one (so
+            ``np.random.seed`` reproduces runs, as with Matterport), or the image's own generator
+            inside a seeded ``DataGenerator``.
 
     Returns:
         rpn_match: [num_anchors] int32, 1 positive, -1 negative, 0 neutral.

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE, SortedBoxes, box_refinement
+from mrcnn_ohem.core.randomness import numpy_random
 
 POSITIVE_IOU = 0.7
 NEGATIVE_IOU = 0.3
@@ -167,16 +168,14 @@ def subsample_labels(
         rpn_match: [num_anchors] int32 labels, changed in place.
         label: POSITIVE or NEGATIVE.
         max_count: how many anchors with that label may stay (>= 0).
-        rng: the random generator; NumPy's global one (as Matterport) when None.
+        rng: the random generator; when None, :func:`~mrcnn_ohem.core.randomness.numpy_random`
+            (NumPy's global one, as Matterport, unless a seeded data generator set one).
     """
     ids = np.flatnonzero(rpn_match == label)
     extra = ids.shape[0] - max(int(max_count), 0)
     if extra <= 0:
         return
-    if rng is None:
-        dropped = np.random.choice(ids, extra, replace=False)
-    else:
-        dropped = rng.choice(ids, extra, replace=False)
+    dropped = (numpy_random() if rng is None else rng).choice(ids, extra, replace=False)
     rpn_match[dropped] = NEUTRAL
 
 

@@ -2,11 +2,22 @@
 
 Follows Matterport Mask R-CNN's data pipeline (``mrcnn/model.py``): each image is resized
 with ``resize_image``, its masks with the bool-safe ``resize_mask``, optionally augmented,
-and given RPN targets; batches carry Matterport's seven ``inputs``. ``DataGenerator`` is a
-``tf_keras.utils.Sequence`` and calls the ``load_image_gt`` and ``build_rpn_targets`` it is
-handed; ``MaskRCNN.train`` hands it the ones on :mod:`mrcnn_ohem.maskrcnn.model` at that moment,
-so a patch of that module (for example ``mrcnn_ohem.patch(config, module=modellib)``) changes
-what it yields. Without them it uses this package's own.
+and given RPN targets; batches carry Matterport's seven ``inputs``.
+
+As in Matterport, where the generator calls the module globals ``load_image_gt`` and
+``build_rpn_targets``, ``DataGenerator`` and ``data_generator`` look both names up on
+:mod:`mrcnn_ohem.maskrcnn.model` each time they load an image, unless they were handed functions
+explicitly. So a patch of that module (``mrcnn_ohem.patch(config, module=modellib)``) reaches
+``MaskRCNN.train``, ``modellib.data_generator``, a ``DataGenerator`` the user builds and a custom
+training loop alike, for as long as it is in place.
+
+With ``seed``, every image's random draws (RPN anchor subsampling, OHEM's negative pool,
+random RoIs, flips, the ``MAX_GT_INSTANCES`` cap and, through ``resize_image``, the crop
+position) come from generators of its own, seeded from the seed, the epoch and the image's
+position in the epoch (:mod:`mrcnn_ohem.core.randomness`): two generators with the same seed
+give the same batches whatever order loader threads build them in. Without a seed they draw
+from NumPy's and Python's global generators, as upstream. An imgaug augmenter draws from
+imgaug's own generator, which the seed does not reach.
 
 Images without instances are skipped with a logged warning naming the image, as upstream,
 unless ``config.TRAIN_BACKGROUND_IMAGES`` is True: then they are trained on as background-only
@@ -15,6 +26,8 @@ raised, not logged and skipped.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -22,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from mrcnn_ohem._compat import import_tf_keras
+from mrcnn_ohem.core.randomness import image_random_state, image_seed, numpy_random
 
 from . import anchors as _anchors
 from . import targets as _targets
@@ -31,7 +45,7 @@ keras = import_tf_keras()
 logger = logging.getLogger(__name__)
 
 __all__ = ["mold_image", "unmold_image", "compose_image_meta", "parse_image_meta",
-           "load_image_gt", "DataGenerator", "data_generator"]
+           "load_image_gt", "DataGenerator", "data_generator", "pipeline_function"]
 
 # imgaug augmenters that may be applied to masks (Matterport's list).
 MASK_AUGMENTERS = ("Sequential", "SomeOf", "OneOf", "Sometimes", "Fliplr", "Flipud",
@@ -204,7 +218,7 @@ def _augment(image: np.ndarray, mask: np.ndarray, augmentation: Any,
 
 def _random_fliplr(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Matterport's deprecated ``augment=True``: flip left-right half of the time."""
-    if np.random.randint(2):
+    if numpy_random().randint(2):
         return np.fliplr(image), np.fliplr(mask)
     return image, mask
 
@@ -247,15 +261,17 @@ class DataGenerator(keras.utils.Sequence):
         detection_targets: with ``random_rois``, also yield head targets.
         no_augmentation_sources: sources whose images are never augmented.
         batch_size: images per batch (default ``config.BATCH_SIZE``).
-        seed: seed of the shuffling and instance subsampling (None: unseeded).
+        seed: seed of the shuffling and of every image's random draws (see the module
+            docstring); None draws from the global generators, as upstream.
         shard_index, num_shards: read only ``dataset.image_ids[shard_index::num_shards]``, the
             share of one of ``num_shards`` workers (multi-worker training: see
             :mod:`mrcnn_ohem.maskrcnn.distribute`); the default reads every image.
         load_image_gt: ``(dataset, config, image_id, augmentation=...)`` -> Matterport's five
-            arrays; default :func:`load_image_gt` of this module.
+            arrays; by default ``mrcnn_ohem.maskrcnn.model.load_image_gt`` as it is when each
+            image is loaded.
         build_rpn_targets: ``(image_shape, anchors, gt_class_ids, gt_boxes, config)`` ->
-            ``(rpn_match, rpn_bbox)``; default Matterport's random-256 builder
-            (:func:`mrcnn_ohem.maskrcnn.targets.build_rpn_targets`).
+            ``(rpn_match, rpn_bbox)``; by default ``mrcnn_ohem.maskrcnn.model.build_rpn_targets``
+            as it is when each image is loaded (Matterport's random-256 builder unless patched).
 
     Raises:
         ValueError: an empty dataset or shard, ``batch_size`` < 1, or a shard index outside
@@ -273,8 +289,7 @@ class DataGenerator(keras.utils.Sequence):
                  load_image_gt: Callable[..., tuple] | None = None,
                  build_rpn_targets: Callable[..., tuple] | None = None) -> None:
         super().__init__()
-        self.load_image_gt = load_image_gt or globals()["load_image_gt"]
-        self.build_rpn_targets = build_rpn_targets or _targets.build_rpn_targets
+        self._functions = {"load_image_gt": load_image_gt, "build_rpn_targets": build_rpn_targets}
         self.dataset = dataset
         self.config = config
         self.shuffle = shuffle
@@ -296,7 +311,9 @@ class DataGenerator(keras.utils.Sequence):
         if self.image_ids.size == 0:
             raise ValueError(f"dataset: expected at least {num_shards} images, one per shard, "
                              f"received {all_ids.size} (shard {shard_index} is empty)")
-        self._rng = np.random.default_rng(seed)
+        self._seed = None if seed is None else int(seed)
+        self._epoch = 0
+        self._rng = np.random.default_rng(seed)  # the image order's
         self._empty_ids: set[int] = set()
         backbone_shapes = _anchors.compute_backbone_shapes(config, config.IMAGE_SHAPE)
         self.anchors = _anchors.generate_pyramid_anchors(
@@ -305,10 +322,21 @@ class DataGenerator(keras.utils.Sequence):
         if self.shuffle:
             self._rng.shuffle(self.image_ids)
 
+    @property
+    def load_image_gt(self) -> Callable[..., tuple]:
+        """The ``load_image_gt`` the next image is loaded with (the model module's, unless given)."""
+        return self._functions["load_image_gt"] or pipeline_function("load_image_gt")
+
+    @property
+    def build_rpn_targets(self) -> Callable[..., tuple]:
+        """The ``build_rpn_targets`` the next image gets (the model module's, unless given)."""
+        return self._functions["build_rpn_targets"] or pipeline_function("build_rpn_targets")
+
     def __len__(self) -> int:
         return int(np.ceil(len(self.image_ids) / self.batch_size))
 
     def on_epoch_end(self) -> None:
+        self._epoch += 1
         if self.shuffle:
             self._rng.shuffle(self.image_ids)
 
@@ -327,7 +355,7 @@ class DataGenerator(keras.utils.Sequence):
             position += 1
             if image_id in self._empty_ids:
                 continue
-            sample = self._load(image_id)
+            sample = self._load(image_id, position - 1)
             if sample is None:
                 self._empty_ids.add(image_id)
                 info = self.dataset.image_info[image_id]
@@ -337,8 +365,20 @@ class DataGenerator(keras.utils.Sequence):
             samples.append(sample)
         return self._collate(samples)
 
-    def _load(self, image_id: int) -> dict[str, np.ndarray] | None:
-        """Everything one image contributes to a batch, or None if it has no instances."""
+    def _load(self, image_id: int, position: int) -> dict[str, np.ndarray] | None:
+        """What one image contributes to a batch, or None if it has no instances.
+
+        ``position`` counts the images of this epoch's order (skipped ones included); with a
+        seed, it and the epoch seed the image's own generators.
+        """
+        if self._seed is None:
+            state = contextlib.nullcontext()
+        else:
+            state = image_random_state(image_seed(self._seed, self._epoch, position))
+        with state:
+            return self._load_sample(image_id)
+
+    def _load_sample(self, image_id: int) -> dict[str, np.ndarray] | None:
         config = self.config
         source = self.dataset.image_info[image_id]["source"]
         augmentation = None if source in self.no_augmentation_sources else self.augmentation
@@ -366,7 +406,7 @@ class DataGenerator(keras.utils.Sequence):
                 sample.update(rois=rois, mrcnn_class_ids=class_ids, mrcnn_bbox=bbox,
                               mrcnn_mask=mask)
         if gt_boxes.shape[0] > config.MAX_GT_INSTANCES:
-            ids = self._rng.choice(gt_boxes.shape[0], config.MAX_GT_INSTANCES, replace=False)
+            ids = numpy_random().choice(gt_boxes.shape[0], config.MAX_GT_INSTANCES, replace=False)
             gt_class_ids, gt_boxes, gt_masks = gt_class_ids[ids], gt_boxes[ids], \
                 gt_masks[:, :, ids]
         sample.update(image=mold_image(image, config), image_meta=image_meta,
@@ -405,15 +445,28 @@ class DataGenerator(keras.utils.Sequence):
         return inputs, outputs
 
 
+def pipeline_function(name: str) -> Callable[..., Any]:
+    """``mrcnn_ohem.maskrcnn.model.<name>`` as it is now, patched or not.
+
+    Matterport's generator calls ``load_image_gt`` and ``build_rpn_targets`` as globals of
+    ``mrcnn/model.py``; the bundled model keeps them on its ``model`` module, which imports this
+    one, so the lookup happens when an image is loaded rather than at import.
+    """
+    return getattr(importlib.import_module(f"{__package__}.model"), name)
+
+
 def data_generator(dataset: Any, config: Any, shuffle: bool = True, augment: bool = False,
                    augmentation: Any = None, random_rois: int = 0, batch_size: int = 1,
                    detection_targets: bool = False,
-                   no_augmentation_sources: Sequence[str] | None = None
-                   ) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+                   no_augmentation_sources: Sequence[str] | None = None, *,
+                   seed: int | None = None) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
     """Matterport's endless Python generator, built on :class:`DataGenerator`.
 
     ``augment=True`` (deprecated upstream) flips images left-right at random when no
-    ``augmentation`` is given. Yields ``(inputs, outputs)`` as ``DataGenerator`` does.
+    ``augmentation`` is given. ``seed`` (an addition to Matterport's signature) makes the order
+    and every random draw repeat, as in :class:`DataGenerator`. Yields ``(inputs, outputs)`` as
+    ``DataGenerator`` does, built with the model module's ``load_image_gt`` and
+    ``build_rpn_targets`` of the moment each image is loaded.
     """
     if augment and augmentation is None:
         logger.warning("'augment' is deprecated; use 'augmentation' instead.")
@@ -421,7 +474,7 @@ def data_generator(dataset: Any, config: Any, shuffle: bool = True, augment: boo
     sequence = DataGenerator(dataset, config, shuffle=shuffle, augmentation=augmentation,
                              random_rois=random_rois, detection_targets=detection_targets,
                              no_augmentation_sources=no_augmentation_sources,
-                             batch_size=batch_size)
+                             batch_size=batch_size, seed=seed)
     while True:
         for idx in range(len(sequence)):
             yield sequence[idx]

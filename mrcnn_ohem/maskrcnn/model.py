@@ -5,8 +5,17 @@ It exposes at module level every name of Matterport's ``mrcnn/model.py`` that co
 the loss graphs, ``build_rpn_targets``, ``load_image_gt``, the data generator, the layers and
 graph builders -- and the model builder looks the loss functions up *by module-global name
 when it builds the graph*, so replacing ``model.rpn_class_loss_graph`` before constructing
-``MaskRCNN`` changes the loss the model trains with (the data generator likewise calls
-``model.build_rpn_targets`` and ``model.load_image_gt`` at call time).
+``MaskRCNN`` changes the loss the model trains with. The data generators look
+``model.build_rpn_targets`` and ``model.load_image_gt`` up when they load each image, as
+Matterport's do, so a patch reaches a user's own loop too.
+
+One rule differs from Matterport, on purpose: ``MaskRCNN`` takes ``build_rpn_targets`` and
+``load_image_gt`` from this module *when it is constructed*, with its losses, and ``train()``
+feeds those to the generators, so a model always trains on the targets of the loss it was
+built with: one built inside ``with mrcnn_ohem.patch(...)`` keeps OHEM targets after the block,
+one built before a patch keeps Matterport's (``train()`` warns when the module changed since).
+Matterport binds the targets at ``train()``, which pairs an OHEM loss with random-256 targets
+once the patch is gone.
 
 Training differs from upstream's TF1 code in how the losses are wired, not in what they are:
 the five loss layers are model outputs, and a custom ``train_step`` adds them (times
@@ -41,7 +50,15 @@ from mrcnn_ohem.core import auxiliary
 from . import backbone, distribute, inference, training, utils, weights
 from .anchors import compute_backbone_shapes, generate_pyramid_anchors
 from .backbone import BatchNorm, build_backbone, conv_block, identity_block, resnet_graph, tiny_graph  # noqa: F401
-from .data import DataGenerator, compose_image_meta, load_image_gt, mold_image, parse_image_meta, unmold_image  # noqa: F401
+from .data import (  # noqa: F401
+    DataGenerator,
+    compose_image_meta,
+    data_generator,
+    load_image_gt,
+    mold_image,
+    parse_image_meta,
+    unmold_image,
+)
 from .heads import build_fpn_mask_graph, build_rpn_model, fpn_classifier_graph, rpn_graph  # noqa: F401
 from .inference import log  # noqa: F401  (Matterport's modellib.log)
 from .layers import (  # noqa: F401
@@ -71,11 +88,6 @@ from .losses import (  # noqa: F401
 )
 from .targets import build_detection_targets, build_rpn_targets, generate_random_rois  # noqa: F401
 from .training import LAYER_PRESETS, LOSS_NAMES, WEIGHT_DECAY_NAME, MaskRCNNTrainingModel, tensorboard_callback  # noqa: F401
-
-try:  # optional in the data module
-    from .data import data_generator  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the data module
-    pass
 
 keras = import_tf_keras()
 KL = keras.layers
@@ -119,6 +131,8 @@ class MaskRCNN:
             strategy = distribute.strategy_from_tf_config()
         self.strategy = strategy if strategy is not None else training.default_strategy(config.GPU_COUNT)
         self.set_log_dir()
+        #: ``load_image_gt`` and ``build_rpn_targets`` as they were when the losses were bound.
+        self.data_functions = {name: globals()[name] for name in ("load_image_gt", "build_rpn_targets")}
         with self._scope():
             self.keras_model = self.build(mode=mode, config=config)
 
@@ -424,10 +438,15 @@ class MaskRCNN:
             except (re.error, TypeError) as err:
                 raise ValueError(f"layers: expected one of {list(LAYER_PRESETS)} or a regular "
                                  f"expression over layer names, received {layers!r}") from err
-        # Hand the generators this module's functions as they are now, so a patch applied to
-        # the module before train() (mrcnn_ohem.patch) is what the batches are built with.
-        pipeline = dict(load_image_gt=globals()["load_image_gt"],
-                        build_rpn_targets=globals()["build_rpn_targets"], seed=seed)
+        # The targets that belong to the losses: the functions of construction time.
+        changed = [name for name, fn in self.data_functions.items() if globals()[name] is not fn]
+        if changed:
+            logger.warning(
+                "train(): %s on %s changed after this model was built; training with the ones "
+                "of construction time, which match the losses in its graph. To train with the "
+                "new ones (for example after mrcnn_ohem.patch), build the model after the change.",
+                " and ".join(changed), __name__)
+        pipeline = dict(self.data_functions, seed=seed)
         train_generator = functools.partial(DataGenerator, train_dataset, self.config,
                                             shuffle=True, augmentation=augmentation,
                                             no_augmentation_sources=no_augmentation_sources,

@@ -6,7 +6,9 @@ labelled by Matterport's rules (:func:`mrcnn_ohem.core.matching.match_anchors`, 
 target builder so both label identically), then randomly subsampled to at most
 ``RPN_TRAIN_ANCHORS_PER_IMAGE`` non-neutral anchors, positives at most half of them. The data
 generator looks this function up on the ``model`` module at call time, so a patched
-replacement takes effect there.
+replacement takes effect there. Random draws come from
+:func:`mrcnn_ohem.core.randomness.numpy_random`: NumPy's global generator, as upstream, unless a
+seeded ``DataGenerator`` gave the image a generator of its own.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 
 from mrcnn_ohem.core.boxes import NEGATIVE, POSITIVE, box_refinement, compute_overlaps
 from mrcnn_ohem.core.matching import encode_rpn_bbox, match_anchors, subsample_labels
+from mrcnn_ohem.core.randomness import numpy_random
 
 from .utils import resize
 
@@ -89,10 +92,10 @@ def _random_boxes(count: int, y_low: int, y_high: int, x_low: int, x_high: int) 
 def _random_spans(count: int, low: int, high: int) -> np.ndarray:
     """[count, (start, end)] with low <= start < end <= max(high - 1, low + 1)."""
     high = max(high, low + 2)  # room for two distinct values
-    spans = np.sort(np.random.randint(low, high, (count, 2)), axis=1)
+    spans = np.sort(numpy_random().randint(low, high, (count, 2)), axis=1)
     same = spans[:, 0] == spans[:, 1]
     while np.any(same):
-        spans[same] = np.sort(np.random.randint(low, high, (int(same.sum()), 2)), axis=1)
+        spans[same] = np.sort(numpy_random().randint(low, high, (int(same.sum()), 2)), axis=1)
         same = spans[:, 0] == spans[:, 1]
     return spans
 
@@ -166,14 +169,14 @@ def _sample_rois(best_iou: np.ndarray, num_rois: int, positive_ratio: float) -> 
     fg_ids = np.flatnonzero(best_iou > 0.5)
     bg_ids = np.flatnonzero(best_iou <= 0.5)
     fg_count = int(num_rois * positive_ratio)
-    keep_fg = np.random.choice(fg_ids, fg_count, replace=False) if fg_ids.size > fg_count else fg_ids
+    keep_fg = numpy_random().choice(fg_ids, fg_count, replace=False) if fg_ids.size > fg_count else fg_ids
     remaining = num_rois - keep_fg.size
-    keep_bg = np.random.choice(bg_ids, remaining, replace=False) if bg_ids.size > remaining else bg_ids
+    keep_bg = numpy_random().choice(bg_ids, remaining, replace=False) if bg_ids.size > remaining else bg_ids
     keep = np.concatenate([keep_fg, keep_bg])
     if keep.size < num_rois:
         # Too few ROIs for the budget: repeat negatives (or positives if there are none).
         pool = keep_bg if keep_bg.size else keep_fg
-        keep = np.concatenate([keep, np.random.choice(pool, num_rois - keep.size)])
+        keep = np.concatenate([keep, numpy_random().choice(pool, num_rois - keep.size)])
     return keep, np.isin(keep, keep_fg)
 
 
