@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from mrcnn_ohem.datasets.coco import (
     load_coco_json,
     split_class_tokens,
 )
+from mrcnn_ohem.datasets.errors import count_skips
 
 COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_mini"
 # pycocotools 2.0.x calls np.array(copy=False) on NumPy 2; harmless, silenced here only.
@@ -195,20 +197,19 @@ def test_uncompressed_and_compressed_rle_decode_alike(train):
         ann_to_rle({"id": 5, "segmentation": None}, h, w)
 
 
-def test_image_with_only_empty_masks_returns_empty_instances(tmp_path):
+def test_image_without_instances_returns_empty_masks_of_its_size(tmp_path):
     images = [{"id": 1, "file_name": "a.png", "height": 20, "width": 30},
               {"id": 2, "file_name": "b.png", "height": 20, "width": 30}]
-    degenerate = dict(_square(1, 1, 1, 5, 5, 0), segmentation=[[5, 5, 5, 5, 5, 5]])
-    annotations = [degenerate, _square(2, 2, 1, 2, 3, 6)]
-    root = _write_folder(tmp_path, images, annotations, [{"id": 1, "name": "box"}])
+    root = _write_folder(tmp_path, images, [_square(2, 2, 1, 2, 3, 6)], [{"id": 1, "name": "box"}])
     dataset = CocoDataset()
-    dataset.load_coco(root, "val")
+    dataset.load_coco(root, "val", empty_images=1)
     dataset.prepare()
-    masks, class_ids = dataset.load_mask(0)
+    assert [info["id"] for info in dataset.image_info] == [2, 1]
+    masks, class_ids = dataset.load_mask(1)  # COCO image 1: no annotation at all
     assert masks.shape == (20, 30, 0) and masks.dtype == bool
     assert class_ids.shape == (0,) and class_ids.dtype == np.int32
-    masks, class_ids = dataset.load_mask(1)
-    assert masks.shape == (20, 30, 1) and int(masks.sum()) == 36 and class_ids.tolist() == [1]
+    masks, class_ids = dataset.load_mask(0)
+    assert masks.shape == (20, 30, 1) and int(masks.sum()) == 36 and class_ids.tolist() == [1]  # 6 x 6
 
 
 def test_image_reference_and_images(train):
@@ -278,26 +279,244 @@ def test_json_that_is_not_coco(tmp_path, content, message):
 
 
 def test_corrupt_image_is_skipped_with_a_warning_naming_the_file(tmp_path):
-    images = [{"id": i, "file_name": f"{i}.png", "height": 12, "width": 16} for i in (1, 2, 3)]
+    images = [{"id": i, "file_name": f"{i}.jpg", "height": 40, "width": 60} for i in (1, 2, 3)]
     annotations = [_square(i, i, 1, 1, i, 3 + i) for i in (1, 2, 3)]
     root = _write_folder(tmp_path, images, annotations, [{"id": 1, "name": "box"}])
-    broken = root / "val2017" / "2.png"
-    broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    broken = root / "val2017" / "2.jpg"
+    _write_truncated_jpeg(broken, 40, 60)  # header intact, pixels cut: found only when decoded
     dataset = CocoDataset()
     dataset.load_coco(root, "val")
     dataset.prepare()
-    with pytest.warns(CorruptImageWarning, match=r"Skipping unreadable image .*2\.png"):
+    assert dataset.skipped == []
+    with pytest.warns(CorruptImageWarning, match=r"Skipping unreadable image .*2\.jpg"):
         image = dataset.load_image(1)
     # Image 2 (index 1) is replaced by image 3 (index 2); its masks follow the substitution.
     np.testing.assert_array_equal(image, dataset.load_image(2))
     masks, _ = dataset.load_mask(1)
     np.testing.assert_array_equal(masks, dataset.load_mask(2)[0])
     assert dataset.skipped_images == {1: str(broken)}
-    with pytest.raises(CorruptImageError, match=r"cannot read image file .*2\.png"):
+    dataset.load_image(1)  # found once, recorded once
+    assert [(r.kind, r.image_id, r.file) for r in dataset.skipped] == [("image", 2, str(broken))]
+    assert "image file is truncated" in dataset.skipped[0].reason
+    with pytest.raises(CorruptImageError, match=r"cannot read image file .*2\.jpg"):
         dataset.read_image(1)
     strict = CocoDataset()
     strict.load_coco(root, "val")
     strict.prepare()
     strict.skip_corrupt = False
-    with pytest.raises(CorruptImageError, match=r"2\.png"):
+    with pytest.raises(CorruptImageError, match=r"2\.jpg"):
         strict.load_image(1)
+
+
+# ---- damaged annotation files (issue 27, item 6) ---------------------------------------------
+
+H, W = 40, 60  # every image of the damaged folder, as rows x columns
+
+
+def _write_truncated_jpeg(path: Path, height: int, width: int) -> None:
+    """A noise JPEG cut to 2/3 of its bytes: Pillow reads its size, decoding it fails."""
+    pixels = np.random.default_rng(7).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    skimage.io.imsave(path, pixels, check_contrast=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE of a binary mask: run lengths in column-major order, zeros first."""
+    flat = mask.flatten(order="F").astype(np.int8)
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    if flat[0]:
+        runs = [0, *runs]
+    return {"size": list(mask.shape), "counts": runs}
+
+
+def _crowd_mask() -> np.ndarray:
+    mask = np.zeros((H, W), dtype=np.uint8)
+    mask[20:30, 30:40] = 1  # 100 pixels
+    return mask
+
+
+def _damaged_folder(root: Path) -> Path:
+    """A COCO folder with each kind of damage of issue 27 (see the comment of each record)."""
+    files = root / "val2017"
+    files.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    skimage.io.imsave(files / "good.png", rgb, check_contrast=False)
+    skimage.io.imsave(files / "gray.jpg", rgb[..., 0], check_contrast=False)  # [H, W]: grayscale
+    rgba = np.concatenate([rgb, np.full((H, W, 1), 128, dtype=np.uint8)], axis=-1)
+    skimage.io.imsave(files / "rgba.png", rgba, check_contrast=False)
+    skimage.io.imsave(files / "mismatch.png", rgb, check_contrast=False)  # the JSON says 44 rows
+    _write_truncated_jpeg(files / "truncated.jpg", H, W)
+    skimage.io.imsave(files / "only_bad.png", rgb, check_contrast=False)
+    names = ["good.png", "gray.jpg", "rgba.png", "mismatch.png", "missing.png", "truncated.jpg", "only_bad.png"]
+    images = [{"id": i, "file_name": name, "height": H, "width": W} for i, name in enumerate(names, start=1)]
+    images[3]["height"] = 44
+
+    def two_points(ann_id, image_id):  # 4 numbers, as some labelling tools export a line
+        return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                "segmentation": [[10, 10, 20, 20]], "area": 0, "bbox": [10, 10, 10, 10]}
+
+    annotations = [
+        _square(1, 1, 1, 2, 3, 6),  # good: 36 pixels
+        two_points(2, 1),
+        dict(_square(3, 1, 2, 20, 30, 8), segmentation=[_square(0, 0, 0, 20, 30, 8)["segmentation"][0],
+                                                         [1, 1, 5, 5]]),  # kept without its 2nd polygon
+        _square(4, 1, 99, 5, 5, 4),  # unknown category
+        _square(5, 2, 2, 5, 5, 10),  # good: 100 pixels
+        dict(_square(6, 2, 1, 5, 5, 0), segmentation=[[5, 5, 15, 5, 25, 5]], bbox=[5, 5, 20, 0]),  # zero area
+        dict(_square(7, 2, 1, 3, 3, 6), bbox=[3, 3, 0, 6]),  # zero-width box around a good polygon
+        _square(8, 2, 1, 100, 100, 10),  # box (and polygon) outside the 60 x 40 image
+        _square(9, 3, 1, 10, 10, 12),  # good: 144 pixels
+        {"id": 14, "image_id": 3, "category_id": 2, "iscrowd": 1, "area": 100, "bbox": [30, 20, 10, 10],
+         "segmentation": _uncompressed_rle(_crowd_mask())},  # crowd RLE, as coco_mini stores them
+        _square(10, 4, 1, 2, 2, 5),
+        _square(11, 5, 1, 2, 2, 5),
+        _square(12, 6, 1, 2, 2, 5),
+        two_points(13, 7),
+        _square(15, 99, 1, 2, 2, 5),  # image 99 is not in 'images'
+    ]
+    (root / "annotations").mkdir()
+    document = {"images": images, "annotations": annotations,
+                "categories": [{"id": 1, "name": "box"}, {"id": 2, "name": "disc"}]}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(document))
+    return root
+
+
+#: (kind, COCO image id, annotation id) -> what the reason must say, for the damaged folder.
+EXPECTED_SKIPS = {
+    ("annotation", 1, 2): r"polygon 0 has 2 points \(4 coordinates\); a polygon needs at least 3",
+    ("polygon", 1, 3): r"polygon 1 has 2 points .*dropped",
+    ("annotation", 1, 4): r"category_id 99 is not among the categories \[1, 2\]",
+    ("annotation", 2, 6): r"mask is empty \(zero area\)",
+    ("annotation", 2, 7): r"bbox \[3, 3, 0, 6\] has zero width or height",
+    ("annotation", 2, 8): r"bbox \[100, 100, 10, 10\] lies outside the 60x40 image",
+    ("image", 4, None): r"file is 60x40 \(width x height\); the JSON says 60x44",
+    ("image", 5, None): r"file does not exist",
+    ("annotation", 7, 13): r"polygon 0 has 2 points",
+    ("image", 7, None): r"no usable annotation left",
+    ("annotation", 99, 15): r"image_id 99 is not listed in 'images'",
+}
+
+
+def _keys(records) -> list[tuple]:
+    return [(r.kind, r.image_id, r.annotation_id) for r in records]
+
+
+def test_damaged_records_are_skipped_once_each_with_coco_ids_and_reasons(tmp_path, caplog):
+    root = _damaged_folder(tmp_path)
+    dataset = CocoDataset()
+    with caplog.at_level("WARNING", logger="mrcnn_ohem.datasets.coco"):
+        dataset.load_coco(root, "val")
+    dataset.prepare()
+    assert sorted(_keys(dataset.skipped), key=str) == sorted(EXPECTED_SKIPS, key=str)
+    for record in dataset.skipped:
+        assert re.search(EXPECTED_SKIPS[record.kind, record.image_id, record.annotation_id], record.reason), record
+        file = dict(enumerate(["good.png", "gray.jpg", "rgba.png", "mismatch.png", "missing.png",
+                               "truncated.jpg", "only_bad.png"], start=1)).get(record.image_id)
+        assert record.file == (None if file is None else str(root / "val2017" / file))
+        assert caplog.text.count(str(record)) == 1, record  # logged once
+    assert "11 damaged record(s)" in caplog.text
+    assert count_skips(dataset.skipped) == {"image": 3, "annotation": 7, "polygon": 1}
+    # The truncated JPEG has a readable header: it stays until training reads it (see below).
+    assert [info["id"] for info in dataset.image_info] == [1, 2, 3, 6]
+    assert [a["id"] for a in dataset.image_info[0]["annotations"]] == [1, 3]
+    assert [a["id"] for a in dataset.image_info[1]["annotations"]] == [5]
+
+
+def test_images_left_after_the_skips_load_with_masks_of_their_size(tmp_path):
+    root = _damaged_folder(tmp_path)
+    dataset = CocoDataset()
+    dataset.load_coco(root, "val")
+    dataset.prepare()
+    reference = COCO(str(root / "annotations" / "instances_val2017.json"))  # the file as written
+    square_3 = dict(reference.anns[3], segmentation=reference.anns[3]["segmentation"][:1])
+    expected = {  # COCO image id -> [(reference mask, class id, pixels)]
+        1: [(reference.annToMask(reference.anns[1]), 1, 36), (reference.annToMask(square_3), 2, 64)],
+        2: [(reference.annToMask(reference.anns[5]), 2, 100)],
+        3: [(reference.annToMask(reference.anns[9]), 1, 144), (_crowd_mask(), -2, 100)],
+    }
+    for image_id, coco_id in enumerate([1, 2, 3]):
+        image = dataset.load_image(image_id)
+        assert image.shape == (H, W, 3) and image.dtype == np.uint8
+        masks, class_ids = dataset.load_mask(image_id)
+        assert masks.shape == (H, W, len(expected[coco_id])) and masks.dtype == bool
+        assert class_ids.tolist() == [c for _, c, _ in expected[coco_id]]
+        for k, (mask, _, pixels) in enumerate(expected[coco_id]):
+            assert int(mask.sum()) == pixels
+            np.testing.assert_array_equal(masks[..., k], mask.astype(bool))
+    gray = dataset.load_image(1)
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 2])  # grey expanded to 3 equal channels
+    with pytest.warns(CorruptImageWarning, match=r"truncated\.jpg"):
+        image = dataset.load_image(3)  # the truncated JPEG: replaced by the next readable image
+    np.testing.assert_array_equal(image, dataset.load_image(0))
+    assert dataset.load_mask(3)[0].shape == (H, W, 2)
+    assert _keys(dataset.skipped)[-1] == ("image", 6, None)
+    assert count_skips(dataset.skipped)["image"] == 4
+
+
+def test_damaged_folder_feeds_the_data_generator_for_a_whole_epoch(tmp_path):
+    from helpers import TinyConfig
+
+    from mrcnn_ohem.maskrcnn.data import DataGenerator
+
+    dataset = CocoDataset()
+    dataset.load_coco(_damaged_folder(tmp_path), "val")
+    dataset.prepare()
+    generator = DataGenerator(dataset, TinyConfig(), shuffle=False, batch_size=1, seed=0)
+    with pytest.warns(CorruptImageWarning, match=r"truncated\.jpg"):
+        batches = [generator[i] for i in range(len(generator))]
+    assert len(batches) == 4
+    for inputs, _ in batches:
+        assert inputs[0].shape == (1, 64, 64, 3)
+        assert int((inputs[4] != 0).sum()) >= 1  # gt_class_ids: every image kept has an instance
+
+
+def test_returned_coco_holds_only_what_training_sees(tmp_path):
+    dataset = CocoDataset()
+    coco = dataset.load_coco(_damaged_folder(tmp_path), "val", return_coco=True)
+    for info in dataset.image_info:
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]], iscrowd=None))
+        assert [a["id"] for a in anns] == [a["id"] for a in info["annotations"]]
+        for ann in anns:  # COCOeval decodes the ground truth this way: no 2-point polygon left
+            assert coco.annToMask(ann).any()
+    assert not {2, 4, 6, 7, 8} & set(coco.anns)
+    assert len(coco.anns[3]["segmentation"]) == 1
+
+
+def test_strict_raises_one_error_naming_every_problem_and_loads_nothing(tmp_path):
+    root = _damaged_folder(tmp_path)
+    dataset = CocoDataset()
+    with pytest.raises(ValueError, match=r"12 damaged record\(s\) in .*instances_val2017\.json") as info:
+        dataset.load_coco(root, "val", strict=True)
+    message = str(info.value)
+    for kind, image_id, ann_id in EXPECTED_SKIPS:
+        name = f"{kind} (COCO image id {image_id}" + ("" if ann_id is None else f", annotation id {ann_id}")
+        assert name in message
+    assert re.search(r"image \(COCO image id 6, file .*truncated\.jpg\): cannot be decoded", message)
+    assert dataset.image_info == [] and dataset.skipped == []
+
+
+def test_many_skips_are_logged_as_the_first_20_and_a_count(tmp_path, caplog):
+    images = [{"id": 1, "file_name": "a.png", "height": 20, "width": 30}]
+    bad = [dict(_square(i, 1, 1, 2, 2, 4), segmentation=[[1, 1, 5, 5]]) for i in range(2, 27)]
+    root = _write_folder(tmp_path, images, [_square(1, 1, 1, 2, 2, 4), *bad], [{"id": 1, "name": "box"}])
+    dataset = CocoDataset()
+    with caplog.at_level("WARNING", logger="mrcnn_ohem.datasets.coco"):
+        dataset.load_coco(root, "val")
+    assert len(dataset.skipped) == 25
+    assert caplog.text.count("polygon 0 has 2 points") == 20
+    assert "... and 5 more" in caplog.text
+    with pytest.raises(ValueError, match=r"(?s)25 damaged record.*annotation id 21,.*\.\.\. and 5 more"):
+        CocoDataset().load_coco(root, "val", strict=True)
+
+
+@pytest.mark.parametrize("subset, images, annotations", [("train", 80, 739), ("val", 79, 624)])
+def test_coco_mini_loads_every_image_and_annotation_without_a_skip(coco_root, subset, images, annotations):
+    dataset = CocoDataset()
+    dataset.load_coco(coco_root, subset, strict=True)  # strict also decodes every image
+    dataset.prepare()
+    assert dataset.skipped == []
+    assert dataset.num_images == images
+    assert sum(len(info["annotations"]) for info in dataset.image_info) == annotations
