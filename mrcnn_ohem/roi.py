@@ -9,12 +9,20 @@ Two steps, each a plain function of tensors that never sees a Config (the patch 
    positives are sampled exactly the same way, so the box and mask losses, which only read
    positives, see what they would see without OHEM; the rest of a pool of ``pool_size`` RoIs is
    random negatives (IoU < 0.5, away from crowds) instead of a third of T.
-2. **Keeping the hardest** (:func:`ohem_mrcnn_class_loss`). The classifier loss of every pool
-   RoI is ranked with its gradient stopped and only the ``top_k`` hardest per image are
+2. **Keeping the hardest** (:func:`ohem_mrcnn_class_loss`). The classifier loss of every real
+   pool RoI is ranked with its gradient stopped and only the ``top_k`` hardest per image are
    averaged, mmdetection's ``OHEMSampler`` idea in a single network (the paper runs a second,
    read-only copy of the head to rank; here the training forward pass ranks).
 
 Shapes follow Matterport: boxes ``(y1, x1, y2, x2)`` normalised to [0, 1], zero padded.
+
+Padding. A pool short of negatives ends in all-zero RoIs. Matterport gives such rows the target
+class id 0, which is also background, so its class loss trains them as background. The pool
+here gives them :data:`PADDING_CLASS_ID` (-1) instead, so the OHEM class loss, which sees only
+the target ids, never spends its budget on them. Every other consumer of the ids, the box and
+mask losses of Matterport and of the bundled model, selects ``target_class_ids > 0`` and so
+ignores -1 exactly as it ignores 0. Matterport's plain class loss would reject -1 (it is out of
+the label range), which is why the pool and :func:`ohem_mrcnn_class_loss` are installed together.
 """
 from __future__ import annotations
 
@@ -27,12 +35,14 @@ from mrcnn_ohem.core import selection
 from mrcnn_ohem.core.checks import check_int, check_number
 from mrcnn_ohem.losses import _float_logits
 
-__all__ = ["ohem_mrcnn_class_loss", "ohem_roi_targets", "POSITIVE_IOU", "CROWD_IOU"]
+__all__ = ["ohem_mrcnn_class_loss", "ohem_roi_targets", "POSITIVE_IOU", "CROWD_IOU", "PADDING_CLASS_ID"]
 
 #: A RoI whose best IoU with a GT box reaches this is positive (Matterport's 0.5).
 POSITIVE_IOU = 0.5
 #: A RoI overlapping a crowd box at least this much is never a negative (Matterport's 0.001).
 CROWD_IOU = 0.001
+#: Target class id of a pool's padding rows (all-zero RoIs); never a candidate of the class loss.
+PADDING_CLASS_ID = -1
 
 
 # --- sampling the pool ---------------------------------------------------------------------------
@@ -90,7 +100,8 @@ def ohem_roi_targets(
     Negatives: a random ``min(pool_size - kept positives, negatives)`` of the proposals with
     best IoU < 0.5 that overlap no crowd box (IoU < 0.001). An image without positives gets a
     pool of negatives only (Matterport then samples no RoI at all). Rows are positives, then
-    negatives, then zero padding up to ``pool_size``.
+    negatives, then padding up to ``pool_size``: all-zero RoIs whose class id is
+    :data:`PADDING_CLASS_ID` (-1), where Matterport writes 0.
 
     Args:
         proposals: [N, (y1, x1, y2, x2)] float32 normalised, zero padded.
@@ -105,9 +116,10 @@ def ohem_roi_targets(
         use_mini_mask: whether ``gt_masks`` are mini masks cropped to their box.
 
     Returns:
-        rois [pool_size, 4] float32, class_ids [pool_size] int32 (0 for negatives and padding),
-        deltas [pool_size, (dy, dx, log(dh), log(dw))] float32, masks [pool_size, mask_h,
-        mask_w] float32 of 0/1; deltas and masks are zero except for positives.
+        rois [pool_size, 4] float32, class_ids [pool_size] int32 (the GT class for positives, 0
+        for negatives, -1 for padding), deltas [pool_size, (dy, dx, log(dh), log(dw))] float32,
+        masks [pool_size, mask_h, mask_w] float32 of 0/1; deltas and masks are zero except for
+        positives.
 
     Raises:
         ValueError: ``pool_size`` smaller than the positive cap, or an option out of range.
@@ -160,8 +172,10 @@ def ohem_roi_targets(
 
     rois = tf.concat([positive_rois, tf.gather(proposals, negative_index)], axis=0)
     rest = pool_size - positive_count  # negatives and padding
+    negative_count = tf.shape(negative_index)[0]
     rois = tf.pad(rois, [(0, pool_size - tf.shape(rois)[0]), (0, 0)])
-    roi_class_ids = tf.pad(roi_class_ids, [(0, rest)])
+    roi_class_ids = tf.concat([tf.cast(roi_class_ids, tf.int32), tf.zeros([negative_count], tf.int32),
+                               tf.fill([rest - negative_count], PADDING_CLASS_ID)], axis=0)
     deltas = tf.pad(deltas, [(0, rest), (0, 0)])
     masks = tf.pad(masks, [(0, rest), (0, 0), (0, 0)])
     rois.set_shape([pool_size, 4])
@@ -173,7 +187,11 @@ def ohem_roi_targets(
 
 # --- keeping the hardest -------------------------------------------------------------------------
 
-def _class_loss_inputs(target_class_ids: Any, pred_class_logits: Any, active_class_ids: Any):
+def _class_loss_inputs(
+    target_class_ids: Any, pred_class_logits: Any, active_class_ids: Any
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Validate ranks and dtypes; return targets [batch, rois] int32, logits [batch, rois,
+    classes] float32 and active [batch, classes] float32."""
     logits = _float_logits("pred_class_logits", pred_class_logits)
     if logits.shape.rank is not None and logits.shape.rank != 3:
         raise ValueError("pred_class_logits must have shape [batch, rois, classes]; "
@@ -196,18 +214,23 @@ def ohem_mrcnn_class_loss(
     *,
     top_k: int,
 ) -> tf.Tensor:
-    """The classifier-head loss over the hardest ``top_k`` RoIs of each image.
+    """The classifier-head loss over the hardest ``top_k`` real RoIs of each image.
 
-    Per RoI the loss is the softmax cross-entropy times ``pred_active``: 1 if the predicted
-    (arg-max) class is active in the first image's row of ``active_class_ids``, else 0
-    (Matterport uses the first image's row for the whole batch; so does this loss). Per image
-    the ``min(top_k, rois)`` largest of these are kept, ranked without gradient, ties to the
-    lower RoI index. Result: sum of the kept losses over the batch / max(1, sum of the kept
-    ``pred_active``). With ``top_k`` >= rois it equals Matterport's ``mrcnn_class_loss_graph``
-    (which gives NaN, and this 0.0, when no RoI is predicted as an active class).
+    Rows whose target id is negative (:data:`PADDING_CLASS_ID`, the pool's padding) are never
+    candidates. Per real RoI the loss is the softmax cross-entropy times ``pred_active``: 1 if
+    the predicted (arg-max) class is active in that image's own row of ``active_class_ids``,
+    else 0, as the bundled model's plain ``mrcnn_class_loss_graph`` does. (Upstream Matterport
+    reads the first image's row for the whole batch, ``tf.gather(active_class_ids[0], ...)``;
+    the two agree when every image of the batch has the same active classes, as with one
+    dataset.) Per image the ``min(top_k, real rois)`` largest of these are kept, ranked without
+    gradient, ties to the lower RoI index. Result: sum of the kept losses over the batch /
+    max(1, sum of the kept ``pred_active``). With ``top_k`` >= rois and no padding it equals the
+    bundled plain loss (upstream gives NaN, and this 0.0, when no RoI is predicted as an active
+    class).
 
     Args:
-        target_class_ids: [batch, rois] int class ids, 0 for background and padding.
+        target_class_ids: [batch, rois] int class ids: 0 background, > 0 a class, negative
+            (-1) padding.
         pred_class_logits: [batch, rois, classes] float logits; float16/bfloat16 are computed
             in float32.
         active_class_ids: [batch, classes] 1 for classes of the image's dataset, else 0.
@@ -222,10 +245,14 @@ def ohem_mrcnn_class_loss(
     """
     top_k = check_int("top_k", top_k, 1)
     targets, logits, active = _class_loss_inputs(target_class_ids, pred_class_logits, active_class_ids)
-    pred_active = tf.gather(active[0], tf.argmax(logits, axis=2, output_type=tf.int32))  # [batch, rois]
+    real = targets >= 0  # [batch, rois]
+    pred_class_ids = tf.argmax(logits, axis=2, output_type=tf.int32)  # [batch, rois]
+    pred_active = tf.gather(active, pred_class_ids, batch_dims=1)  # [batch, rois], each image's row
+    pred_active = tf.where(real, pred_active, 0.0)
+    # Padding rows get label 0 only to keep the op in range; they are no candidates below.
     losses = pred_active * tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=targets, logits=logits)  # [batch, rois]
-    indices, keep = selection.hardest(losses, tf.ones_like(losses, dtype=tf.bool), top_k)
+        labels=tf.maximum(targets, 0), logits=logits)  # [batch, rois]
+    indices, keep = selection.hardest(losses, real, top_k)
     kept_losses = tf.where(keep, tf.gather(losses, indices, batch_dims=1), 0.0)
     kept_active = tf.where(keep, tf.gather(pred_active, indices, batch_dims=1), 0.0)
     return tf.reduce_sum(kept_losses) / tf.maximum(tf.reduce_sum(kept_active), 1.0)

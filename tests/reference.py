@@ -284,3 +284,61 @@ def matterport_anchor_labels(anchors, gt_class_ids, gt_boxes):
             labels[overlaps[:, j] == column_best[j]] = 1
     labels[best_iou >= 0.7] = 1
     return labels, best_gt
+
+
+# --- RoI OHEM: padding rows, each image's active classes; top-k under replicas (issue 27) ------
+
+def ohem_mrcnn_class_loss_per_image(target_class_ids, logits, active_class_ids, top_k) -> float:
+    """RoI-head OHEM class loss as the bundled model sees it.
+
+    Per image: rows with a negative target id are padding and never candidates; every other
+    row's loss is its cross-entropy times ``pred_active``, looked up in that image's own row of
+    ``active_class_ids``; the ``top_k`` largest are kept (ties to the lower index). Result: sum
+    of the kept losses / max(1, sum of the kept ``pred_active``)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    targets = np.asarray(target_class_ids)
+    active = np.asarray(active_class_ids, dtype=np.float64)
+    total, weight = 0.0, 0.0
+    for image in range(logits.shape[0]):
+        real = np.flatnonzero(targets[image] >= 0)
+        pred_active = active[image][np.argmax(logits[image][real], axis=1)]
+        losses = softmax_cross_entropy(logits[image][real], targets[image][real]) * pred_active
+        for i in _hardest_first(np.arange(len(real)), losses)[:top_k]:
+            total += losses[i]
+            weight += pred_active[i]
+    return total / max(1.0, weight)
+
+
+def plain_mrcnn_class_loss_per_image(target_class_ids, logits, active_class_ids) -> float:
+    """The bundled model's plain ``mrcnn_class_loss_graph``: cross-entropy times ``pred_active``
+    from each image's own active row, summed over the batch / sum of ``pred_active``; 0.0 when
+    nothing is active. Every row counts (the plain loss knows no padding)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    active = np.asarray(active_class_ids, dtype=np.float64)
+    pred_active = np.stack([active[i][np.argmax(logits[i], axis=1)] for i in range(logits.shape[0])])
+    losses = softmax_cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                   np.asarray(target_class_ids).reshape(-1)) * pred_active.reshape(-1)
+    return float(losses.sum() / pred_active.sum()) if pred_active.sum() > 0 else 0.0
+
+
+def topk_ce_dense_sgd_step(x, labels, kernel, bias, top_k, learning_rate):
+    """One plain SGD step of a Dense layer (logits = x @ kernel + bias) on the mean softmax
+    cross-entropy of the ``top_k`` (a fraction, k = ceil(f * N)) hardest examples of the batch.
+
+    The gradient of the mean over the kept set K is sum over K of x_i (p_i - onehot_i)^T / |K|
+    for the kernel and sum over K of (p_i - onehot_i) / |K| for the bias; every other example
+    contributes nothing. Returns the updated (kernel, bias) in float64."""
+    x = np.asarray(x, dtype=np.float64)
+    kernel = np.asarray(kernel, dtype=np.float64)
+    bias = np.asarray(bias, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    logits = x @ kernel + bias
+    losses = softmax_cross_entropy(logits, labels)
+    k = max(1, math.ceil(round(top_k * len(labels), 9)))
+    kept = _hardest_first(np.arange(len(labels)), losses)[:k]
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    residual = shifted / shifted.sum(axis=1, keepdims=True)
+    residual[np.arange(len(labels)), labels] -= 1.0  # p - onehot, [N, classes]
+    grad_kernel = x[kept].T @ residual[kept] / len(kept)
+    grad_bias = residual[kept].sum(axis=0) / len(kept)
+    return kernel - learning_rate * grad_kernel, bias - learning_rate * grad_bias

@@ -2,14 +2,20 @@
 (tests/reference.py) and against the bundled Matterport model's own loss and targets."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import reference
 import tensorflow as tf
 
 from mrcnn_ohem.maskrcnn.layers import detection_targets_graph
-from mrcnn_ohem.maskrcnn.losses import mrcnn_class_loss_graph
-from mrcnn_ohem.roi import ohem_mrcnn_class_loss, ohem_roi_targets
+from mrcnn_ohem.maskrcnn.losses import mrcnn_bbox_loss_graph, mrcnn_class_loss_graph, mrcnn_mask_loss_graph
+from mrcnn_ohem.roi import PADDING_CLASS_ID, ohem_mrcnn_class_loss, ohem_roi_targets
 
 
 def random_heads(rng, batch=2, rois=12, classes=4, scale=2.0, dtype=np.float32, same_active=True):
@@ -67,13 +73,35 @@ def test_inactive_predicted_class_counts_zero_and_ranks_last():
     assert got == pytest.approx(ce[1], rel=1e-6)
 
 
-def test_uses_the_first_images_active_row_as_matterport():
+def test_hand_computed_each_image_uses_its_own_active_row():
+    # Two images, two RoIs each, 2 classes, every target 0 (background):
+    #   RoI 0, logits (0, 1): predicts class 1, loss ln(1 + e) = 1.3133
+    #   RoI 1, logits (0, 0): predicts class 0 (ties go to the lower id), loss ln 2 = 0.6931
+    # Image 0's row has class 1 active, image 1's does not, so image 1's RoI 0 counts 0:
+    #   per image: (1.3133 + 0.6931 + 0.6931) / 3 = 0.8999
+    #   image 0's row for all (upstream Matterport): (2 * 1.3133 + 2 * 0.6931) / 4 = 1.0032
+    targets = np.zeros((2, 2), np.int32)
+    logits = np.array([[[0, 1], [0, 0]], [[0, 1], [0, 0]]], np.float32)
+    active = np.array([[1, 1], [1, 0]], np.float32)
+    expected = (np.log1p(np.e) + 2 * np.log(2)) / 3
+    assert ohem_mrcnn_class_loss(targets, logits, active, top_k=2).numpy() == pytest.approx(expected, rel=1e-6)
+    upstream = (2 * np.log1p(np.e) + 2 * np.log(2)) / 4
+    assert reference.matterport_mrcnn_class_loss(targets, logits, active) == pytest.approx(upstream, rel=1e-12)
+
+
+@pytest.mark.parametrize("top_k", [3, 100])
+def test_each_image_uses_its_own_active_row_as_the_bundled_loss(top_k):
     rng = np.random.default_rng(4)
-    targets, logits, active = random_heads(rng, batch=3, same_active=False)
-    active[1:] = 1 - active[1:]  # later rows differ: they must not matter
-    got = ohem_mrcnn_class_loss(targets, logits, active, top_k=100).numpy()
-    assert got == pytest.approx(reference.matterport_mrcnn_class_loss(targets, logits, active), rel=1e-5)
-    assert got == pytest.approx(reference.ohem_mrcnn_class_loss(targets, logits, active, 100), rel=1e-5)
+    targets, logits, active = random_heads(rng, batch=2, rois=10, classes=5, same_active=False)
+    active[1, 1:] = 1 - active[0, 1:]  # the two images' rows differ in every foreground class
+    got = ohem_mrcnn_class_loss(targets, logits, active, top_k=top_k).numpy()
+    expected = reference.ohem_mrcnn_class_loss_per_image(targets, logits, active, top_k)
+    assert got == pytest.approx(expected, rel=1e-5)
+    # Upstream Matterport reads image 0's row for the whole batch; these inputs tell them apart.
+    assert expected != pytest.approx(reference.ohem_mrcnn_class_loss(targets, logits, active, top_k), rel=1e-3)
+    if top_k >= 10:  # keeping every RoI: the bundled model's plain loss, per image as well
+        assert got == pytest.approx(mrcnn_class_loss_graph(targets, logits, active).numpy(), rel=1e-6)
+        assert got == pytest.approx(reference.plain_mrcnn_class_loss_per_image(targets, logits, active), rel=1e-5)
 
 
 def test_nothing_active_gives_connected_zero():
@@ -90,7 +118,7 @@ def test_all_background_rois():
     targets = np.zeros((2, 12), np.int32)
     for top_k in (1, 5, 12):
         got = ohem_mrcnn_class_loss(targets, logits, active, top_k=top_k).numpy()
-        assert got == pytest.approx(reference.ohem_mrcnn_class_loss(targets, logits, active, top_k), rel=1e-5)
+        assert got == pytest.approx(reference.ohem_mrcnn_class_loss_per_image(targets, logits, active, top_k), rel=1e-5)
 
 
 # --- the class loss: random inputs, reduce-to-baseline -------------------------------------------
@@ -101,8 +129,12 @@ def test_random_inputs_match_reference(seed, top_k):
     rng = np.random.default_rng(seed)
     targets, logits, active = random_heads(rng, batch=int(rng.integers(1, 4)), rois=12,
                                            classes=int(rng.integers(2, 6)), same_active=bool(seed % 2))
+    if seed >= 3:  # padding at the end of each image, as the pool puts it
+        for image in range(targets.shape[0]):
+            targets[image, int(rng.integers(0, 13)):] = PADDING_CLASS_ID
     got = ohem_mrcnn_class_loss(targets, logits, active, top_k=top_k).numpy()
-    assert got == pytest.approx(reference.ohem_mrcnn_class_loss(targets, logits, active, top_k), rel=1e-5)
+    assert got == pytest.approx(reference.ohem_mrcnn_class_loss_per_image(targets, logits, active, top_k),
+                                rel=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -132,7 +164,8 @@ def test_half_precision_logits_run_in_float32(dtype):
     got = ohem_mrcnn_class_loss(targets, half, active, top_k=5)
     assert got.dtype == tf.float32
     rounded = tf.cast(half, tf.float32).numpy()
-    assert got.numpy() == pytest.approx(reference.ohem_mrcnn_class_loss(targets, rounded, active, 5), rel=1e-5)
+    expected = reference.ohem_mrcnn_class_loss_per_image(targets, rounded, active, 5)
+    assert got.numpy() == pytest.approx(expected, rel=1e-5)
 
 
 def test_eager_and_tf_function_agree_with_unknown_shapes():
@@ -147,7 +180,7 @@ def test_eager_and_tf_function_agree_with_unknown_shapes():
 
     eager = ohem_mrcnn_class_loss(targets, logits, active, top_k=4).numpy()
     assert graph(targets, logits, active).numpy() == pytest.approx(eager, rel=1e-6)
-    assert eager == pytest.approx(reference.ohem_mrcnn_class_loss(targets, logits, active, 4), rel=1e-5)
+    assert eager == pytest.approx(reference.ohem_mrcnn_class_loss_per_image(targets, logits, active, 4), rel=1e-5)
 
 
 @pytest.mark.parametrize("kwargs,error,message", [
@@ -168,6 +201,55 @@ def test_bad_shapes_and_dtypes():
         ohem_mrcnn_class_loss(np.zeros((1, 2)), np.zeros((1, 2, 3), np.float32), np.ones((3,)), top_k=1)
     with pytest.raises(TypeError, match=r"pred_class_logits must be a floating-point tensor; received dtype int32"):
         ohem_mrcnn_class_loss(np.zeros((1, 2)), np.zeros((1, 2, 3), np.int32), np.ones((1, 3)), top_k=1)
+
+
+# --- padding rows: the pool marks them with PADDING_CLASS_ID, the loss never keeps them --------
+
+def half_padded_heads(rng, batch=2, real=(6, 6), rois=12, classes=4):
+    """Heads over pools whose rows past ``real[i]`` are padding (target id -1). Padding rows get
+    logits that make them the hardest rows by far if they were read as background."""
+    targets, logits, _ = random_heads(rng, batch=batch, rois=rois, classes=classes)
+    active = np.ones((batch, classes), np.float32)  # every real row counts
+    for image, count in enumerate(real):
+        targets[image, count:] = PADDING_CLASS_ID
+        logits[image, count:] = 0.0
+        logits[image, count:, 1] = 12.0  # as background: loss about 12, predicted class 1 (active)
+    return targets, logits, active
+
+
+@pytest.mark.parametrize("top_k", [1, 3, 6, 12])
+def test_pool_that_is_half_padding_keeps_only_real_rows(top_k):
+    rng = np.random.default_rng(20 + top_k)
+    targets, logits, active = half_padded_heads(rng)
+    loss, grad = loss_and_grad(targets, logits, active, top_k)
+    expected = reference.ohem_mrcnn_class_loss_per_image(targets, logits, active, top_k)
+    assert loss.numpy() == pytest.approx(expected, rel=1e-5)
+    touched = np.abs(grad.numpy()).sum(axis=2) > 0  # [batch, rois]
+    assert not touched[:, 6:].any()
+    np.testing.assert_array_equal(touched.sum(axis=1), [min(top_k, 6)] * 2)
+
+
+def test_padding_of_different_lengths_per_image_and_all_padding():
+    rng = np.random.default_rng(30)
+    targets, logits, active = half_padded_heads(rng, batch=3, real=(2, 9, 0))
+    for top_k in (1, 4, 12):
+        got = ohem_mrcnn_class_loss(targets, logits, active, top_k=top_k).numpy()
+        assert got == pytest.approx(reference.ohem_mrcnn_class_loss_per_image(targets, logits, active, top_k),
+                                    rel=1e-5)
+    padding_only = np.full((1, 5), PADDING_CLASS_ID, np.int32)
+    loss, grad = loss_and_grad(padding_only, logits[2:, :5], active[2:], top_k=3)
+    assert loss.numpy() == 0.0 and not np.any(grad.numpy())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_keeping_every_real_row_equals_the_plain_loss_on_the_real_rows(seed):
+    # Reduce-to-baseline with padding: OHEM keeping every candidate equals the bundled plain loss
+    # over the real rows (the plain loss itself cannot tell padding from background).
+    rng = np.random.default_rng(40 + seed)
+    targets, logits, active = half_padded_heads(rng, real=(7, 7), rois=14)
+    ours = ohem_mrcnn_class_loss(targets, logits, active, top_k=14).numpy()
+    plain = mrcnn_class_loss_graph(targets[:, :7], logits[:, :7], active).numpy()
+    assert ours == pytest.approx(plain, rel=1e-6)
 
 
 # --- the pool sampler -----------------------------------------------------------------------------
@@ -236,6 +318,7 @@ def test_positives_are_capped_as_matterport_and_mini_masks_work():
     assert (ids > 0).sum() == 5  # int(16 * 0.33)
     assert (ids[5:15] == 0).all() and len(as_rows(rois[5:15])) == 10  # every negative
     assert not rois[15:].any()  # padding: the image has only 10 negatives
+    assert (ids[15:] == PADDING_CLASS_ID).all()  # and the pool marks it for the class loss
     assert set(np.unique(mask_targets)) <= {0.0, 1.0} and mask_targets[:5].mean() > 0.7
     # Where both samplers picked the same positive, the mini-mask targets agree.
     plain = [t.numpy() for t in detection_targets_graph(
@@ -287,3 +370,89 @@ def test_pool_smaller_than_the_positive_cap_is_rejected():
     with pytest.raises(ValueError, match=r"pool_size must be an integer >= 5 \(the positive cap"):
         ohem_roi_targets(*scene(rng)[:4], train_rois_per_image=16, roi_positive_ratio=0.33, pool_size=4,
                          **TARGET_OPTIONS)
+
+
+def half_padded_pool(seed):
+    """A pool of 26 from 3 positives and 10 negatives: 13 real rows, then 13 padding rows."""
+    rng = np.random.default_rng(seed)
+    proposals, class_ids, boxes, masks, _ = scene(rng, positives=3, negatives=10)
+    return [t.numpy() for t in ohem_roi_targets(
+        proposals, class_ids, boxes, masks, train_rois_per_image=16, roi_positive_ratio=0.33,
+        pool_size=26, **TARGET_OPTIONS)]
+
+
+def head_outputs(rng, rois, classes=3):
+    """Random class logits, box deltas and mask probabilities for a batch of one pool."""
+    logits = rng.normal(size=(1, rois, classes)).astype(np.float32) * 2
+    pred_bbox = rng.normal(size=(1, rois, classes, 4)).astype(np.float32)
+    pred_masks = rng.uniform(0.01, 0.99, size=(1, rois, 8, 8, classes)).astype(np.float32)
+    return logits, pred_bbox, pred_masks
+
+
+def test_sampled_pool_that_is_half_padding_keeps_only_real_rows():
+    rois, ids, deltas, mask_targets = half_padded_pool(5)
+    real = np.abs(rois).sum(axis=1) > 0
+    assert real.sum() == 13 and not real[13:].any()
+    np.testing.assert_array_equal(ids[~real], PADDING_CLASS_ID)
+    assert (ids[real] >= 0).all() and (ids[real] > 0).sum() == 3
+
+    rng = np.random.default_rng(6)
+    logits, pred_bbox, pred_masks = head_outputs(rng, 26)
+    logits[0, ~real] = [0.0, 15.0, 0.0]  # as background these would be the hardest rows by far
+    active = np.ones((1, 3), np.float32)
+    loss, grad = loss_and_grad(ids[None], logits, active, top_k=20)
+    touched = np.abs(grad.numpy()[0]).sum(axis=1) > 0
+    np.testing.assert_array_equal(touched, real)  # all 13 real rows kept, no padding row
+    assert loss.numpy() == pytest.approx(
+        reference.ohem_mrcnn_class_loss_per_image(ids[None], logits, active, 20), rel=1e-5)
+
+    # The bundled box and mask losses read positives only (target id > 0): a -1 padding row is
+    # ignored exactly like Matterport's 0 padding row.
+    zero_padded = np.maximum(ids, 0)[None]
+    bbox = mrcnn_bbox_loss_graph(deltas[None], ids[None], pred_bbox).numpy()
+    assert bbox == pytest.approx(mrcnn_bbox_loss_graph(deltas[None], zero_padded, pred_bbox).numpy(), rel=1e-7)
+    mask = mrcnn_mask_loss_graph(mask_targets[None], ids[None], pred_masks).numpy()
+    assert mask == pytest.approx(reference.matterport_mask_loss(mask_targets[None], zero_padded, pred_masks),
+                                 rel=1e-5)
+
+
+FORK = Path(__file__).resolve().parents[2] / "shared" / "forks" / "mask_rcnn_tf2_14"
+FORK_LOSSES = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from mrcnn import model as modellib  # disables eager execution
+data = np.load(sys.argv[1])
+values = {}
+with tf.compat.v1.Session() as session:
+    for name, ids in (("minus_one", data["ids"]), ("zero", np.maximum(data["ids"], 0))):
+        bbox = modellib.mrcnn_bbox_loss_graph(tf.constant(data["deltas"]), tf.constant(ids),
+                                              tf.constant(data["pred_bbox"]))
+        mask = modellib.mrcnn_mask_loss_graph(tf.constant(data["masks"]), tf.constant(ids),
+                                              tf.constant(data["pred_masks"]))
+        values[name] = [float(v) for v in session.run([bbox, mask])]
+print(json.dumps(values))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (FORK / "mrcnn" / "model.py").is_file(), reason="../shared/forks/mask_rcnn_tf2_14 is not there")
+def test_fork_box_and_mask_losses_ignore_the_pools_padding_rows(tmp_path):
+    # The Matterport fork (upstream code, run in a child: it needs TF_USE_LEGACY_KERAS=1 and
+    # turns eager execution off) gives the same box and mask losses for a half-padded pool
+    # whether its padding rows say -1 or 0, and the same values as the bundled losses.
+    _, ids, deltas, mask_targets = half_padded_pool(7)
+    assert (ids == PADDING_CLASS_ID).sum() == 13
+    _, pred_bbox, pred_masks = head_outputs(np.random.default_rng(8), 26)
+    np.savez(tmp_path / "pool.npz", ids=ids[None], deltas=deltas[None], masks=mask_targets[None],
+             pred_bbox=pred_bbox, pred_masks=pred_masks)
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(FORK)}
+    result = subprocess.run([sys.executable, "-c", FORK_LOSSES, str(tmp_path / "pool.npz")], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    assert values["minus_one"] == values["zero"]
+    bundled = [mrcnn_bbox_loss_graph(deltas[None], ids[None], pred_bbox).numpy(),
+               mrcnn_mask_loss_graph(mask_targets[None], ids[None], pred_masks).numpy()]
+    np.testing.assert_allclose(values["minus_one"], bundled, rtol=1e-5)
+    assert min(bundled) > 0  # the pool has positives, so both losses read something
