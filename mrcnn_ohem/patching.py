@@ -35,20 +35,29 @@ The bound loss reports its selection statistics (:data:`SELECTION_METRICS`) thro
 trained by stock Keras ``fit`` does not listen: :func:`add_selection_metrics` adds them to its
 training model as Keras metrics instead.
 
-Two rules follow from how Matterport code looks these names up:
+Three rules follow from how Matterport code looks these names up:
 
 1. Patch **before** ``MaskRCNN(...)`` is constructed. The training graph's
    ``KL.Lambda(lambda x: rpn_class_loss_graph(*x))`` resolves the name when the model is built;
    a model built earlier keeps the plain loss.
-2. Start data-loader **worker processes after** patching (Matterport's ``fit`` forks them in
+2. Keep the patch in place **until training ends** with a fork. Its data generator looks
+   ``build_rpn_targets`` up when it runs, so a model built inside ``with patch(...)`` and trained
+   after the block would feed its OHEM loss Matterport's random 256 anchors; :meth:`PatchHandle.restore`
+   warns when that can happen. The bundled ``MaskRCNN`` binds its targets when it is built, with
+   its losses, so it trains consistently either way.
+3. Start data-loader **worker processes after** patching (Matterport's ``fit`` forks them in
    ``train()``, which is fine). A process started before the patch, or with the ``spawn``
    start method, imports the module afresh and builds Matterport's random 256-anchor targets.
+
+``patch()`` and ``restore()`` each log one INFO line on the ``mrcnn_ohem`` logger naming what
+they replaced and the settings.
 """
 from __future__ import annotations
 
 import copy
 import importlib
 import inspect
+import logging
 import math
 import threading
 from collections.abc import Callable
@@ -76,6 +85,15 @@ SELECTION_METRICS = ("ohem_rpn_kept_positives", "ohem_rpn_kept_negatives", "ohem
 FIXED_SHAPE_RESIZE_MODES = ("square", "crop")
 
 _FROM_CONFIG: Any = object()
+logger = logging.getLogger(__name__)
+
+#: The Matterport ``Config`` attributes each switch reads, and what reads them.
+_RPN_ATTRIBUTES = {"RPN_TRAIN_ANCHORS_PER_IMAGE": "the OHEM RPN targets (positive cap, rpn_bbox rows)",
+                   "RPN_BBOX_STD_DEV": "the OHEM RPN targets (rpn_bbox scaling)"}
+_NMS_ATTRIBUTES = {name: "OHEM_RPN_NMS_THRESHOLD (the anchors NMS compares)" for name in (
+    "IMAGE_SHAPE", "BACKBONE_STRIDES", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "RPN_ANCHOR_STRIDE")}
+_ROI_ATTRIBUTES = {name: "OHEM_ROI (the RoI pool's targets)" for name in (
+    "TRAIN_ROIS_PER_IMAGE", "ROI_POSITIVE_RATIO", "BBOX_STD_DEV", "MASK_SHAPE", "USE_MINI_MASK")}
 
 
 # --- config -> functions with Matterport's signatures -----------------------------------------
@@ -113,11 +131,13 @@ def _bind_focal_loss(settings: OHEMSettings, loss: RPNLossSettings) -> Callable[
 
         rpn_match: [batch, anchors, 1] int. rpn_class_logits: [batch, anchors, 2].
         """
+        rpn_class_loss_graph.graphs_built += 1
         return focal_rpn_class_loss(rpn_match, rpn_class_logits, alpha=loss.focal_alpha,
                                     gamma=loss.focal_gamma)
 
     rpn_class_loss_graph.ohem_settings = settings
     rpn_class_loss_graph.rpn_loss_settings = loss
+    rpn_class_loss_graph.graphs_built = 0  # calls so far: a model graph was built with it
     return rpn_class_loss_graph
 
 
@@ -170,6 +190,7 @@ def _bind_loss(settings: OHEMSettings, anchors: np.ndarray | None = None) -> Cal
 
         rpn_match: [batch, anchors, 1] int. rpn_class_logits: [batch, anchors, 2].
         """
+        rpn_class_loss_graph.graphs_built += 1
         if not auxiliary.listening():
             return ohem_rpn_class_loss(rpn_match, rpn_class_logits, **options)
         loss, stats = ohem_rpn_class_loss(rpn_match, rpn_class_logits, return_stats=True, **options)
@@ -178,6 +199,7 @@ def _bind_loss(settings: OHEMSettings, anchors: np.ndarray | None = None) -> Cal
         return loss
 
     rpn_class_loss_graph.ohem_settings = settings
+    rpn_class_loss_graph.graphs_built = 0  # calls so far: a model graph was built with it
     return rpn_class_loss_graph
 
 
@@ -440,13 +462,27 @@ class PatchHandle:
         return _ACTIVE.get(self.module.__name__) is self
 
     def restore(self) -> None:
-        """Put the original functions back. Safe to call more than once."""
+        """Put the original functions back. Safe to call more than once.
+
+        Warns when a model was built with the patched RPN loss and the module's ``MaskRCNN`` does
+        not keep its targets (a Matterport fork's ``train()`` looks ``build_rpn_targets`` up when
+        it runs): that model would train its OHEM loss on Matterport's random-256 targets.
+        """
         with _LOCK:
             if not self.active:
                 return
+            loss = getattr(self.module, "rpn_class_loss_graph", None)
             for name, original in self.originals.items():
                 setattr(self.module, name, original)
             del _ACTIVE[self.module.__name__]
+        logger.info("mrcnn_ohem.patch: restored the original %s on %s", ", ".join(self.originals),
+                    self.module.__name__)
+        if getattr(loss, "graphs_built", 0) and not getattr(self.module, "BINDS_DATA_FUNCTIONS_AT_BUILD", False):
+            logger.warning(
+                "mrcnn_ohem.patch: restored %s while a model built with the OHEM RPN loss may still train: "
+                "its data generator now builds Matterport's random %s-anchor targets, which starve that loss. "
+                "Keep the patch in place until training ends (call train() inside the with block).",
+                self.module.__name__, "RPN_TRAIN_ANCHORS_PER_IMAGE")
 
     def __enter__(self) -> PatchHandle:
         return self
@@ -457,6 +493,22 @@ class PatchHandle:
     def __repr__(self) -> str:
         names = ", ".join(self.originals) or "nothing"
         return f"<PatchHandle {self.module.__name__}: {names}{'' if self.active else ' (restored)'}>"
+
+
+def _check_config_attributes(config: Any, settings: OHEMSettings, roi: Any) -> None:
+    """Raise AttributeError naming the first Matterport attribute a switched-on part needs."""
+    needed: dict[str, str] = {}
+    if settings.enabled:
+        needed.update(_RPN_ATTRIBUTES)
+        if settings.nms_threshold is not None:
+            needed.update(_NMS_ATTRIBUTES)
+    if roi.enabled:
+        needed.update(_ROI_ATTRIBUTES)
+    for name, user in needed.items():
+        if not hasattr(config, name):
+            raise AttributeError(
+                f"config must define {name} (Matterport's Config does), which {user} reads; received a "
+                f"{type(config).__name__} without it. Subclass your project's Config, or set {name}.")
 
 
 def _resolve_module(module: ModuleType | str) -> ModuleType:
@@ -548,11 +600,13 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
     Raises:
         ValueError: an ``OHEM_*`` setting is invalid, or ``OHEM_RPN_NMS_THRESHOLD`` is set while
             ``IMAGE_RESIZE_MODE`` gives no fixed image shape.
+        AttributeError: ``config`` lacks a Matterport attribute that a switched-on part reads.
         ImportError / TypeError / AttributeError: the module cannot be imported or lacks a
             function with Matterport's signature. Nothing is changed in that case.
     """
     settings = ohem_settings(config)
     roi = ohem_roi_settings(config)
+    _check_config_attributes(config, settings, roi)
     target_module = _resolve_module(module)
     functions = dict(_RPN_TARGETS) if settings.enabled else {}
     layers: tuple[str, ...] = ()
@@ -594,4 +648,19 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
         for name, function in replacements.items():
             setattr(target_module, name, function)
         _ACTIVE[target_module.__name__] = handle
+    logger.info("mrcnn_ohem.patch: replaced %s on %s (%s)", ", ".join(replacements), target_module.__name__,
+                _describe(settings, rpn_loss_settings(config), roi))
     return handle
+
+
+def _describe(settings: OHEMSettings, loss: RPNLossSettings, roi: Any) -> str:
+    """One line of the switched-on settings, for the log."""
+    parts = []
+    if settings.enabled and loss.loss == "focal":
+        parts.append(f"focal RPN loss alpha={loss.focal_alpha} gamma={loss.focal_gamma}")
+    elif settings.enabled:
+        parts.append("OHEM RPN " + " ".join(f"{key}={value}" for key, value in settings._asdict().items()
+                                            if key != "enabled"))
+    if roi.enabled:
+        parts.append(f"OHEM RoI pool={roi.pool} top_k={roi.top_k}")
+    return "; ".join(parts)

@@ -174,9 +174,62 @@ def test_import_patches_nothing():
         "import mrcnn_ohem, mrcnn_ohem.patching as p\n"
         "import mrcnn_ohem.maskrcnn.model as m\n"
         "assert p._ACTIVE == {}, p._ACTIVE\n"
-        "assert m.rpn_class_loss_graph.__module__ != 'mrcnn_ohem.losses'\n"
-        "assert m.build_rpn_targets.__module__ != 'mrcnn_ohem.patching'\n"
+        "import mrcnn_ohem.maskrcnn.losses as l, mrcnn_ohem.maskrcnn.targets as t\n"
+        "assert m.rpn_class_loss_graph is l.rpn_class_loss_graph, m.rpn_class_loss_graph\n"
+        "assert m.build_rpn_targets is t.build_rpn_targets, m.build_rpn_targets\n"
         "print('clean')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "clean", result.stderr[-2000:]
+
+
+def test_config_missing_a_matterport_attribute_is_named_before_patching(mini_model):
+    class Bare:  # a config that is not Matterport's: no RPN_BBOX_STD_DEV
+        OHEM_RPN = True
+        RPN_TRAIN_ANCHORS_PER_IMAGE = 16
+
+    original = mini_model.build_rpn_targets
+    with pytest.raises(AttributeError, match=r"config must define RPN_BBOX_STD_DEV \(Matterport's Config does\), "
+                                             r"which the OHEM RPN targets \(rpn_bbox scaling\) reads; received a "
+                                             r"Bare without it"):
+        mrcnn_ohem.patch(Bare(), module=mini_model)
+    assert mini_model.build_rpn_targets is original
+
+    class Roi(Cfg):
+        OHEM_ROI = True
+
+    with pytest.raises(AttributeError, match=r"config must define MASK_SHAPE .* OHEM_ROI"):
+        mrcnn_ohem.patch(_without(Roi(), "MASK_SHAPE"), module=mini_model)
+
+
+def _without(config, name):
+    """``config`` whose class lacks ``name`` (Matterport defines every attribute on the class)."""
+    namespace = {key: getattr(config, key) for key in dir(config) if key.isupper() and key != name}
+    return type(type(config).__name__, (), namespace)()
+
+
+def test_patch_and_restore_log_one_info_line_each(mini_model, caplog):
+    with caplog.at_level("INFO", logger="mrcnn_ohem"):
+        handle = mrcnn_ohem.patch(Cfg(), module=mini_model)
+        handle.restore()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("mrcnn_ohem")]
+    assert lines == [
+        "mrcnn_ohem.patch: replaced rpn_class_loss_graph, build_rpn_targets on mini_matterport_model (OHEM RPN "
+        "top_k=5 per_image=True positive_fraction=None negative_pool=None nms_threshold=None "
+        "max_negatives_per_positive=None min_negatives=0)",
+        "mrcnn_ohem.patch: restored the original rpn_class_loss_graph, build_rpn_targets on mini_matterport_model",
+    ]
+
+
+def test_restore_warns_when_a_fork_model_built_in_the_block_outlives_it(mini_model, caplog):
+    """A fork's generator looks build_rpn_targets up when train() runs: after the block, a model
+    built inside it would get random-256 targets for its OHEM loss, so restore() says so."""
+    with caplog.at_level("WARNING", logger="mrcnn_ohem"):
+        with mrcnn_ohem.patch(Cfg(), module=mini_model):
+            pass  # nothing built: nothing to warn about
+        assert caplog.records == []
+        with mrcnn_ohem.patch(Cfg(), module=mini_model):
+            mini_model.build_model(10)
+    assert len(caplog.records) == 1
+    assert "restored mini_matterport_model while a model built with the OHEM RPN loss may still train" in (
+        caplog.records[0].getMessage())

@@ -95,6 +95,10 @@ KM = keras.models
 
 logger = logging.getLogger(__name__)
 
+#: ``MaskRCNN`` keeps the ``build_rpn_targets`` and ``load_image_gt`` of its construction (read by
+#: :meth:`mrcnn_ohem.patching.PatchHandle.restore`, which warns for modules that do not).
+BINDS_DATA_FUNCTIONS_AT_BUILD = True
+
 #: ResNet-50 ImageNet weights Matterport downloaded; we never download, the user supplies it.
 IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
