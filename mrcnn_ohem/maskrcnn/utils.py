@@ -19,6 +19,7 @@ import skimage.io
 import skimage.transform
 
 from mrcnn_ohem.core.boxes import box_refinement, compute_overlaps
+from mrcnn_ohem.core.randomness import python_random
 
 from .anchors import generate_anchors, generate_pyramid_anchors
 from .dataset import Dataset
@@ -57,24 +58,34 @@ def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | N
                             list[tuple[int, int]], tuple[int, int, int, int] | None]:
     """Resize an image keeping its aspect ratio, then pad or crop it (Matterport's modes).
 
+    The same arrays as Matterport's ``resize_image``: a bilinear
+    ``skimage.transform.resize(..., order=1, mode="constant", preserve_range=True,
+    anti_aliasing=False)`` to ``(round(height * scale), round(width * scale))``, zero padding,
+    then a cast back to the input dtype, which truncates toward zero (2.75 becomes 2 in a
+    uint8 image). The crop position is drawn with Python's ``random.randint``, y then x, from
+    :func:`mrcnn_ohem.core.randomness.python_random`: the ``random`` module itself, as in
+    Matterport, unless a seeded ``DataGenerator`` gave the image generators of its own.
+
     Args:
-        image: [height, width, channels] any dtype.
+        image: [height, width, channels] any dtype (a grayscale image as 3 equal channels, as
+            ``Dataset.load_image`` gives it; [height, width] also works).
         min_dim: scale up so the short side is at least this (never scales down).
         max_dim: ``square`` mode: cap the long side at this, then pad to max_dim squared.
         min_scale: scale up by at least this factor.
         mode: ``none`` (unchanged), ``square``, ``pad64`` (pad both sides to multiples of
-            64) or ``crop`` (random ``min_dim`` squared crop; training only).
+            64; ``min_dim``, if given, a multiple of 64) or ``crop`` (random ``min_dim``
+            squared crop; training only).
 
     Returns:
-        image: the result, same dtype (integers rounded).
+        image: [new_height, new_width, channels], same dtype as ``image``.
         window: (y1, x1, y2, x2) of the image inside the padding.
         scale: the scale factor applied.
         padding: [(top, bottom), (left, right), (0, 0)] zero padding added.
         crop: (y, x, height, width) of the crop in ``crop`` mode, else None.
 
     Raises:
-        ValueError: unknown ``mode``, a missing size for the mode, or an image smaller than
-            the crop.
+        ValueError: unknown ``mode``, a missing size for the mode, a ``min_dim`` that is not
+            a multiple of 64 in ``pad64`` mode, or an image smaller than the crop.
     """
     dtype = image.dtype
     h, w = image.shape[:2]
@@ -93,6 +104,10 @@ def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | N
     if mode == "crop" and not min_dim:
         raise ValueError(f"min_dim: expected a positive integer in mode 'crop', "
                          f"received {min_dim!r}")
+    if mode == "pad64" and min_dim and min_dim % 64:
+        # Matterport asserts this; without min_dim it fails on None % 64, we pad unscaled.
+        raise ValueError(f"min_dim: expected a multiple of 64 in mode 'pad64', "
+                         f"received {min_dim!r}")
 
     if min_dim:
         scale = max(1, min_dim / min(h, w))
@@ -101,11 +116,8 @@ def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | N
     if max_dim and mode == "square" and round(max(h, w) * scale) > max_dim:
         scale = max_dim / max(h, w)
     if scale != 1:
-        image = _resize_bilinear(image, (round(h * scale), round(w * scale)))
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            image = np.clip(np.round(image), info.min, info.max)
-        image = image.astype(dtype)
+        # Matterport's final ``astype``: truncation toward zero, no rounding.
+        image = _resize_bilinear(image, (round(h * scale), round(w * scale))).astype(dtype)
 
     h, w = image.shape[:2]
     if mode == "square":
@@ -119,8 +131,9 @@ def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | N
         if h < min_dim or w < min_dim:
             raise ValueError(f"image: expected at least {min_dim}x{min_dim} pixels after "
                              f"scaling for a crop of min_dim={min_dim}, received {h}x{w}")
-        y = np.random.randint(0, h - min_dim + 1)
-        x = np.random.randint(0, w - min_dim + 1)
+        draw = python_random()
+        y = draw.randint(0, h - min_dim)  # both ends included
+        x = draw.randint(0, w - min_dim)
         crop = (y, x, min_dim, min_dim)
         return image[y:y + min_dim, x:x + min_dim], (0, 0, min_dim, min_dim), scale, padding, crop
     image = np.pad(image, padding[:image.ndim], mode="constant", constant_values=0)
@@ -131,50 +144,68 @@ def resize_image(image: np.ndarray, min_dim: int | None = None, max_dim: int | N
 def _resize_bilinear(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``resize(image, shape, order=1, mode="constant", preserve_range=True)``, faster.
 
-    For integer images [height, width, channels] each channel is zoomed on its own in 2-D,
-    with the calls ``skimage.transform.resize`` makes (float64, ``scipy.ndimage.zoom`` with
-    ``grid_mode``, zero outside): the same numbers, bit for bit, in about a third of the time,
-    because skimage also interpolates along the channel axis (zoom 1). That resize was most
-    of the data path's time at 1024x1024 (benchmarks/data_path.py). Other inputs go to skimage.
+    Args:
+        image: [height, width, channels] (other shapes go to skimage unchanged).
+        shape: (new_height, new_width).
+
+    Returns:
+        [new_height, new_width, channels], float64 for an integer image, else the float dtype
+        skimage returns; the same numbers as skimage, bit for bit.
+
+    Integer, float32 and float64 images are zoomed channel by channel in 2-D with the calls
+    ``skimage.transform.resize`` makes (``scipy.ndimage.zoom``, ``grid_mode``, zero outside,
+    values read as float64), then clipped as skimage clips: to the input's range, widened to
+    0 only when 0 lies outside it and inside the output's range. skimage also interpolates
+    along the channel axis (zoom 1), which changes no number and triples the time; that resize
+    was most of the data path's time at 1024x1024 (benchmarks/data_path.py). Other dtypes,
+    and float images holding NaN, go to skimage.
     """
-    if image.ndim != 3 or not np.issubdtype(image.dtype, np.integer):
+    integer = np.issubdtype(image.dtype, np.integer)
+    if image.ndim != 3 or not (integer or image.dtype in (np.float32, np.float64)):
+        return resize(image, shape, order=1, mode="constant", preserve_range=True)
+    low, high = image.min(), image.max()
+    if not integer and np.isnan(low):
         return resize(image, shape, order=1, mode="constant", preserve_range=True)
     import scipy.ndimage as ndi
 
-    source = image.astype(np.float64)
+    out = np.empty(tuple(shape) + image.shape[2:], dtype=np.float64 if integer else image.dtype)
     factors = (shape[0] / image.shape[0], shape[1] / image.shape[1])
-    out = np.empty(tuple(shape) + (image.shape[2],), dtype=np.float64)
     for c in range(image.shape[2]):
-        out[:, :, c] = ndi.zoom(source[:, :, c], factors, order=1, mode="grid-constant", cval=0,
-                                grid_mode=True)
-    # skimage clips to the input's range widened by the fill value 0 (clip=True).
-    return np.clip(out, min(float(source.min()), 0.0), float(source.max()), out=out)
+        ndi.zoom(image[:, :, c], factors, output=out[:, :, c], order=1, mode="grid-constant",
+                 cval=0, grid_mode=True)
+    if not low <= 0 <= high and out.min() <= 0 <= out.max():
+        low, high = min(low, 0), max(high, 0)
+    return np.clip(out, low, high, out=out)
 
 
 def resize_mask(mask: np.ndarray, scale: float, padding: Sequence[Sequence[int]],
                 crop: Sequence[int] | None = None) -> np.ndarray:
-    """Resize, then pad or crop, masks exactly as :func:`resize_image` did their image.
+    """Resize, then pad or crop, masks as :func:`resize_image` did their image.
 
-    Nearest-neighbour without anti-aliasing, so values are copied, never blended: a bool
-    mask stays bool with the same values (the TF2 ports of Matterport interpolate bool masks,
-    which current scikit-image rejects).
+    Matterport's ``scipy.ndimage.zoom(mask, [scale, scale, 1], order=0)``, value for value:
+    nearest neighbour on scipy's corner-aligned grid (output pixel ``i`` reads source pixel
+    ``round(i * (height - 1) / (new_height - 1))``), so values are copied, never blended, and a
+    bool mask stays bool. Where scipy's arithmetic puts that source coordinate a rounding error
+    past the last pixel, the output is 0 (e.g. the last row of a 480-row mask scaled by 1.6),
+    as in Matterport. Each axis's source index comes from scipy's own 1-D zoom; indexing with
+    them is ~8x faster than zooming the masks along the instance axis too.
 
     Args:
         mask: [height, width, instances] any dtype.
         scale, padding, crop: as returned by :func:`resize_image`.
 
     Returns:
-        [new_height, new_width, instances], same dtype as ``mask``.
+        [round(height * scale), round(width * scale), instances] padded or cropped, same dtype
+        as ``mask``.
     """
     mask = np.asarray(mask)
     h, w = mask.shape[:2]
-    new_h, new_w = round(h * scale), round(w * scale)
-    if (new_h, new_w) != (h, w):
-        # Nearest source pixel of each output pixel centre, the grid skimage's resize (and so
-        # resize_image) uses: source = (out + 0.5) * h / new_h - 0.5, rounded half up.
-        rows = np.minimum(((np.arange(new_h) + 0.5) * h / new_h).astype(np.int64), h - 1)
-        cols = np.minimum(((np.arange(new_w) + 0.5) * w / new_w).astype(np.int64), w - 1)
-        mask = mask[rows][:, cols]
+    if (round(h * scale), round(w * scale)) != (h, w):  # else scipy's zoom copies the mask
+        rows, row_outside = _zoom_nearest_index(h, scale)
+        cols, col_outside = _zoom_nearest_index(w, scale)
+        mask = mask[rows][:, cols]  # [new_height, new_width, instances]
+        mask[row_outside] = 0
+        mask[:, col_outside] = 0
     if crop is not None:
         y, x, ch, cw = crop
         return mask[y:y + ch, x:x + cw]
@@ -182,9 +213,33 @@ def resize_mask(mask: np.ndarray, scale: float, padding: Sequence[Sequence[int]]
                   constant_values=0)
 
 
+def _zoom_nearest_index(size: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Source index of each output pixel of ``scipy.ndimage.zoom(..., order=0)`` along one axis.
+
+    Args:
+        size: input length along the axis.
+        scale: the zoom factor; the output has ``round(size * scale)`` pixels.
+
+    Returns:
+        index: [round(size * scale)] int64 source pixel of each output pixel (0 where outside).
+        outside: [round(size * scale)] bool, True where scipy reads the fill value 0.
+    """
+    import scipy.ndimage as ndi
+
+    # Zoom 1..size so that the fill value 0 marks coordinates scipy finds outside the input.
+    one_based = ndi.zoom(np.arange(1, size + 1, dtype=np.float64), scale, order=0,
+                         mode="constant", cval=0.0)
+    outside = one_based == 0
+    return np.maximum(one_based.astype(np.int64) - 1, 0), outside
+
+
 def minimize_mask(bbox: np.ndarray, mask: np.ndarray,
                   mini_shape: Sequence[int]) -> np.ndarray:
     """Crop each mask to its box and resize it to ``mini_shape`` (to save memory).
+
+    Matterport's original behaviour: the bool crop resized bilinearly as float64 (what
+    scikit-image < 0.19 did with a bool image, ``img_as_float``; newer versions refuse bool),
+    then ``np.around``, so a pixel is True only above 0.5 (an exact 0.5 rounds to 0, False).
 
     Args:
         bbox: [instances, (y1, x1, y2, x2)] int.
@@ -201,11 +256,11 @@ def minimize_mask(bbox: np.ndarray, mask: np.ndarray,
     mini_mask = np.zeros(mini_shape + (mask.shape[-1],), dtype=bool)
     for i in range(mask.shape[-1]):
         y1, x1, y2, x2 = (int(v) for v in bbox[i][:4])
-        crop = mask[y1:y2, x1:x2, i].astype(np.float32)
+        crop = mask[y1:y2, x1:x2, i].astype(bool).astype(np.float64)
         if crop.size == 0:
             raise ValueError(f"bbox[{i}]: expected a box with positive area inside the mask, "
                              f"received {tuple(bbox[i][:4])}")
-        mini_mask[:, :, i] = resize(crop, mini_shape, order=1) >= 0.5
+        mini_mask[:, :, i] = resize(crop, mini_shape, order=1) > 0.5
     return mini_mask
 
 
@@ -213,16 +268,24 @@ def expand_mask(bbox: np.ndarray, mini_mask: np.ndarray,
                 image_shape: Sequence[int]) -> np.ndarray:
     """Inverse of :func:`minimize_mask`: paste each mini mask back into its box.
 
+    Matterport's original behaviour, as in :func:`minimize_mask`: bilinear on float64 0/1,
+    then ``np.around`` (True above 0.5). A box of zero area is left empty (Matterport fails).
+
+    Args:
+        bbox: [instances, (y1, x1, y2, x2)] int.
+        mini_mask: [mini_height, mini_width, instances] bool or 0/1.
+        image_shape: (height, width[, channels]) of the image.
+
     Returns:
-        [image_height, image_width, instances] bool.
+        [height, width, instances] bool.
     """
     mask = np.zeros(tuple(image_shape[:2]) + (mini_mask.shape[-1],), dtype=bool)
     for i in range(mask.shape[-1]):
         y1, x1, y2, x2 = (int(v) for v in bbox[i][:4])
         if y2 <= y1 or x2 <= x1:
             continue
-        m = resize(mini_mask[:, :, i].astype(np.float32), (y2 - y1, x2 - x1), order=1)
-        mask[y1:y2, x1:x2, i] = m >= 0.5
+        m = resize(mini_mask[:, :, i].astype(np.float64), (y2 - y1, x2 - x1), order=1)
+        mask[y1:y2, x1:x2, i] = m > 0.5
     return mask
 
 
@@ -230,20 +293,25 @@ def unmold_mask(mask: np.ndarray, bbox: Sequence[int],
                 image_shape: Sequence[int]) -> np.ndarray:
     """Turn a head's float mask (e.g. 28x28) into a full-image binary mask.
 
+    Matterport's: the mask resized bilinearly in its own float dtype (float32 from the model),
+    True where the result is >= 0.5. Integer masks are resized as float64.
+
     Args:
         mask: [mask_height, mask_width] float in [0, 1].
         bbox: (y1, x1, y2, x2) box the mask covers, in image pixels.
         image_shape: (height, width[, channels]) of the image.
 
     Returns:
-        [height, width] bool, True where the resized mask is >= 0.5.
+        [height, width] bool.
     """
     y1, x1, y2, x2 = (int(v) for v in bbox)
     full = np.zeros(tuple(image_shape[:2]), dtype=bool)
     if y2 <= y1 or x2 <= x1:
         return full
-    m = resize(np.asarray(mask, dtype=np.float32), (y2 - y1, x2 - x1), order=1)
-    full[y1:y2, x1:x2] = m >= 0.5
+    mask = np.asarray(mask)
+    if not np.issubdtype(mask.dtype, np.floating):
+        mask = mask.astype(np.float64)
+    full[y1:y2, x1:x2] = resize(mask, (y2 - y1, x2 - x1), order=1) >= 0.5
     return full
 
 
