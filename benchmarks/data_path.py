@@ -14,8 +14,11 @@ Measured in one process, the variants interleaved (alternating order) over sever
 2. images/s with the generator's workers: tf-keras' ``OrderedEnqueuer`` with ``--workers``
    threads, what ``MaskRCNN.train`` runs under ``fit``;
 3. where the time goes: a cProfile of one pass per variant, by stage;
-4. the image resize before and after this package's fix: ``skimage.transform.resize`` (what
-   ``resize_image`` called) against the channel-by-channel zoom it calls now (same pixels).
+4. one image and its masks resized to 1024 square, interleaved, per image: ``resize_image`` and
+   ``resize_mask`` now (Matterport's pixels: truncating cast, scipy's nearest grid for masks),
+   as they were before issue 27 (rounding cast, pixel-centre nearest masks; a frozen copy
+   below) and as Matterport computes them (``skimage.transform.resize`` on all three axes,
+   ``scipy.ndimage.zoom`` on the masks).
 
 Run from the repo root: ``python -m benchmarks.data_path [--write]``.
 """
@@ -169,19 +172,62 @@ def profile_stages(generators: dict) -> dict[str, dict[str, float]]:
 
 
 def time_resize(dataset, rounds: int) -> dict[str, list[float]]:
-    """Seconds to resize one source image to 1024 px: skimage's resize vs the 2-D zoom."""
+    """Seconds to resize one source image, or its masks, to 1024 square: now, before, Matterport.
+
+    Returns:
+        row label -> ``rounds`` durations, every row measured interleaved in this process.
+    """
+    import scipy.ndimage
+
     from benchmarks._results import interleave
     from mrcnn_ohem.maskrcnn import utils
 
-    image = dataset.load_image(dataset.image_ids[0])
-    h, w = image.shape[:2]
-    scale = 1024 / max(h, w)
-    shape = (round(h * scale), round(w * scale))
+    image_id = dataset.image_ids[0]
+    image = dataset.load_image(image_id)
+    masks = dataset.load_mask(image_id)[0]
+    _, _, scale, padding, _ = utils.resize_image(image, 800, 1024, mode="square")
+    shape = (round(image.shape[0] * scale), round(image.shape[1] * scale))
+
+    def matterport_image():  # Matterport's resize_image, square mode, written out
+        resized = utils.resize(image, shape, order=1, mode="constant", preserve_range=True)
+        return np.pad(resized, padding, mode="constant").astype(image.dtype)
+
+    def matterport_masks():
+        return np.pad(scipy.ndimage.zoom(masks, [scale, scale, 1], order=0), padding)
+
     return interleave({
-        "skimage.transform.resize": lambda: utils.resize(image, shape, order=1, mode="constant",
-                                                         preserve_range=True),
-        "channel-by-channel zoom (now)": lambda: utils._resize_bilinear(image, shape),
+        "resize_image now (Matterport's pixels)": lambda: utils.resize_image(image, 800, 1024),
+        "resize_image before (rounded)": lambda: _resize_image_before(image, scale, padding),
+        "Matterport: skimage resize + astype": matterport_image,
+        f"resize_mask now ({masks.shape[-1]} masks)": lambda: utils.resize_mask(masks, scale, padding),
+        "resize_mask before (pixel-centre nearest)": lambda: _resize_mask_before(masks, scale, padding),
+        "Matterport: scipy.ndimage.zoom": matterport_masks,
     }, rounds)
+
+
+def _resize_image_before(image: np.ndarray, scale: float, padding) -> np.ndarray:
+    """``resize_image``'s square mode as of commit 92b4de9 (rounded, not truncated), for timing."""
+    import scipy.ndimage
+
+    h, w = image.shape[:2]
+    shape = (round(h * scale), round(w * scale))
+    source = image.astype(np.float64)
+    out = np.empty(shape + (image.shape[2],), dtype=np.float64)
+    for c in range(image.shape[2]):
+        out[:, :, c] = scipy.ndimage.zoom(source[:, :, c], (shape[0] / h, shape[1] / w), order=1,
+                                          mode="grid-constant", cval=0, grid_mode=True)
+    np.clip(out, min(float(source.min()), 0.0), float(source.max()), out=out)
+    out = np.clip(np.round(out), 0, 255).astype(image.dtype)
+    return np.pad(out, padding, mode="constant")
+
+
+def _resize_mask_before(mask: np.ndarray, scale: float, padding) -> np.ndarray:
+    """``resize_mask`` as of commit 92b4de9 (nearest pixel centre), for timing."""
+    h, w = mask.shape[:2]
+    new_h, new_w = round(h * scale), round(w * scale)
+    rows = np.minimum(((np.arange(new_h) + 0.5) * h / new_h).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(new_w) + 0.5) * w / new_w).astype(np.int64), w - 1)
+    return np.pad(mask[rows][:, cols], padding, mode="constant")
 
 
 def load_average() -> str:
@@ -235,7 +281,8 @@ def render(args, serial, rates, stages, loads, batch_size, resize_times=None) ->
     for label in [s[0] for s in STAGES] + ["total (profiled)"]:
         lines.append(f"| {label} | {1000 * stages['plain'][label]:.1f} | {1000 * stages['ohem'][label]:.1f} |")
     if resize_times:
-        lines += ["", "Resizing one 640x480 image to 1024x768 (interleaved, median ms; identical pixels):", "",
+        lines += ["", "Resizing one 640x480 image and its masks to 1024x1024 (square mode; interleaved, "
+                  "median ms; the `now` rows give Matterport's arrays exactly):", "",
                   "| resize | median ms |", "| --- | ---: |"]
         lines += [f"| {name} | {1000 * statistics.median(t):.1f} |" for name, t in resize_times.items()]
     return "\n".join(lines)

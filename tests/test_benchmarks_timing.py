@@ -129,3 +129,11 @@ def test_train_step_runs_variants_step_by_step_in_rotating_order(monkeypatch):
         ["focal", "plain", "ohem"], ["plain", "ohem", "focal"]]   # round 2, steps 1-2
     assert {v: [len(r) for r in results[v]["rounds"]] for v in results} == {
         "plain": [2, 2], "ohem": [2, 2], "focal": [2, 2]}
+
+
+def test_data_path_times_resize_now_before_and_matterport_side_by_side(tmp_path):
+    times = data_path.time_resize(data_path.make_dataset(tmp_path, 1), rounds=2)
+    assert [name.split(" (")[0] for name in times] == [
+        "resize_image now", "resize_image before", "Matterport: skimage resize + astype",
+        "resize_mask now", "resize_mask before", "Matterport: scipy.ndimage.zoom"]
+    assert all(len(t) == 2 and min(t) > 0 for t in times.values())
