@@ -147,3 +147,118 @@ def quiet_tensorflow(verbose: bool | None = None) -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # the device probe (cuInit) prints here, not later
+
+
+# --- Keras 2 or Keras 3 ---------------------------------------------------------------------------
+
+#: The values of ``TF_USE_LEGACY_KERAS`` that make TensorFlow route ``tf.keras`` to tf_keras (the
+#: spellings TensorFlow 2.16+ itself compares against when it is imported).
+LEGACY_KERAS_ON = ("1", "true", "True")
+
+#: The names under which a Matterport-style module holds its Keras (``import tensorflow.keras as
+#: keras``, ``KL`` for the layers, ``KE`` for the engine of Keras 2.2, ``KM`` for the models).
+KERAS_NAMES = ("keras", "KL", "KE", "KM")
+
+
+def legacy_keras_requested() -> bool:
+    """True when ``TF_USE_LEGACY_KERAS`` is set to a value TensorFlow reads as on."""
+    return os.environ.get("TF_USE_LEGACY_KERAS") in LEGACY_KERAS_ON
+
+
+def tf_keras_is_keras3(tf_version: str | None = None) -> bool:
+    """Whether ``tf.keras`` is Keras 3 here: TensorFlow >= 2.16 with ``TF_USE_LEGACY_KERAS`` off.
+
+    TensorFlow reads the variable once, when ``tf.keras`` is first resolved; this reads it now.
+
+    Args:
+        tf_version: TensorFlow's version string; None imports TensorFlow and takes its own.
+    """
+    if tf_version is None:
+        import tensorflow as tf
+
+        tf_version = tf.__version__
+    return _version_tuple(tf_version) >= (2, 16) and not legacy_keras_requested()
+
+
+def _keras_origin(value: object) -> str | None:
+    """The module that defines ``value``'s Keras classes: for a module, where its ``Layer`` (or
+    ``Model``, or ``layers.Layer``) is defined; for a class, its ``__module__``."""
+    if isinstance(value, type):
+        return value.__module__
+    probe = getattr(value, "Layer", None) or getattr(value, "Model", None)
+    if probe is None:
+        probe = getattr(getattr(value, "layers", None), "Layer", None)
+    return probe.__module__ if isinstance(probe, type) else None
+
+
+def _flavour_of(origin: str) -> str | None:
+    root = origin.split(".")[0]
+    if root == "tf_keras" or origin.startswith("tensorflow.python.keras"):
+        return "tf_keras"
+    if root != "keras":
+        return None
+    version = str(getattr(sys.modules.get("keras"), "__version__", ""))
+    return "keras3" if version.split(".")[0] == "3" else "tf_keras"  # Keras 2.x's own package
+
+
+def keras_names(module: object) -> dict[str, tuple[str, str]]:
+    """Which Keras each of ``module``'s :data:`KERAS_NAMES` is.
+
+    Args:
+        module: a Matterport-style model module (``mrcnn.model`` of a fork), already imported.
+
+    Returns:
+        name -> (flavour, origin) for each name the module defines that is Keras: flavour is
+        ``"keras3"`` or ``"tf_keras"`` (Keras 2), origin the module its classes come from
+        (``"keras.src.layers.layer"``, ``"tf_keras.src.engine.base_layer"``).
+    """
+    found = {}
+    for name in KERAS_NAMES:
+        value = getattr(module, name, None)
+        origin = _keras_origin(value) if value is not None else None
+        flavour = _flavour_of(origin) if origin else None
+        if flavour:
+            found[name] = (flavour, origin)
+    return found
+
+
+def keras_flavour(module: object) -> str | None:
+    """The Keras that ``module`` was built against, read from its ``keras``/``KL``/``KE``/``KM``.
+
+    A fork that does ``import tensorflow.keras as keras`` gets Keras 3 on TensorFlow 2.16+ unless
+    ``TF_USE_LEGACY_KERAS=1`` was set before TensorFlow was imported; its ``KL.Lambda`` layers
+    then fail with ``NotImplementedError: ... could not automatically infer the shape of the
+    Lambda's output``.
+
+    Args:
+        module: the imported model module.
+
+    Returns:
+        ``"keras3"`` when any of those names is Keras 3, ``"tf_keras"`` when they are all Keras 2
+        (tf_keras), None when the module holds none of them.
+    """
+    flavours = {flavour for flavour, _ in keras_names(module).values()}
+    if "keras3" in flavours:
+        return "keras3"
+    return "tf_keras" if flavours else None
+
+
+def check_keras2(module: object) -> None:
+    """Raise when ``module`` was built against Keras 3, which Matterport's graph cannot run on.
+
+    Args:
+        module: the imported model module that ``patch()`` is about to modify.
+
+    Raises:
+        ValueError: the module's ``keras``/``KL``/``KE``/``KM`` are Keras 3 objects, naming them.
+    """
+    keras3 = {name: origin for name, (flavour, origin) in keras_names(module).items() if flavour == "keras3"}
+    if not keras3:
+        return
+    evidence = ", ".join(f"{name} from {origin}" for name, origin in keras3.items())
+    raise ValueError(
+        f"module must be built against Keras 2 (tf_keras); received {getattr(module, '__name__', module)} "
+        f"built against Keras 3 ({evidence}). Its Lambda layers fail with NotImplementedError "
+        "('could not automatically infer the shape of the Lambda's output'). Set "
+        "TF_USE_LEGACY_KERAS=1 before TensorFlow is first imported (or import tf_keras as keras "
+        "in the fork) and start a new Python process.")
