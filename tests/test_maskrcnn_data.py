@@ -202,7 +202,7 @@ def test_generator_calls_the_functions_it_is_handed(shapes_dataset, tiny_config)
     inputs, _ = handed[0]
     assert calls == {"targets": 2, "load": 2}
     assert np.all(inputs[2] == NEGATIVE) and np.all(inputs[3] == 0.5)
-    # Without them: this package's loader and Matterport's random-256 targets.
+    # Without them: the model module's, unpatched here (tests/test_patch_reach.py patches it).
     plain = data.DataGenerator(shapes_dataset, tiny_config, shuffle=False)
     assert plain.load_image_gt is data.load_image_gt
     assert plain.build_rpn_targets is targets.build_rpn_targets

@@ -29,11 +29,9 @@ def dataset():
 
 
 def batch_and_outputs(model, dataset, config):
-    """One batch built with the targets the model module holds now (patched or not), and the
-    model's outputs on it. ``MaskRCNN.train`` hands the generator the same function."""
-    np.random.seed(0)
-    inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0,
-                              build_rpn_targets=modellib.build_rpn_targets)[0]
+    """One batch of a generator the user builds (it reads the model module's targets, patched or
+    not, when it runs), and the model's outputs on it."""
+    inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0)[0]
     keras_model = model.keras_model
     outputs = dict(zip(keras_model.output_names, keras_model(inputs, training=False)))
     return inputs, outputs

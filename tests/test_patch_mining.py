@@ -103,8 +103,7 @@ def test_background_only_batch_has_zero_head_box_and_mask_losses(tmp_path):
     with mrcnn_ohem.patch(config, module=modellib):
         tf.random.set_seed(0)
         model = modellib.MaskRCNN("training", config, str(tmp_path))
-        generator = DataGenerator(shapes(BACKGROUND, BACKGROUND), config, shuffle=False,
-                                  build_rpn_targets=modellib.build_rpn_targets)
+        generator = DataGenerator(shapes(BACKGROUND, BACKGROUND), config, shuffle=False)
         inputs, _ = generator[0]
         assert (inputs[2] == -1).all() or ((inputs[2] != 1).all() and (inputs[2] == -1).any())
         assert not inputs[4].any()  # no GT class ids
