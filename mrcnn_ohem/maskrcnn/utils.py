@@ -1,10 +1,11 @@
 """Datasets, image and mask resizing, box helpers and AP metrics (Matterport's ``mrcnn.utils``).
 
-Same names and signatures as matterport/Mask_RCNN ``mrcnn/utils.py``, with these fixes:
-masks are resized bool-safely (nearest neighbour, no anti-aliasing, so ``USE_MINI_MASK``
-works on current scikit-image), no ``np.bool``, no downloads, user errors raise
-``ValueError`` instead of ``assert``, and TensorFlow is imported only by the two graph
-helpers (``box_refinement_graph``, ``batch_slice``). Boxes are ``(y1, x1, y2, x2)`` in pixels
+Same names and signatures as matterport/Mask_RCNN ``mrcnn/utils.py``, giving the same arrays
+as its TF2 forks (images, windows, crops and masks; tests/test_maskrcnn_utils.py compares them),
+with these fixes: bool masks are resized as the float 0/1 that scikit-image < 0.19 made of
+them (newer versions refuse bool, so ``USE_MINI_MASK`` works), no ``np.bool``, no downloads,
+user errors raise ``ValueError`` instead of ``assert``, and TensorFlow is imported only by the
+two graph helpers (``box_refinement_graph``, ``batch_slice``). Boxes are ``(y1, x1, y2, x2)`` in pixels
 with ``y2``/``x2`` exclusive.
 """
 from __future__ import annotations
