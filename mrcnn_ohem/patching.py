@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from mrcnn_ohem._compat import check_keras2
 from mrcnn_ohem.config import OHEMSettings, RPNLossSettings, ohem_roi_settings, ohem_settings, rpn_loss_settings
 from mrcnn_ohem.core import auxiliary
 from mrcnn_ohem.losses import focal_rpn_class_loss, ohem_rpn_class_loss
@@ -601,6 +602,8 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
         ValueError: an ``OHEM_*`` setting is invalid, or ``OHEM_RPN_NMS_THRESHOLD`` is set while
             ``IMAGE_RESIZE_MODE`` gives no fixed image shape.
         AttributeError: ``config`` lacks a Matterport attribute that a switched-on part reads.
+        ValueError: the module was built against Keras 3 (a fork imported without
+            ``TF_USE_LEGACY_KERAS=1`` on TensorFlow 2.16+), on which its graph cannot run.
         ImportError / TypeError / AttributeError: the module cannot be imported or lacks a
             function with Matterport's signature. Nothing is changed in that case.
     """
@@ -608,6 +611,7 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
     roi = ohem_roi_settings(config)
     _check_config_attributes(config, settings, roi)
     target_module = _resolve_module(module)
+    check_keras2(target_module)
     functions = dict(_RPN_TARGETS) if settings.enabled else {}
     layers: tuple[str, ...] = ()
     if roi.enabled:

@@ -233,3 +233,17 @@ def test_restore_warns_when_a_fork_model_built_in_the_block_outlives_it(mini_mod
     assert len(caplog.records) == 1
     assert "restored mini_matterport_model while a model built with the OHEM RPN loss may still train" in (
         caplog.records[0].getMessage())
+
+
+def test_a_module_built_against_keras3_is_refused(mini_model):
+    """A fork imported without TF_USE_LEGACY_KERAS=1 on TensorFlow 2.16+ holds Keras 3 layers; its
+    Lambda layers would fail deep inside Keras, so patch() refuses it first."""
+    import keras  # Keras 3, as tf.keras is on TensorFlow 2.16+ without TF_USE_LEGACY_KERAS
+
+    assert keras.__version__.startswith("3.")
+    original = mini_model.rpn_class_loss_graph
+    mini_model.KL = keras.layers
+    with pytest.raises(ValueError, match=r"module must be built against Keras 2 \(tf_keras\); received "
+                                         r"mini_matterport_model built against Keras 3 \(KL from keras\.src"):
+        mrcnn_ohem.patch(Cfg(), module=mini_model)
+    assert mini_model.rpn_class_loss_graph is original
