@@ -343,6 +343,25 @@ def _resolve_top_k(top_k: Any) -> tuple[str, float | int]:
     return "fraction", check_number("top_k", top_k, 0.0, 1.0, low_open=True)
 
 
+def _kept_cross_entropies(labels: Any, logits: Any, top_k: float | int, from_logits: bool) -> tf.Tensor:
+    """The cross-entropies of the ``k`` hardest examples, hardest first: [k] float32.
+
+    ``k`` as in :func:`topk_cross_entropy`; ranked with the gradient stopped, ties to the lower
+    index; [0] for an empty batch."""
+    kind, value = _resolve_top_k(top_k)
+    losses = _per_example_cross_entropy(labels, logits, from_logits)[None, :]  # [1, N]
+    num_examples = tf.shape(losses)[1]
+    if kind == "count":
+        k = tf.constant(value, tf.int32)
+    else:
+        # The (1 - 1e-12) factor keeps e.g. 0.3 * 10 = 3.0000000000000004 from rounding up to 4.
+        scaled = value * tf.cast(num_examples, tf.float64) * (1.0 - 1e-12)
+        k = tf.maximum(tf.cast(tf.math.ceil(scaled), tf.int32), 1)
+    # Every example is a candidate, so all min(k, N) slots are kept.
+    indices, _ = selection.hardest(losses, tf.ones_like(losses, dtype=tf.bool), k)
+    return tf.gather(losses, indices, batch_dims=1)[0]  # [min(k, N)]
+
+
 def topk_cross_entropy(labels: Any, logits: Any, top_k: float | int, *, from_logits: bool = True) -> tf.Tensor:
     """Mean cross-entropy of the ``top_k`` hardest examples of a batch.
 
@@ -364,40 +383,44 @@ def topk_cross_entropy(labels: Any, logits: Any, top_k: float | int, *, from_log
         ValueError: ``top_k`` is out of range or the shapes are wrong.
         TypeError: wrong dtypes.
     """
-    kind, value = _resolve_top_k(top_k)
-    losses = _per_example_cross_entropy(labels, logits, from_logits)[None, :]  # [1, N]
-    num_examples = tf.shape(losses)[1]
-    if kind == "count":
-        k = tf.constant(value, tf.int32)
-    else:
-        # The (1 - 1e-12) factor keeps e.g. 0.3 * 10 = 3.0000000000000004 from rounding up to 4.
-        scaled = value * tf.cast(num_examples, tf.float64) * (1.0 - 1e-12)
-        k = tf.maximum(tf.cast(tf.math.ceil(scaled), tf.int32), 1)
-    candidates = tf.ones_like(losses, dtype=tf.bool)
-    indices, keep = selection.hardest(losses, candidates, k)
-    return _masked_mean(tf.gather(losses, indices, batch_dims=1), keep)
+    kept = _kept_cross_entropies(labels, logits, top_k, from_logits)  # [k]
+    return tf.math.divide_no_nan(tf.reduce_sum(kept), tf.cast(tf.size(kept), tf.float32))
 
 
 class TopKCrossEntropy(keras.losses.Loss):
     """tf-keras loss: mean cross-entropy of the hardest ``top_k`` examples of each batch.
 
     ``model.compile(loss=TopKCrossEntropy(0.7))`` trains on the hardest 70% of each batch.
-    The reduction is part of the selection, so ``sample_weight`` is not supported.
+    :meth:`call` returns the per-example cross-entropies of the kept examples ([k], hardest
+    first) and the base ``Loss.__call__`` reduces them with ``reduction``, tf-keras' contract:
+    the default (``AUTO``, i.e. ``SUM_OVER_BATCH_SIZE``) gives their mean, the value of
+    :func:`topk_cross_entropy`, ``SUM`` their sum and ``NONE`` the [k] vector. Under a
+    ``tf.distribute`` strategy with ``fit`` each replica keeps the hardest of its own share of
+    the global batch and Keras scales the mean by ``1 / replicas``, so the averaged gradients
+    equal the single-device ones whenever the shares hold the global hardest evenly (always
+    with ``top_k = 1.0``). A count ``top_k`` is a count per replica. ``sample_weight`` is not
+    supported: the kept examples are chosen per batch.
 
     Args:
         top_k: a fraction in (0, 1] or a count >= 1 (see :func:`topk_cross_entropy`).
         from_logits: whether predictions are logits (default) or probabilities.
+        reduction: a ``keras.losses.Reduction`` value (default ``AUTO``).
         name: the loss name.
     """
 
-    def __init__(self, top_k: float | int = 0.7, from_logits: bool = True, name: str = "topk_cross_entropy"):
+    def __init__(self, top_k: float | int = 0.7, from_logits: bool = True,
+                 reduction: str = keras.losses.Reduction.AUTO, name: str = "topk_cross_entropy"):
         _resolve_top_k(top_k)
-        super().__init__(name=name, reduction=keras.losses.Reduction.SUM)
+        reductions = keras.losses.Reduction.all()
+        if reduction not in reductions:
+            raise ValueError(f"reduction must be one of {list(reductions)}; received {reduction!r}")
+        super().__init__(name=name, reduction=reduction)
         self.top_k = top_k
         self.from_logits = bool(from_logits)
 
     def call(self, y_true, y_pred):
-        return topk_cross_entropy(y_true, y_pred, self.top_k, from_logits=self.from_logits)
+        """Cross-entropies of the kept examples: [k] float32, hardest first."""
+        return _kept_cross_entropies(y_true, y_pred, self.top_k, self.from_logits)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
@@ -408,4 +431,4 @@ class TopKCrossEntropy(keras.losses.Loss):
         return super().__call__(y_true, y_pred)
 
     def get_config(self) -> dict:
-        return {"top_k": self.top_k, "from_logits": self.from_logits, "name": self.name}
+        return {**super().get_config(), "top_k": self.top_k, "from_logits": self.from_logits}

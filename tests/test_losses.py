@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -377,8 +382,9 @@ def test_topk_cross_entropy_bad_top_k(top_k):
 def test_topk_loss_class_in_tf_keras_training_and_config_round_trip():
     loss = TopKCrossEntropy(0.5)
     config = loss.get_config()
-    assert config == {"top_k": 0.5, "from_logits": True, "name": "topk_cross_entropy"}
+    assert config == {"top_k": 0.5, "from_logits": True, "reduction": "auto", "name": "topk_cross_entropy"}
     assert TopKCrossEntropy.from_config(config).top_k == 0.5
+    assert TopKCrossEntropy.from_config(TopKCrossEntropy(2, reduction="sum").get_config()).reduction == "sum"
     rng = np.random.default_rng(17)
     x = rng.normal(size=(64, 4)).astype(np.float32)
     y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
@@ -390,3 +396,111 @@ def test_topk_loss_class_in_tf_keras_training_and_config_round_trip():
     assert history.history["loss"][-1] < history.history["loss"][0]
     with pytest.raises(ValueError, match="does not take sample_weight"):
         loss(y, x[:, :2], sample_weight=np.ones(64))
+
+
+def test_topk_loss_class_reduces_the_kept_losses_as_tf_keras_losses_do():
+    # call() gives the kept examples' cross-entropies, hardest first; the base Loss reduces them.
+    # Hand-computed: labels 0, logits (0, d) -> loss ln(1 + e^d); d = 2, -1, 1, 0 give
+    # 2.1269, 0.3133, 1.3133, 0.6931. top_k = 0.5 keeps the first and third (k = 2).
+    labels = np.zeros(4, np.int64)
+    logits = np.array([[0, 2], [0, -1], [0, 1], [0, 0]], np.float32)
+    kept = [np.log1p(np.e**2), np.log1p(np.e)]
+    none = TopKCrossEntropy(0.5, reduction="none")(labels, logits).numpy()
+    np.testing.assert_allclose(none, kept, rtol=1e-6)
+    assert TopKCrossEntropy(0.5, reduction="sum")(labels, logits).numpy() == pytest.approx(sum(kept), rel=1e-6)
+    for reduction in ("auto", "sum_over_batch_size"):
+        got = TopKCrossEntropy(0.5, reduction=reduction)(labels, logits).numpy()
+        assert got == pytest.approx(np.mean(kept), rel=1e-6)
+    # The default reduction keeps the function's value (the mean of the kept), pinned on random data.
+    rng = np.random.default_rng(18)
+    labels = rng.integers(0, 5, size=40)
+    logits = rng.normal(size=(40, 5)).astype(np.float32) * 2
+    for top_k in (0.3, 1.0, 7):
+        got = TopKCrossEntropy(top_k)(labels, logits).numpy()
+        assert got == pytest.approx(reference.topk_ce(labels, logits, top_k), rel=1e-5)
+        assert got == topk_cross_entropy(labels, logits, top_k).numpy()
+    assert TopKCrossEntropy(0.5)(np.zeros(0, np.int64), np.zeros((0, 3), np.float32)).numpy() == 0.0
+
+
+def test_topk_loss_class_rejects_an_unknown_reduction():
+    with pytest.raises(ValueError, match=r"reduction must be one of \[.*'sum_over_batch_size'.*\]; received 'mean'"):
+        TopKCrossEntropy(0.5, reduction="mean")
+
+
+# --- TopKCrossEntropy under tf.distribute (issue 27 item 5) ------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+TWO_REPLICAS = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+# Two logical CPUs, before TensorFlow initialises its devices.
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from mrcnn_ohem import TopKCrossEntropy
+from mrcnn_ohem._compat import import_tf_keras
+
+keras = import_tf_keras()
+tf.config.threading.set_intra_op_parallelism_threads(1)
+data = np.load(sys.argv[1])
+
+def step(strategy, top_k):
+    with strategy.scope():
+        model = keras.Sequential([keras.layers.Dense(2, input_shape=(3,))])
+        model.set_weights([data["kernel"], data["bias"]])
+        model.compile(optimizer=keras.optimizers.SGD(float(data["learning_rate"])), loss=TopKCrossEntropy(top_k))
+    assert strategy.num_replicas_in_sync == (2 if isinstance(strategy, tf.distribute.MirroredStrategy) else 1)
+    model.fit(data["x"], data["y"], batch_size=len(data["y"]), epochs=1, shuffle=False, verbose=0)
+    return [w.tolist() for w in model.get_weights()]
+
+result = {}
+for top_k in (0.5, 1.0):
+    result[str(top_k)] = {"one": step(tf.distribute.get_strategy(), top_k),
+                          "two": step(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), top_k)}
+print(json.dumps(result))
+"""
+
+
+def replica_friendly_batch(seed=0):
+    """8 examples ordered so that the hardest 4 sit at positions 0, 1, 4 and 5.
+
+    Whether the global batch is split into halves (0-3, 4-7) or alternately (even, odd), each
+    replica then holds 2 of the global hardest 4, so top_k = 0.5 of each replica's 4 keeps the
+    same examples as top_k = 0.5 of the 8 on one device."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(8, 3)).astype(np.float32)
+    y = rng.integers(0, 2, size=8).astype(np.int64)
+    kernel = rng.normal(size=(3, 2)).astype(np.float32)
+    bias = rng.normal(size=2).astype(np.float32) * 0.1
+    losses = reference.softmax_cross_entropy(x.astype(np.float64) @ kernel + bias, y)
+    order = np.argsort(-losses, kind="stable")  # hardest first
+    placed = np.empty(8, np.int64)
+    placed[[0, 1, 4, 5]] = order[:4]
+    placed[[2, 3, 6, 7]] = order[4:]
+    assert np.unique(np.round(losses, 6)).size == 8  # no ties to blur the selection
+    return x[placed], y[placed], kernel, bias
+
+
+@pytest.mark.slow
+def test_topk_loss_under_two_replicas_takes_the_single_device_step(tmp_path):
+    # A tiny Dense model compiled with TopKCrossEntropy, one fit step on one global batch of 8:
+    # with MirroredStrategy on two logical CPUs (a child process: the devices must be set up
+    # before TensorFlow initialises them) the weights move exactly as on one device, and both
+    # match the NumPy step. A loss that reduces with SUM doubles the two-replica step.
+    x, y, kernel, bias = replica_friendly_batch()
+    learning_rate = 0.5
+    np.savez(tmp_path / "batch.npz", x=x, y=y, kernel=kernel, bias=bias, learning_rate=learning_rate)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    result = subprocess.run([sys.executable, "-c", TWO_REPLICAS, str(tmp_path / "batch.npz")], env=env,
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = json.loads(result.stdout.strip().splitlines()[-1])
+    for top_k in (0.5, 1.0):
+        expected = reference.topk_ce_dense_sgd_step(x, y, kernel, bias, top_k, learning_rate)
+        assert np.abs(expected[0] - kernel).max() > 1e-2  # the step moves the weights
+        for replicas in ("one", "two"):
+            for got, want, name in zip(steps[str(top_k)][replicas], expected, ("kernel", "bias")):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
+                                           err_msg=f"top_k={top_k}, {replicas} replica(s), {name}")
