@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -93,3 +95,75 @@ def test_quiet_tensorflow_keeps_the_users_own_level(monkeypatch, level):
     monkeypatch.delenv(_compat._QUIET_MARK, raising=False)
     _compat.quiet_tensorflow(verbose=False)
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == level and _compat._QUIET_MARK not in os.environ
+
+
+# --- Keras 2 or Keras 3 ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value,legacy", [(None, False), ("0", False), ("false", False), ("1", True),
+                                          ("true", True), ("True", True)])
+def test_tf_keras_is_keras3_unless_tf_use_legacy_keras_is_on(monkeypatch, value, legacy):
+    if value is None:
+        monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
+    else:
+        monkeypatch.setenv("TF_USE_LEGACY_KERAS", value)
+    assert _compat.legacy_keras_requested() is legacy
+    assert _compat.tf_keras_is_keras3("2.21.0") is not legacy
+    assert _compat.tf_keras_is_keras3("2.16.1") is not legacy
+    assert _compat.tf_keras_is_keras3("2.15.1") is False  # tf.keras was Keras 2 before 2.16
+    assert _compat.tf_keras_is_keras3() is _compat.tf_keras_is_keras3(tf.__version__)
+
+
+def _fork(**names) -> ModuleType:
+    module = ModuleType("fork.model")
+    for name, value in names.items():
+        setattr(module, name, value)
+    return module
+
+
+def test_keras_flavour_reads_the_module_s_own_keras_objects():
+    import keras  # Keras 3, installed with TensorFlow 2.16+
+    import tf_keras
+
+    assert keras.__version__.startswith("3.")
+    assert _compat.keras_flavour(_fork(keras=tf_keras, KL=tf_keras.layers, KM=tf_keras.models)) == "tf_keras"
+    assert _compat.keras_flavour(_fork(KL=keras.layers)) == "keras3"
+    assert _compat.keras_flavour(_fork(KE=keras.layers.Layer)) == "keras3"  # a class works too
+    assert _compat.keras_flavour(_fork(keras=tf_keras, KL=keras.layers)) == "keras3"  # any Keras 3 name
+    assert _compat.keras_flavour(_fork(np=np, KL=None)) is None
+    names = _compat.keras_names(_fork(KL=keras.layers, KM=tf_keras.models))
+    assert names["KL"][0] == "keras3" and names["KL"][1].startswith("keras.src.")
+    assert names["KM"][0] == "tf_keras" and names["KM"][1].startswith("tf_keras.")
+
+
+def test_check_keras2_names_the_keras_3_objects_and_the_fix():
+    import keras
+    import tf_keras
+
+    _compat.check_keras2(_fork(KL=tf_keras.layers))  # Keras 2: nothing to say
+    _compat.check_keras2(_fork())
+    with pytest.raises(ValueError, match=r"module must be built against Keras 2 \(tf_keras\); received "
+                                         r"fork\.model built against Keras 3 \(KL from keras\.src\..*\)\. "
+                                         r".*NotImplementedError.*TF_USE_LEGACY_KERAS=1"):
+        _compat.check_keras2(_fork(KL=keras.layers))
+
+
+def _fork_child(legacy: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    if legacy is not None:
+        env["TF_USE_LEGACY_KERAS"] = legacy
+    env.update(PYTHONPATH=os.pathsep.join([str(FORK.parent), str(REPO)]), TF_CPP_MIN_LOG_LEVEL="3")
+    code = "import mrcnn.model as m; from mrcnn_ohem import _compat; print(_compat.keras_flavour(m))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+FORK = REPO.parent / "shared" / "forks" / "mask_rcnn_tf2_14" / "mrcnn"
+
+
+@pytest.mark.slow  # two TensorFlow start-ups and the fork's import: 4 to 20 s
+@pytest.mark.skipif(not (FORK / "model.py").is_file(), reason=f"the shared Matterport TF2 fork is not at {FORK}")
+def test_keras_flavour_of_the_shared_fork_follows_tf_use_legacy_keras():
+    """The fork does 'import tensorflow.keras as keras': Keras 3 unless TF_USE_LEGACY_KERAS=1."""
+    assert _fork_child(None) == "keras3"
+    assert _fork_child("1") == "tf_keras"

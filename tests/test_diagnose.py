@@ -383,6 +383,7 @@ def _fork_lines(file: str, wanted, functions: tuple[str, ...] = ()) -> list[int]
     return found
 
 
+@pytest.mark.slow  # TensorFlow and the fork in a subprocess: 4 s idle, 8 s under load
 @needs_fork
 def test_the_shared_fork_shows_each_new_breakage_on_its_lines(tmp_path):
     code = textwrap.dedent('''
@@ -433,6 +434,7 @@ def test_the_shared_fork_shows_each_new_breakage_on_its_lines(tmp_path):
         "import tensorflow.keras as keras"))[0])
 
 
+@pytest.mark.slow  # TensorFlow and the fork in a subprocess: 4 s idle, 8 s under load
 @needs_fork
 def test_the_documented_path_form_from_the_folder_above_the_project(tmp_path):
     shutil.copytree(FORK, tmp_path / "myproject" / "mrcnn")
