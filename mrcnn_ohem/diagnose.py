@@ -43,7 +43,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
 
-__all__ = ["diagnose", "Diagnosis", "Breakage", "Environment", "BREAKAGES", "main"]
+__all__ = ["diagnose", "Diagnosis", "Breakage", "Occurrence", "Environment", "BREAKAGES", "find_breakages",
+           "main"]
 
 
 # --- what is installed ---------------------------------------------------------------------------
@@ -410,8 +411,10 @@ class Diagnosis:
         if self.roi_problems:
             lines.append("patch() with OHEM_ROI: cannot reach this module")
             lines += [f"  - {problem}" for problem in self.roi_problems]
-        if not any(b.applies for b in self.breakages):
+        if not self.breakages:
             lines.append("known breakages: none found")
+        elif not any(b.applies for b in self.breakages):
+            lines.append(f"known breakages here: none ({len(self.breakages)} would break elsewhere, below)")
         for b in sorted(self.breakages, key=lambda b: not b.applies):
             head = "known breakage" if b.applies else "would break elsewhere"
             lines.append(f"{head} {b.key}: {b.symptom}")
