@@ -103,6 +103,31 @@ def test_bad_input_exits_with_a_message(coco_script, tiny_folder, tmp_path, capl
         coco_script.main(["train", "--dataset", str(tiny_folder), "--backbone", "vgg"])
 
 
+def _damage(root: Path, subset: str) -> Path:
+    """Add two records that killed runs (issue 27): a 2-point polygon, and an image whose JSON
+    size disagrees with its file. Returns the second image's file."""
+    path = root / "annotations" / f"instances_{subset}2017.json"
+    document = json.loads(path.read_text())
+    document["annotations"].append({"id": 10_001, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 0,
+                                    "segmentation": [[10, 10, 20, 20]], "bbox": [10, 10, 10, 10]})
+    document["images"][1]["height"] += 8
+    path.write_text(json.dumps(document))
+    return root / f"{subset}2017" / document["images"][1]["file_name"]
+
+
+def test_strict_stops_before_a_model_is_built(coco_script, tmp_path, caplog):
+    root = tmp_path / "data"
+    write_coco_folder(root, "train", 3, 64, 64, seed=0)
+    wrong_size = _damage(root, "train")
+    logs = tmp_path / "logs"
+    code = coco_script.main(["train", "--dataset", str(root), "--logs", str(logs), "--strict", *TINY])
+    assert code == 2
+    assert "2 damaged record(s)" in caplog.text
+    assert "annotation (COCO image id 1, annotation id 10001" in caplog.text and "polygon 0 has 2 points" in caplog.text
+    assert f"image (COCO image id 2, file {wrong_size})" in caplog.text and "the JSON says 64x72" in caplog.text
+    assert not logs.exists()  # stopped before the model (which creates the log folder) was built
+
+
 # ---- slow: real training and evaluation ------------------------------------------------------
 
 
@@ -135,6 +160,26 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
         for name in names:
             assert math.isfinite(metrics[kind][name]) and -1.0 <= metrics[kind][name] <= 1.0
     assert all(math.isfinite(v) for v in _finite_numbers(metrics))
+
+
+@pytest.mark.slow
+def test_damaged_records_are_skipped_and_counted_in_the_run_summary(coco_script, tmp_path, capsys):
+    root = tmp_path / "data"
+    write_coco_folder(root, "train", 3, 64, 64, seed=0)
+    _damage(root, "train")
+    logs = tmp_path / "logs"
+    # 3 steps visit each of the 3 images: before issue 27, image 1 failed in pycocotools (TypeError)
+    # and image 2 in load_image_gt (ValueError), ending the run.
+    argv = ["train", "--dataset", str(root), "--logs", str(logs), "--epochs", "1", "--steps-per-epoch", "3", *TINY]
+    assert coco_script.main(argv) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        "damaged records skipped: 1 image(s), 1 annotation(s)")
+    (run,) = logs.glob("coco_baseline*")
+    skipped = json.loads((run / "run.json").read_text())["skipped"]
+    assert skipped["counts"] == {"image": 1, "annotation": 1, "polygon": 0}
+    assert [(r["kind"], r["image_id"], r["annotation_id"]) for r in skipped["records"]] == [
+        ("annotation", 1, 10_001), ("image", 2, None)]
+    assert json.loads((run / "history.json").read_text())["skipped"] == skipped["counts"]
 
 
 @pytest.mark.slow

@@ -113,6 +113,9 @@ def build_parser(prog: str, description: str, *, prefix: str = "coco", image_siz
     parser.add_argument("--learning-rate", type=float, default=0.001)
     parser.add_argument("--detection-min-confidence", type=float, default=0.0,
                         help="evaluate: keep detections at least this confident (COCO scoring wants 0)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop before building the model if the dataset has damaged records (listed); "
+                             "default: skip them with a warning, counted in run.json")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and TensorFlow's own C++ log lines (hidden by default; "
@@ -147,8 +150,9 @@ def main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,
             prepare(args)
         if args.command == "train":
             summary = train(args)
+            skipped = ", ".join(f"{n} {kind}(s)" for kind, n in summary.get("skipped", {}).items() if n) or "none"
             print(f"{summary['name']}: {summary['steps']} steps, {summary['seconds_per_step']:.3f} s/step, "
-                  f"last checkpoint {summary['checkpoint']}")
+                  f"last checkpoint {summary['checkpoint']}, damaged records skipped: {skipped}")
         else:
             metrics = evaluate(args)
             print(format_table({metrics["name"]: metrics}, extra=["seconds_per_image"]))

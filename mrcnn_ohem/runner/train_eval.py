@@ -176,7 +176,8 @@ def load_dataset(args: argparse.Namespace, subset: str, empty_images: int = 0) -
     """Load and prepare ``subset`` of ``--dataset`` with ``--classes`` and ``--limit``.
 
     ``empty_images`` (training: ``--empty-images``) adds up to that many images with none of
-    the classes (see ``CocoDataset.load_coco``).
+    the classes (see ``CocoDataset.load_coco``). Damaged records are skipped with a warning
+    (``dataset.skipped``), or with ``--strict`` raise a ``ValueError`` before any model is built.
 
     Returns:
         (CocoDataset, pycocotools COCO)
@@ -187,10 +188,11 @@ def load_dataset(args: argparse.Namespace, subset: str, empty_images: int = 0) -
     dataset = CocoDataset()
     coco = dataset.load_coco(args.dataset, subset, year=args.year, class_ids=class_ids,
                              class_names=class_names, limit=args.limit, return_coco=True,
-                             empty_images=int(empty_images))
+                             empty_images=int(empty_images), strict=bool(getattr(args, "strict", False)),
+                             progress=not getattr(args, "no_progress", True))
     dataset.prepare()
-    logger.info("Loaded %s%s: %d images, %d classes", subset, args.year, dataset.num_images,
-                dataset.num_classes - 1)
+    logger.info("Loaded %s%s: %d images, %d classes, %d damaged record(s) skipped", subset, args.year,
+                dataset.num_images, dataset.num_classes - 1, len(dataset.skipped))
     return dataset, coco
 
 
@@ -302,7 +304,16 @@ def run_settings(config: Any, args: argparse.Namespace, dataset: Any) -> dict[st
         "image_size": int(config.IMAGE_MAX_DIM),
         "mask_head_filters": int(config.MASK_HEAD_FILTERS),
         "weights": args.model,
+        "skipped": skip_summary(dataset),
     }
+
+
+def skip_summary(dataset: Any) -> dict[str, Any]:
+    """The damaged records ``dataset`` skipped so far: counts by kind and the records themselves."""
+    from mrcnn_ohem.datasets.errors import count_skips
+
+    records = getattr(dataset, "skipped", [])
+    return {"counts": count_skips(records), "records": [record.to_dict() for record in records]}
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,9 +321,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     Returns:
         ``{"name", "log_dir", "checkpoint", "epochs", "steps", "seconds_per_step", "history",
-        "ohem"}``: ``steps`` run by this call, ``seconds_per_step`` their median after the first
-        (which builds the graph), ``history`` per-step losses of the whole run (a resumed run
-        keeps the rows of the epochs it resumed from).
+        "ohem", "skipped"}``: ``steps`` run by this call, ``seconds_per_step`` their median after
+        the first (which builds the graph), ``history`` per-step losses of the whole run (a
+        resumed run keeps the rows of the epochs it resumed from), ``skipped`` the damaged
+        records of the dataset counted by kind (``run.json`` lists them).
 
     Raises:
         KeyboardInterrupt: after saving the epoch in progress (see the module docstring).
@@ -370,9 +382,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "steps": len(recorder.steps),  # run by this call; "history" holds the whole run
         "seconds_per_step": float(np.median(seconds)) if seconds else math.nan,
         "history": earlier + recorder.steps,
+        "skipped": skip_summary(dataset)["counts"],  # found loading, then unreadable when read
     }
     if log_dir.is_dir() and model.is_chief:  # multi-worker: only the chief writes the run folder
         (log_dir / "history.json").write_text(json.dumps(summary, indent=1))
+        (log_dir / "run.json").write_text(json.dumps(run_settings(config, args, dataset), indent=1, default=str))
     if interrupted:
         raise KeyboardInterrupt
     return summary
@@ -402,7 +416,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     Returns:
         :func:`~mrcnn_ohem.datasets.coco_eval.evaluate_coco`'s dict plus ``"weights"``,
-        ``"metrics_path"``, ``"name"``, ``"subset"``.
+        ``"metrics_path"``, ``"name"``, ``"subset"``, ``"skipped_records"`` (damaged records left
+        out of the score, counted by kind).
     """
     from mrcnn_ohem.datasets.coco_eval import evaluate_coco
     from mrcnn_ohem.maskrcnn import model as modellib
@@ -430,7 +445,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     metrics.update({"name": (run or {}).get("name", config.NAME), "weights": weights,
                     "subset": f"{subset}{args.year}", "metrics_path": str(path),
                     "ohem": (run or {}).get("ohem"), "ohem_settings": (run or {}).get("ohem_settings"),
-                    "run": run})
+                    "run": run, "skipped_records": skip_summary(dataset)["counts"]})
     path.write_text(json.dumps(metrics, indent=1))
     return metrics
 
