@@ -1,9 +1,20 @@
 """Packaging for mrcnn-ohem (import name ``mrcnn_ohem``)."""
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+
+
+def read_version() -> str:
+    """The version written in mrcnn_ohem/_version.py, parsed without importing the package."""
+    text = (HERE / "mrcnn_ohem" / "_version.py").read_text(encoding="utf-8")
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError('mrcnn_ohem/_version.py must hold a line __version__ = "X.Y.Z"')
+    return match.group(1)
+
 
 TEST_REQUIRES = [
     "pytest>=7",
@@ -15,6 +26,10 @@ TEST_REQUIRES = [
     "nbformat>=5.9",
     "ipykernel>=6.25",
 ]
+# make docs: pdoc renders the API reference from the docstrings (pinned in constraints.txt).
+DOCS_REQUIRES = [
+    "pdoc>=16",
+]
 NOTEBOOK_REQUIRES = [
     "matplotlib>=3.7",
     "jupyter",
@@ -22,10 +37,14 @@ NOTEBOOK_REQUIRES = [
 
 setup(
     name="mrcnn-ohem",
-    version="0.1.0",
+    version=read_version(),
     description="Online Hard Example Mining for Matterport-style Mask R-CNN on TensorFlow 2.16+",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license="MIT",
+    # LICENSE ends with the notice crediting Matterport's Mask R-CNN (MIT), whose API the bundled
+    # model follows; it goes into the wheel's .dist-info.
+    license_files=["LICENSE"],
     python_requires=">=3.10,<3.13",
     packages=find_packages(include=["mrcnn_ohem", "mrcnn_ohem.*"]),
     install_requires=[
@@ -42,10 +61,19 @@ setup(
         "test": TEST_REQUIRES,
         "notebooks": NOTEBOOK_REQUIRES,
         "demo": ["matplotlib>=3.7"],
+        "docs": DOCS_REQUIRES,
+    },
+    entry_points={
+        "console_scripts": [
+            "mrcnn-ohem-coco = mrcnn_ohem.runner.commands:coco_main",
+            "mrcnn-ohem-shapes = mrcnn_ohem.runner.commands:shapes_main",
+            "mrcnn-ohem-diagnose = mrcnn_ohem.diagnose:main",
+        ],
     },
     classifiers=[
         # CI tests Python 3.11 only (with TensorFlow 2.21 and 2.16); 3.10 and 3.12 stay
         # installable (TensorFlow supports them) but are not claimed.
+        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3.11",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

@@ -18,7 +18,7 @@ nor the datasets.
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401  (setup.py parses _version.py)
 
 #: public name -> the submodule that defines it. Loaded on first access (PEP 562), so that
 #: ``import mrcnn_ohem`` is cheap and importing the neutral layer (``mrcnn_ohem.core``) or the
