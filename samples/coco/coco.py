@@ -1,6 +1,8 @@
 """Train and evaluate Mask R-CNN, with or without OHEM, on COCO or any COCO-format folder.
 
-Run from the repository root with the package installed (``make venv``)::
+Run from the repository root with the package installed (``make venv``); after
+``pip install mrcnn-ohem`` the same command line is ``mrcnn-ohem-coco`` (or
+``python -m mrcnn_ohem.runner.coco``)::
 
     # Train on two categories of COCO 2017 from random weights, OHEM on
     python samples/coco/coco.py train --dataset /data/coco --classes person dog --ohem \
@@ -22,23 +24,21 @@ JSON are described in :mod:`mrcnn_ohem.runner.train_eval`; ``--help`` lists ever
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
-from mrcnn_ohem.runner import cli
+from mrcnn_ohem.runner import commands
 
 
-def build_parser():
-    """The command line of this script."""
-    return cli.build_parser(
-        "coco.py", "Train / evaluate Mask R-CNN (optionally with OHEM) on a COCO-format dataset.",
-        prefix="coco", image_size=512, backbone="resnet50",
-    )
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script (:func:`mrcnn_ohem.runner.commands.build_coco_parser`)."""
+    return commands.build_coco_parser("coco.py")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit code."""
-    return cli.main(argv, build_parser())
+    return commands.coco_main(argv, prog="coco.py")
 
 
 if __name__ == "__main__":
