@@ -105,9 +105,10 @@ def focal_rpn_loss(match, logits, alpha=0.25, gamma=2.0) -> float:
     return total / max(1, int((match == 1).sum()))
 
 
-def ohem_mrcnn_class_loss(target_class_ids, logits, active_class_ids, top_k) -> float:
-    """RoI-head OHEM class loss: per image the top_k largest CE x pred_active (first image's
-    active row), ties to the lower index; sum kept / max(1, sum kept pred_active)."""
+def ohem_mrcnn_class_loss_first_row(target_class_ids, logits, active_class_ids, top_k) -> float:
+    """RoI-head OHEM class loss with upstream's row lookup (not the package's): per image the top_k
+    largest CE x pred_active (first image's active row), ties to the lower index; sum kept /
+    max(1, sum kept pred_active)."""
     logits = np.asarray(logits, dtype=np.float64)
     targets = np.asarray(target_class_ids)
     active = np.asarray(active_class_ids, dtype=np.float64)[0]
@@ -288,7 +289,7 @@ def matterport_anchor_labels(anchors, gt_class_ids, gt_boxes):
 
 # --- RoI OHEM: padding rows, each image's active classes; top-k under replicas (issue 27) ------
 
-def ohem_mrcnn_class_loss_per_image(target_class_ids, logits, active_class_ids, top_k) -> float:
+def ohem_mrcnn_class_loss(target_class_ids, logits, active_class_ids, top_k) -> float:
     """RoI-head OHEM class loss as the bundled model sees it.
 
     Per image: rows with a negative target id are padding and never candidates; every other
