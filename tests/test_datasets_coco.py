@@ -17,6 +17,8 @@ from mrcnn_ohem.datasets.coco import (
     CorruptImageWarning,
     ann_to_mask,
     ann_to_rle,
+    check_annotation,
+    check_image_file,
     load_coco_json,
     split_class_tokens,
 )
@@ -520,3 +522,42 @@ def test_coco_mini_loads_every_image_and_annotation_without_a_skip(coco_root, su
     assert dataset.skipped == []
     assert dataset.num_images == images
     assert sum(len(info["annotations"]) for info in dataset.image_info) == annotations
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"segmentation": [[1, 1, 9, 1, 9, 9, 4]]}, r"polygon 0 has an odd number of coordinates \(7\)"),
+    ({"segmentation": [[1, 1, 9, float("nan"), 9, 9]]}, r"polygon 0 holds coordinates that are not finite"),
+    ({"segmentation": [[1, 1, 9, "1", 9, 9]]}, r"polygon 0 holds coordinates that are not finite"),
+    ({"segmentation": [5]}, r"polygon 0 is a int, not a list of coordinates"),
+    ({"segmentation": []}, r"segmentation is an empty list of polygons"),
+    ({"segmentation": None}, r"cannot be decoded .*no usable 'segmentation'"),
+    ({"segmentation": {"size": [10, 20], "counts": [5, 10, 185]}}, r"RLE size \[10, 20\] differs .*\[20, 30\]"),
+    ({"bbox": [1, 1, 8]}, r"bbox must be 4 finite numbers .*received \[1, 1, 8\]"),
+    ({"bbox": [-20, 1, 10, 8]}, r"bbox \[-20, 1, 10, 8\] lies outside the 30x20 image"),
+])
+def test_check_annotation_names_each_problem(change, reason):
+    ann = dict(_square(1, 1, 1, 1, 1, 8), **change)  # a 20 x 30 image
+    loaded, problems = check_annotation(ann, 20, 30, [1])
+    assert loaded is None and re.search(reason, problems), problems
+
+
+def test_check_annotation_keeps_sound_and_crowd_annotations_unchanged():
+    ann = _square(1, 1, 1, 1, 1, 8)
+    assert check_annotation(ann, 20, 30, [1]) == (ann, "")
+    mask = np.zeros((20, 30), dtype=np.uint8)
+    mask[2:5, 3:9] = 1
+    crowd = {"id": 2, "category_id": 1, "iscrowd": 1, "bbox": [3, 2, 6, 3], "segmentation": _uncompressed_rle(mask)}
+    assert check_annotation(crowd, 20, 30, [1]) == (crowd, "")
+    assert mask_utils.area(mask_utils.frPyObjects(crowd["segmentation"], 20, 30)) == 18  # the RLE helper is right
+
+
+def test_check_image_file_reads_the_header_and_the_json_size(tmp_path):
+    path = tmp_path / "a.png"
+    skimage.io.imsave(path, np.zeros((20, 30, 3), dtype=np.uint8), check_contrast=False)
+    assert check_image_file(path, 20, 30) is None
+    assert check_image_file(path, 20.0, 30) is None  # integral floats, as some exporters write
+    assert check_image_file(path, 30, 20) == "file is 30x20 (width x height); the JSON says 20x30"
+    assert re.match(r"the JSON's width and height must be positive integers; received 30 x 0", check_image_file(
+        path, 0, 30))
+    path.write_bytes(b"not an image")
+    assert check_image_file(path, 20, 30).startswith("cannot be read (cannot identify image file")

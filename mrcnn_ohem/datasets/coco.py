@@ -12,25 +12,23 @@ that contain at least one selected category are loaded, in ascending COCO image 
 contiguous class ids 1..N in ascending category-id order once ``prepare()`` has run;
 :meth:`CocoDataset.get_coco_category_id` and :meth:`CocoDataset.get_class_id` map both ways.
 
-Damaged records do not abort a long run. ``load_coco`` checks every annotation of the images it
-loads and each image file's header (one pass; Pillow reads the size without decoding the pixels:
-0.02 s for coco_mini's 159 images, warm cache). It leaves out, with a
-:class:`~.errors.SkippedRecord` in ``dataset.skipped`` (COCO image id, annotation id, file,
-reason) and one logged warning each: polygons of fewer than 3 points (pycocotools takes a
-4-number polygon for a box and fails), annotations then left without a polygon, with an empty
-mask, a degenerate or outside bbox, an unknown category or an image missing from ``images``;
-image files that are missing, unreadable or of another size than the JSON says; and images whose
-every annotation was skipped. ``strict=True`` also decodes every image and raises one
-``ValueError`` listing the problems instead. The returned ``COCO`` object holds the annotations
-as loaded (skipped ones removed, dropped polygons gone), so COCOeval scores what training sees.
+Damaged records do not abort a long run: ``load_coco`` checks each image file's header (Pillow
+reads the size without decoding) and every annotation of the images it loads, in one pass
+(:func:`check_annotation`, :func:`~.errors.check_image_file`). What it leaves out gets one logged
+warning (the first 20, then a count) and a :class:`~.errors.SkippedRecord` in ``dataset.skipped``;
+``strict=True`` also decodes every image and raises one ``ValueError`` instead. The returned
+``COCO`` holds what was loaded, so COCOeval scores what training sees. Cost on coco_mini (159
+images, 1363 annotations, warm cache, 2026-12-06): 0.11 s to load instead of 0.014 s unchecked,
+0.77 s with ``strict``.
 
-Files that fail only when decoded (a truncated body) are found when read: :meth:`CocoDataset.load_image` emits a
-:class:`CorruptImageWarning` naming the file, records it in ``skipped_images`` and returns the
-next readable image of the dataset instead; :meth:`CocoDataset.load_mask` follows the same
-substitution (and adds the file to ``skipped``), so image and masks stay consistent for any data generator that calls
-``load_image`` before ``load_mask`` (Matterport's ``load_image_gt`` does). Evaluation uses the
-strict :meth:`CocoDataset.read_image` and leaves unreadable images out of the score. Set
-``skip_corrupt = False`` to raise :class:`CorruptImageError` instead.
+A file that fails only when decoded (a truncated body) is found when read:
+:meth:`CocoDataset.load_image` emits a :class:`CorruptImageWarning` naming the file, records it in
+``skipped_images`` and ``skipped`` and returns the next readable image of the dataset instead;
+:meth:`CocoDataset.load_mask` follows the same substitution, so image and masks stay consistent
+for any data generator that calls ``load_image`` before ``load_mask`` (Matterport's
+``load_image_gt`` does). Evaluation uses the strict :meth:`CocoDataset.read_image` and leaves
+unreadable images out of the score. Set ``skip_corrupt = False`` to raise
+:class:`CorruptImageError` instead.
 
 The COCO evaluation helpers live in :mod:`mrcnn_ohem.datasets.coco_eval` and are re-exported
 here (``build_coco_results``, ``evaluate_coco``). The dataset API follows Matterport's
@@ -213,11 +211,9 @@ def check_annotation(ann: dict, height: int, width: int, category_ids: Sequence[
         category_ids: the category ids the file lists.
 
     Returns:
-        ``(annotation, problems)``: ``(ann, "")`` when it is sound; ``(copy, "polygon k ...
-        dropped")`` when some polygons were dropped and the rest is sound (the copy holds the
-        kept polygons); ``(None, reasons)`` when the annotation must be skipped (an unknown
-        category, a malformed, degenerate or outside bbox, no polygon left, an RLE of another
-        size than a non-crowd image, a segmentation that does not decode, or an empty mask).
+        ``(ann, "")`` when sound; ``(copy holding the kept polygons, "polygon k ... dropped")``;
+        or ``(None, reasons)`` to skip it: an unknown category, a malformed, degenerate or outside
+        bbox, no polygon left, a non-crowd RLE of another size, no decodable or a zero-area mask.
     """
     problems = []
     if ann.get("category_id") not in category_ids:
@@ -355,7 +351,8 @@ class CocoDataset(utils.Dataset):
                                              with_objects, decode=bool(strict), progress=progress)
         records += [  # annotations of an image that 'images' does not list
             SkippedRecord("annotation", i, ann.get("id"), None, f"image_id {i!r} is not listed in 'images'")
-            for i in sorted(with_objects - set(coco.imgs), key=str) for ann in coco.imgToAnns[i]]
+            for i in sorted(with_objects - set(coco.imgs), key=lambda i: (str(type(i)), i))
+            for ann in coco.imgToAnns[i]]
         if records:
             summary = f"{len(records)} damaged record(s) in {ann_file} ({count_skips(records)})"
             if strict:
@@ -536,15 +533,12 @@ def _check_images(
     coco: COCO, image_ids: Sequence[int], images_dir: Path, cat_ids: set[int], with_objects: set[int],
     decode: bool, progress: bool,
 ) -> tuple[list[tuple[int, list[dict]]], list[SkippedRecord], dict[int, dict | None]]:
-    """Check the files and annotations of ``image_ids`` (see :meth:`CocoDataset.load_coco`).
-
-    Annotations of the selected categories and of categories the file does not list are checked;
-    an image of ``with_objects`` left without any annotation is skipped.
+    """Check the files of ``image_ids`` and their annotations of ``cat_ids`` or of unknown categories.
 
     Returns:
-        ``kept``: ``[(COCO image id, annotations to load)]`` in ``image_ids`` order;
-        ``records``: what was skipped; ``edits``: ``{id(annotation): its replacement, or None
-        to remove it}`` for :func:`_apply_edits`.
+        ``kept``: ``[(COCO image id, annotations to load)]`` in ``image_ids`` order (an image of
+        ``with_objects`` left without annotations is skipped); ``records``: what was skipped;
+        ``edits``: ``{id(annotation): replacement, or None to remove it}`` for :func:`_apply_edits`.
     """
     from tqdm.auto import tqdm
 
@@ -600,19 +594,7 @@ def split_class_tokens(tokens: Sequence[str | int]) -> tuple[list[int], list[str
 
 
 __all__ = [
-    "COCO_LAYOUT",
-    "CocoDataset",
-    "CorruptImageError",
-    "CorruptImageWarning",
-    "SkippedRecord",
-    "ann_to_mask",
-    "ann_to_rle",
-    "annotation_path",
-    "check_annotation",
-    "check_image_file",
-    "count_skips",
-    "image_folder",
-    "load_coco_json",
-    "read_image",
-    "split_class_tokens",
+    "COCO_LAYOUT", "CocoDataset", "CorruptImageError", "CorruptImageWarning", "SkippedRecord", "ann_to_mask",
+    "ann_to_rle", "annotation_path", "check_annotation", "check_image_file", "count_skips", "image_folder",
+    "load_coco_json", "read_image", "split_class_tokens",
 ]

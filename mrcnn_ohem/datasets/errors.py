@@ -109,9 +109,10 @@ def check_image_file(path: str | Path, height: Any, width: Any, decode: bool = F
     Reads the header only (Pillow's ``Image.open`` does not decode the pixels) unless
     ``decode``, which also decodes the pixels and so finds truncated files.
     """
-    if isinstance(height, bool) or isinstance(width, bool) or not all(
-            isinstance(v, (int, np.integer)) and v > 0 for v in (height, width)):
+    if not all(isinstance(v, (int, float, np.integer)) and not isinstance(v, bool) and v > 0
+               and float(v).is_integer() for v in (height, width)):
         return f"the JSON's width and height must be positive integers; received {width!r} x {height!r}"
+    height, width = int(height), int(width)
     path = Path(path)
     if not path.is_file():
         return "file does not exist"
