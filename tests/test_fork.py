@@ -35,8 +35,9 @@ is off, ``conftest.py``). Proposals that differ come from different input pixels
 TF's graph optimizer (grappler), whose arithmetic rewrite of ``apply_box_deltas_graph``'s float
 sums inside a ``tf.function`` moves proposals by an ulp, for the fork's own code as for ours.
 
-Skipped, with the reason printed, when ``../shared/forks/mask_rcnn_tf2_14`` or
-``../shared/data/coco_mini`` is absent (a checkout without the shared folder).
+The fork tests are skipped, with the reason printed, when ``../shared/forks/mask_rcnn_tf2_14`` or
+``../shared/data/coco_mini`` is absent (a checkout without the shared folder); the check of the
+border criterion against TensorFlow needs neither and always runs.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ FORK = SHARED / "forks" / "mask_rcnn_tf2_14"
 COCO_IMAGE = SHARED / "data" / "coco_mini" / "val2017" / "000000000139.jpg"  # 426x640 RGB
 CHILD = Path(__file__).with_name("fork_child.py")
 
-pytestmark = pytest.mark.skipif(
+needs_shared = pytest.mark.skipif(
     not (FORK / "mrcnn" / "model.py").is_file() or not COCO_IMAGE.is_file(),
     reason=f"the fork comparisons need {FORK} (the public Matterport TF2 fork they run) and "
            f"{COCO_IMAGE} (their test image); the shared folder is absent, so they are skipped")
@@ -194,6 +195,7 @@ def forward(tmp_path_factory):
     return {"fork": fork, "ours": ours, "facts": facts, "model": model, "stored": stored}
 
 
+@needs_shared
 @pytest.mark.slow
 def test_every_weight_layer_loads_from_the_forks_h5(forward):
     """Same weight layers on both sides, and every bundled weight holds the file's value."""
@@ -206,6 +208,7 @@ def test_every_weight_layer_loads_from_the_forks_h5(forward):
             np.testing.assert_array_equal(got, want, err_msg=name)
 
 
+@needs_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(IMAGES)), ids=IMAGES)
 def test_molded_image_equals_the_forks(forward, index):
@@ -228,6 +231,7 @@ def assert_close(name: str, got: np.ndarray, want: np.ndarray) -> None:
     np.testing.assert_allclose(got, want, err_msg=name, **TOL)
 
 
+@needs_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(IMAGES)), ids=IMAGES)
 def test_forward_outputs_equal_the_forks(forward, index):
@@ -251,6 +255,7 @@ def test_forward_outputs_equal_the_forks(forward, index):
     assert_close("mrcnn_mask", ours["mrcnn_mask"][mask_rows], fork["mrcnn_mask"][mask_rows])
 
 
+@needs_shared
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(IMAGES)), ids=IMAGES)
 def test_detect_equals_the_forks(forward, index):
@@ -280,6 +285,7 @@ PATCH_CONFIG = {
 RECTANGLES = [[[1, 30, 40, 110, 100], [2, 140, 150, 220, 240]], [[2, 60, 20, 200, 90]]]
 
 
+@needs_shared
 @pytest.mark.slow
 def test_patch_reaches_the_forks_generator_and_training_graph(tmp_path):
     fork, facts = run_child("patch", {"config": PATCH_CONFIG, "seed": 1, "rectangles": RECTANGLES},
