@@ -97,14 +97,14 @@ def test_load_image_gt_rejects_mismatched_masks(tiny_config):
     dataset.load_shapes(SHAPE_SPECS[:1])
     dataset.image_info[0]["transpose"] = True
     dataset.prepare()
-    with pytest.raises(ValueError, match=r"load_mask\(image_id=0\): expected masks with the "
+    with pytest.raises(ValueError, match=r"load_mask\(image_id=0 \(source 'shapes', id 0\)\): expected masks with the "
                                          r"image's height and width \(48, 40\) \(image shape "
                                          r"\(48, 40, 3\)\), received masks of shape "
                                          r"\(40, 48, 2\)"):
         data.load_image_gt(dataset, tiny_config, 0)
     dataset.image_info[0]["transpose"] = False
-    with pytest.raises(ValueError, match=r"load_mask\(image_id=0\): expected one class id per "
-                                         r"mask \(2\), received 1"):
+    with pytest.raises(ValueError, match=r"load_mask\(image_id=0 \(source 'shapes', id 0\)\): expected one "
+                                         r"class id per mask \(2\), received 1"):
         data.load_image_gt(dataset, tiny_config, 0)
 
 

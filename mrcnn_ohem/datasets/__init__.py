@@ -3,7 +3,8 @@
 - :mod:`.coco` -- :class:`~.coco.CocoDataset` (official COCO layout, class subsets, crowd,
   corrupt-file skipping).
 - :mod:`.coco_eval` -- COCOeval for bbox/segm AP and RPN proposal recall AR@100.
-- :mod:`.errors` -- the corrupt-image error and warning both readers use.
+- :mod:`.errors` -- the corrupt-image error and warning both readers use, and the checks and
+  records of damaged annotations (:class:`~.errors.SkippedRecord`).
 - :mod:`.shapes` -- a synthetic dataset with look-alike distractors (hard negatives) that can
   write itself out as a COCO folder.
 
@@ -18,6 +19,7 @@ _EXPORTS = {
     "CocoDataset": "coco",
     "CorruptImageError": "errors",
     "CorruptImageWarning": "errors",
+    "SkippedRecord": "errors",
     "build_coco_results": "coco_eval",
     "evaluate_coco": "coco_eval",
     "ShapesDataset": "shapes",

@@ -146,17 +146,17 @@ def load_image_gt(dataset: Any, config: Any, image_id: int,
     mask = np.asarray(mask)
     class_ids = np.asarray(class_ids, dtype=np.int32).reshape(-1)
     if mask.ndim != 3:
-        raise ValueError(f"load_mask(image_id={image_id}): expected masks of shape [height, "
+        raise ValueError(f"load_mask({_describe(dataset, image_id)}): expected masks of shape [height, "
                          f"width, instances], received shape {mask.shape}")
     if mask.shape[-1] == 0:
         mask = np.zeros(image.shape[:2] + (0,), dtype=bool)
     elif mask.shape[:2] != image.shape[:2]:
         raise ValueError(
-            f"load_mask(image_id={image_id}): expected masks with the image's height and "
+            f"load_mask({_describe(dataset, image_id)}): expected masks with the image's height and "
             f"width {image.shape[:2]} (image shape {image.shape}), received masks of shape "
             f"{mask.shape}")
     if class_ids.shape[0] != mask.shape[-1]:
-        raise ValueError(f"load_mask(image_id={image_id}): expected one class id per mask "
+        raise ValueError(f"load_mask({_describe(dataset, image_id)}): expected one class id per mask "
                          f"({mask.shape[-1]}), received {class_ids.shape[0]}")
     mask = mask.astype(bool)
 
@@ -185,6 +185,13 @@ def load_image_gt(dataset: Any, config: Any, image_id: int,
     image_meta = compose_image_meta(image_id, original_shape, image.shape, window, scale,
                                     active_class_ids)
     return image, image_meta, class_ids, bbox, mask
+
+
+def _describe(dataset: Any, image_id: int) -> str:
+    """``image_id=6 (source 'coco', id 139, path ...)``: the internal id and what names the image."""
+    info = dataset.image_info[image_id]
+    where = ", ".join(f"{key} {info[key]!r}" for key in ("source", "id", "path") if info.get(key) is not None)
+    return f"image_id={image_id} ({where})" if where else f"image_id={image_id}"
 
 
 def _augment(image: np.ndarray, mask: np.ndarray, augmentation: Any,
