@@ -71,6 +71,13 @@ def validate_ohem_config(config: Any) -> None:
     """Check every ``OHEM_*`` attribute of ``config``; raise ValueError naming the first bad one.
 
     Missing attributes take the mixin's defaults, so a plain Matterport config validates too.
+
+    Args:
+        config: a Matterport-style ``Config`` (instance or any object with its attributes).
+
+    Raises:
+        ValueError: an ``OHEM_*`` attribute is out of range or of the wrong type; the message
+            names the attribute, what it must be and the value received.
     """
     _resolve(config)
     rpn_loss_settings(config)
@@ -102,12 +109,33 @@ def _resolve(config: Any) -> OHEMSettings:
 
 
 def ohem_settings(config: Any) -> OHEMSettings:
-    """Validate ``config`` and resolve its OHEM arguments (defaults for missing attributes)."""
+    """Validate ``config`` and resolve its OHEM arguments (defaults for missing attributes).
+
+    Args:
+        config: a Matterport-style ``Config`` (instance or any object with its attributes).
+
+    Returns:
+        The RPN OHEM arguments that ``patch()`` hands the loss and target functions.
+
+    Raises:
+        ValueError: an ``OHEM_RPN*`` attribute is invalid (named in the message).
+    """
     return _resolve(config)
 
 
 def rpn_loss_settings(config: Any) -> RPNLossSettings:
-    """Validate and resolve ``OHEM_RPN_LOSS`` and the focal-loss knobs of ``config``."""
+    """Validate and resolve ``OHEM_RPN_LOSS`` and the focal-loss knobs of ``config``.
+
+    Args:
+        config: a Matterport-style ``Config`` (instance or any object with its attributes).
+
+    Returns:
+        Which RPN class loss to install, with the focal ``alpha`` in [0, 1] and ``gamma`` >= 0.
+
+    Raises:
+        ValueError: ``OHEM_RPN_LOSS`` is not one of the known losses, or a focal knob is out of
+            range (named in the message).
+    """
     return RPNLossSettings(
         loss=check_choice("OHEM_RPN_LOSS", _get(config, "OHEM_RPN_LOSS"), RPN_LOSSES),
         focal_alpha=check_number("OHEM_RPN_FOCAL_ALPHA", _get(config, "OHEM_RPN_FOCAL_ALPHA"), 0.0, 1.0),
@@ -121,6 +149,17 @@ def ohem_roi_settings(config: Any) -> ROISettings:
     ``OHEM_ROI_TOP_K = None`` resolves to ``TRAIN_ROIS_PER_IMAGE``. With ``OHEM_ROI`` on, the
     pool must hold at least ``TRAIN_ROIS_PER_IMAGE`` RoIs (it replaces Matterport's sample of
     that size and keeps the same positives).
+
+    Args:
+        config: a Matterport-style ``Config`` (instance or any object with its attributes).
+
+    Returns:
+        Whether RoI OHEM is on, the pool size, the RoIs kept per image (``top_k``), and the
+        config's ``TRAIN_ROIS_PER_IMAGE`` and ``ROI_POSITIVE_RATIO``.
+
+    Raises:
+        ValueError: an ``OHEM_ROI*`` attribute is invalid, or the pool is smaller than
+            ``TRAIN_ROIS_PER_IMAGE`` with ``OHEM_ROI`` on (named in the message).
     """
     enabled = check_bool("OHEM_ROI", _get(config, "OHEM_ROI"))
     pool = check_int("OHEM_ROI_POOL", _get(config, "OHEM_ROI_POOL"), 1)
