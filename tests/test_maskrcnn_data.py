@@ -31,6 +31,16 @@ def test_mold_unmold_round_trip(tiny_config):
     np.testing.assert_array_equal(data.unmold_image(molded, tiny_config), image)
 
 
+def test_mold_image_rounds_once_to_float32_as_matterport():
+    """Matterport subtracts its float64 MEAN_PIXEL and the network casts the result to float32
+    once; rounding the mean to float32 first leaves pixels an ulp off (hand-checked: 1 - 123.7)."""
+    image = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    config = TinyConfig()
+    expected = (image.astype(np.float64) - np.array([123.7, 116.8, 103.9])).astype(np.float32)
+    np.testing.assert_array_equal(data.mold_image(image, config), expected)
+    assert data.mold_image(np.ones((1, 1, 3), np.uint8), config)[0, 0, 0] == np.float32(1 - 123.7)
+
+
 def test_compose_and_parse_image_meta(tiny_config):
     meta = data.compose_image_meta(7, (48, 40, 3), (64, 64, 3), (0, 5, 64, 58), 4 / 3,
                                    [1, 1, 0])

@@ -57,8 +57,13 @@ MASK_AUGMENTERS = ("Sequential", "SomeOf", "OneOf", "Sometimes", "Fliplr", "Flip
 ############################################################
 
 def mold_image(images: np.ndarray, config: Any) -> np.ndarray:
-    """Subtract ``config.MEAN_PIXEL`` from RGB image(s) [..., channels]; returns float32."""
-    return images.astype(np.float32) - np.asarray(config.MEAN_PIXEL, dtype=np.float32)
+    """Subtract ``config.MEAN_PIXEL`` from RGB image(s) [..., channels]; returns float32.
+
+    As Matterport: the mean is subtracted in float64 (``MEAN_PIXEL`` is a float64 array there)
+    and the result rounded once to float32, the value its network sees. Subtracting in float32
+    would round the mean first and leave many pixels one ulp off.
+    """
+    return (images.astype(np.float32) - np.asarray(config.MEAN_PIXEL, dtype=np.float64)).astype(np.float32)
 
 
 def unmold_image(normalized_images: np.ndarray, config: Any) -> np.ndarray:
