@@ -76,12 +76,6 @@ def test_unknown_mode_is_rejected(tmp_path, config):
         modellib.MaskRCNN("train", config, str(tmp_path))
 
 
-def test_get_imagenet_weights_never_downloads(tmp_path, config):
-    model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
-    with pytest.raises(FileNotFoundError, match="never downloads.*resnet50_weights"):
-        model.get_imagenet_weights()
-
-
 def test_set_log_dir_resumes_epoch_from_checkpoint_name(tmp_path, config):
     model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
     model.config, model.model_dir = config, str(tmp_path)

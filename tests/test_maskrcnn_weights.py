@@ -132,3 +132,67 @@ def test_81_class_file_into_3_class_model_gives_the_same_logits(tmp_path):
 
     np.testing.assert_allclose(softmax(outputs["small"]["logits"]),
                                softmax(outputs["big"]["logits"][..., rows]), rtol=1e-4, atol=1e-6)
+
+
+# --- ImageNet ResNet files -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, expected", [
+    ("conv1_conv", "conv1"), ("conv1_bn", "bn_conv1"), ("conv2_block1_0_conv", "res2a_branch1"),
+    ("conv2_block1_1_bn", "bn2a_branch2a"), ("conv3_block4_3_conv", "res3d_branch2c"),
+    ("conv4_block23_2_bn", "bn4w_branch2b"), ("conv5_block3_out", None), ("res2a_branch2a", None),
+    ("mrcnn_mask", None)])
+def test_keras_applications_names_map_to_matterport_names(name, expected):
+    # ResNet-101's stage 4 has 23 blocks, lettered a..w by Matterport (block 23 -> 'w').
+    assert weights.matterport_backbone_name(name) == expected
+
+
+@pytest.mark.slow
+def test_a_keras_applications_imagenet_file_loads_by_name_into_the_backbone(tmp_path):
+    """Keras' ResNet-50 file, as today's keras.applications names it, loads into Matterport's
+    backbone by name, and the backbone then computes what Keras' own ResNet-50 computes."""
+    from mrcnn_ohem.maskrcnn.backbone import resnet_graph
+
+    keras.utils.set_random_seed(0)
+    reference = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+    rng = np.random.default_rng(0)
+    for layer in reference.layers:  # non-trivial BatchNorm statistics as well
+        layer.set_weights([rng.normal(0.5, 0.1, w.shape).astype(np.float32) if "variance" in w.name
+                           else rng.normal(0, 0.1, w.shape).astype(np.float32) for w in layer.weights])
+    path = str(tmp_path / weights.IMAGENET_WEIGHTS_FILE)
+    reference.save_weights(path)
+
+    image = keras.Input((64, 64, 3))
+    backbone = keras.Model(image, resnet_graph(image, "resnet50", stage5=True, train_bn=False)[-1])
+    weights.load_h5_weights(backbone, path, by_name=True)
+    loaded = 0
+    for layer in reference.layers:
+        if layer.weights:
+            mine = backbone.get_layer(weights.matterport_backbone_name(layer.name))
+            for got, expected in zip(mine.get_weights(), layer.get_weights(), strict=True):
+                np.testing.assert_array_equal(got, expected)
+            loaded += 1
+    assert loaded == len([layer for layer in backbone.layers if layer.weights]) == 106  # 53 conv + 53 BN
+    # The stem computes what Keras' computes once BatchNorm has Matterport's epsilon (Keras' default,
+    # 1e-3, as in the original ResNet file's model; keras.applications now uses 1.001e-5). Later
+    # outputs differ by design: Matterport max-pools with padding "same" (extra row at the end),
+    # keras.applications pads a row on each side first.
+    reference.get_layer("conv1_bn").epsilon = 1e-3
+    batch = rng.normal(0, 50, (1, 64, 64, 3)).astype(np.float32)
+    ours = keras.Model(image, backbone.get_layer("bn_conv1").output)
+    theirs = keras.Model(reference.input, reference.get_layer("conv1_bn").output)
+    np.testing.assert_allclose(ours(batch, training=False).numpy(), theirs(batch, training=False).numpy(),
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_missing_imagenet_file_names_the_file_and_where_it_goes(tmp_path, monkeypatch):
+    from mrcnn_ohem.maskrcnn import model as modellib
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
+    expected = tmp_path / "keras" / "models" / weights.IMAGENET_WEIGHTS_FILE
+    with pytest.raises(FileNotFoundError, match=f"ImageNet weights: {expected} does not exist, and this package never "
+                                                "downloads. Put Keras' ResNet-50 ImageNet file"):
+        model.get_imagenet_weights()
+    expected.parent.mkdir(parents=True)
+    expected.write_bytes(b"")
+    assert model.get_imagenet_weights() == str(expected)

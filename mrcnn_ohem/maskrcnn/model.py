@@ -99,8 +99,7 @@ logger = logging.getLogger(__name__)
 #: :meth:`mrcnn_ohem.patching.PatchHandle.restore`, which warns for modules that do not).
 BINDS_DATA_FUNCTIONS_AT_BUILD = True
 
-#: ResNet-50 ImageNet weights Matterport downloaded; we never download, the user supplies it.
-IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_WEIGHTS_FILE = weights.IMAGENET_WEIGHTS_FILE
 
 
 ############################################################
@@ -347,17 +346,21 @@ class MaskRCNN:
         self.set_log_dir(filepath)
 
     def get_imagenet_weights(self, path: str | None = None) -> str:
-        """Path of ResNet-50 ImageNet weights; never downloads (the file must be local).
+        """Path of Keras' ResNet-50 ImageNet weights for ``load_weights(path, by_name=True)``.
+
+        Never downloads: ``path``, or :data:`IMAGENET_WEIGHTS_FILE` where Keras keeps it
+        (``~/.keras/models``, :func:`~.weights.default_imagenet_path`). Both namings of Keras'
+        ResNet files load by name (see :func:`~.weights.matterport_backbone_name`).
 
         Raises:
-            FileNotFoundError: ``path`` is None or missing; says which file to supply.
+            FileNotFoundError: the file is not there; says which file and where it goes.
         """
-        if path is not None and os.path.isfile(path):
+        path = path or weights.default_imagenet_path()
+        if os.path.isfile(path):
             return path
         raise FileNotFoundError(
-            f"get_imagenet_weights: this package never downloads weights. Supply Keras' "
-            f"{IMAGENET_WEIGHTS_FILE!r} locally and pass its path (received {path!r}), then "
-            f"model.load_weights(path, by_name=True)")
+            f"ImageNet weights: {path} does not exist, and this package never downloads. Put Keras' "
+            f"ResNet-50 ImageNet file {IMAGENET_WEIGHTS_FILE!r} there (or give its path).")
 
     def set_log_dir(self, model_path: str | None = None) -> None:
         """Set ``log_dir``, ``checkpoint_path`` and ``epoch``; resume them from a checkpoint

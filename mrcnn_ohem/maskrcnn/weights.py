@@ -24,7 +24,12 @@ keras = import_tf_keras()
 logger = logging.getLogger(__name__)
 
 __all__ = ["find_last", "parse_checkpoint_path", "read_h5_weights", "load_h5_weights", "CLASS_HEADS", "class_head_rows",
-           "read_class_head_rows", "select_class_rows"]
+           "read_class_head_rows", "select_class_rows", "IMAGENET_WEIGHTS_FILE", "default_imagenet_path",
+           "matterport_backbone_name"]
+
+#: Keras' ResNet-50 ImageNet file without the classifier, which Matterport's
+#: ``get_imagenet_weights`` downloaded into ``~/.keras/models``; this package never downloads it.
+IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 #: The class-specific layers -> values per class on their last weight axis (the bbox head
 #: holds 4 deltas per class, in class-major order: class 0's dy, dx, log(dh), log(dw), class 1's ...).
@@ -183,6 +188,8 @@ def load_h5_weights(keras_model: Any, filepath: str, *, by_name: bool = False,
     layers = [layer for layer in keras_model.layers
               if layer.weights and layer.name not in exclude]
     stored = read_h5_weights(filepath)
+    if by_name:  # a keras.applications ResNet file names its layers another way
+        stored = OrderedDict((matterport_backbone_name(name) or name, values) for name, values in stored.items())
     if class_indices is not None:
         _apply_class_indices(keras_model, stored, class_indices, filepath)
     if by_name:
@@ -217,6 +224,33 @@ def _check_shapes(pairs: Sequence[tuple[Any, Sequence[np.ndarray]]], filepath: s
             f"load_weights: {len(mismatched)} layer(s) of {filepath} have weights of other "
             f"shapes than the model's; pass exclude=[...] to skip them: "
             + "; ".join(mismatched))
+
+
+def default_imagenet_path() -> str:
+    """Where Keras keeps :data:`IMAGENET_WEIGHTS_FILE`: ``$KERAS_HOME/models`` (default ``~/.keras``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "models", IMAGENET_WEIGHTS_FILE)
+
+
+def matterport_backbone_name(name: str) -> str | None:
+    """Matterport's name of a ``keras.applications`` ResNet layer, or None for other names.
+
+    Keras' ResNet files come in two namings: the original one, which Matterport's backbone
+    copies (``conv1``, ``bn_conv1``, ``res2a_branch2a``, ``bn2a_branch1``), and the one of
+    today's ``keras.applications.ResNet50/101`` (``conv1_conv``, ``conv1_bn``,
+    ``conv2_block1_1_conv``, ``conv2_block1_0_bn``). Stage and block number map to stage and
+    block letter, part 0 to ``branch1`` (the shortcut) and parts 1-3 to ``branch2a``-``branch2c``.
+
+    Examples: ``conv1_conv -> conv1``, ``conv4_block23_3_bn -> bn4w_branch2c``.
+    """
+    if name in ("conv1_conv", "conv1_bn"):
+        return "conv1" if name.endswith("conv") else "bn_conv1"
+    match = re.fullmatch(r"conv([2-5])_block(\d+)_([0-3])_(conv|bn)", name)
+    if match is None:
+        return None
+    stage, block, part, kind = match.groups()
+    branch = "branch1" if part == "0" else "branch2" + "abc"[int(part) - 1]
+    return f"{'res' if kind == 'conv' else 'bn'}{stage}{chr(ord('a') + int(block) - 1)}_{branch}"
 
 
 def _decode(value: Any) -> str:
