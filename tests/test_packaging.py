@@ -95,6 +95,9 @@ def test_installed_console_scripts_point_at_the_package():
     bin_dir = Path(sys.executable).parent
     for name in CONSOLE_SCRIPTS:
         assert (bin_dir / name).is_file(), f"{name} missing from {bin_dir}: rerun make venv"
+    result = subprocess.run([str(bin_dir / "mrcnn-ohem-coco"), "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("usage: mrcnn-ohem-coco "), result.stderr
 
 
 # ---- slow: build the wheel (about 4 s) and run its scripts ---------------------------------
