@@ -27,7 +27,7 @@ import mrcnn_ohem
 REPO = Path(__file__).resolve().parents[1]
 # What a checkout holds beside the sources (run folders at the top, caches anywhere, the
 # generated API reference): never part of a build.
-TOP_LEVEL_OUTPUT = {".git", "build", "dist", "logs", "data", "demo_output"}
+TOP_LEVEL_OUTPUT = {".git", ".cache", "build", "dist", "logs", "data", "demo_output"}
 CACHES = shutil.ignore_patterns(".venv*", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
                                 ".hypothesis")
 
