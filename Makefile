@@ -91,4 +91,4 @@ docs: $(DOCS_STAMP)
 	$(PY) docs/check_docstrings.py --build docs/api
 
 clean:
-	rm -rf $(VENV) $(VENV_COMPAT) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_COMPAT) build dist *.egg-info .pytest_cache docs/api

@@ -52,6 +52,7 @@ setup(
         "tf-keras>=2.16,<2.22",
         "numpy>=1.26",
         "scikit-image>=0.22",
+        "pillow>=9.1",  # image headers and drawing (also a scikit-image dependency)
         "pycocotools>=2.0.7",
         "h5py>=3.10",
         "tqdm>=4.60",

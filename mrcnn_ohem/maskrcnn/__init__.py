@@ -10,6 +10,7 @@ files carry over. Split by pipeline stage:
 - :mod:`.targets` -- RPN and detection training targets (NumPy).
 - :mod:`.data` -- ``load_image_gt``, image meta, ``DataGenerator`` (a Keras ``Sequence``).
 - :mod:`.backbone`, :mod:`.layers`, :mod:`.heads`, :mod:`.losses`, :mod:`.model` -- the graph.
+- :mod:`.checkpoints` -- run folders and checkpoint names (no TensorFlow).
 - :mod:`.visualize` -- matplotlib drawing helpers.
 
 Submodules load on first attribute access, so ``import mrcnn_ohem.maskrcnn.config`` never
@@ -21,7 +22,7 @@ import importlib
 from typing import Any
 
 _SUBMODULES = ("config", "utils", "dataset", "metrics", "anchors", "targets", "data", "visualize",
-               "backbone", "layers", "heads", "losses", "training", "weights", "inference",
+               "backbone", "layers", "heads", "losses", "training", "checkpoints", "weights", "inference",
                "distribute", "model")
 
 __all__ = list(_SUBMODULES)

@@ -1,13 +1,13 @@
 """Weight files and run directories: Keras 2 ``.h5`` loading by name, and the last checkpoint.
 
-Split from :mod:`.model`; ``MaskRCNN.load_weights`` and ``MaskRCNN.find_last`` call these.
+Split from :mod:`.model`; ``MaskRCNN.load_weights`` calls these (run folders and checkpoint names
+are :mod:`.checkpoints`', which needs no TensorFlow).
 Files written by tf-keras ``save_weights`` (``layer_names`` at the root) and by ``model.save``
 (under ``model_weights``), Matterport's ``mask_rcnn_coco.h5`` among them, are read directly
 with h5py, so the check that every shape fits happens before any weight is changed.
 """
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import re
@@ -19,6 +19,8 @@ import h5py
 import numpy as np
 
 from mrcnn_ohem._compat import import_tf_keras
+
+from .checkpoints import find_last, parse_checkpoint_path  # noqa: F401  (re-exported)
 
 keras = import_tf_keras()
 logger = logging.getLogger(__name__)
@@ -34,24 +36,6 @@ IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 #: The class-specific layers -> values per class on their last weight axis (the bbox head
 #: holds 4 deltas per class, in class-major order: class 0's dy, dx, log(dh), log(dw), class 1's ...).
 CLASS_HEADS = {"mrcnn_class_logits": 1, "mrcnn_bbox_fc": 4, "mrcnn_mask": 1}
-
-
-def find_last(model_dir: str, key: str) -> str:
-    """Path of the last checkpoint of the newest run directory ``model_dir/<key>*``.
-
-    Raises:
-        FileNotFoundError: no run directory, or no checkpoint in the newest one.
-    """
-    runs = sorted(d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
-                  if d.startswith(key) and os.path.isdir(os.path.join(model_dir, d)))
-    if not runs:
-        raise FileNotFoundError(f"Could not find a model directory starting with {key!r} "
-                                f"under {model_dir}")
-    run = os.path.join(model_dir, runs[-1])
-    checkpoints = sorted(f for f in os.listdir(run) if f.startswith("mask_rcnn"))
-    if not checkpoints:
-        raise FileNotFoundError(f"Could not find weight files in {run}")
-    return os.path.join(run, checkpoints[-1])
 
 
 def read_class_head_rows(filepath: str) -> int | None:
@@ -75,20 +59,6 @@ def read_class_head_rows(filepath: str) -> int | None:
 
 def _weights_group(f: Any) -> Any:
     return f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
-
-
-def parse_checkpoint_path(path: str) -> tuple[datetime.datetime | None, int]:
-    """Start time and epoch of a checkpoint ``.../<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch>.h5``.
-
-    Returns:
-        (the run directory's start time, the file's 1-based epoch, which is the next 0-based
-        epoch to train), or (None, 0) when ``path`` does not have that form.
-    """
-    m = re.match(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
-                 r"mask\_rcnn\_[\w-]+(\d{4})\.h5", path)
-    if not m:
-        return None, 0
-    return datetime.datetime(*(int(m.group(i)) for i in range(1, 6))), int(m.group(6))
 
 
 def read_h5_weights(filepath: str) -> OrderedDict[str, list[np.ndarray]]:

@@ -4,4 +4,6 @@
   and the demo: ``build_parser`` and ``main``.
 - :mod:`.train_eval` -- ``make_config``, ``train`` and ``evaluate`` on parsed options.
 - :mod:`.callbacks` -- the per-step recorder and progress bar.
+- :mod:`.commands` -- the installed command lines ``mrcnn-ohem-coco`` and ``mrcnn-ohem-shapes``.
+- :mod:`.settings` -- constants below both: layer presets, CPU settings, run options, OHEM knobs.
 """

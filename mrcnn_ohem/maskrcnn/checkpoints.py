@@ -1,0 +1,45 @@
+"""Run folders and checkpoint names in Matterport's layout, without TensorFlow.
+
+``<model_dir>/<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch:04d>.h5``: :func:`find_last` finds a
+run's newest checkpoint, :func:`parse_checkpoint_path` reads the start time and epoch back.
+Command lines use them to check ``--model last`` before TensorFlow is imported.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import re
+
+__all__ = ["find_last", "parse_checkpoint_path"]
+
+
+def find_last(model_dir: str, key: str) -> str:
+    """Path of the last checkpoint of the newest run directory ``model_dir/<key>*``.
+
+    Raises:
+        FileNotFoundError: no run directory, or no checkpoint in the newest one.
+    """
+    runs = sorted(d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+                  if d.startswith(key) and os.path.isdir(os.path.join(model_dir, d)))
+    if not runs:
+        raise FileNotFoundError(f"Could not find a model directory starting with {key!r} "
+                                f"under {model_dir}")
+    run = os.path.join(model_dir, runs[-1])
+    checkpoints = sorted(f for f in os.listdir(run) if f.startswith("mask_rcnn"))
+    if not checkpoints:
+        raise FileNotFoundError(f"Could not find weight files in {run}")
+    return os.path.join(run, checkpoints[-1])
+
+
+def parse_checkpoint_path(path: str) -> tuple[datetime.datetime | None, int]:
+    """Start time and epoch of a checkpoint ``.../<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch>.h5``.
+
+    Returns:
+        (the run directory's start time, the file's 1-based epoch, which is the next 0-based
+        epoch to train), or (None, 0) when ``path`` does not have that form.
+    """
+    m = re.match(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
+                 r"mask\_rcnn\_[\w-]+(\d{4})\.h5", path)
+    if not m:
+        return None, 0
+    return datetime.datetime(*(int(m.group(i)) for i in range(1, 6))), int(m.group(6))
