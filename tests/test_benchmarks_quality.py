@@ -643,3 +643,137 @@ def test_retracing_warning_is_dropped_inside_the_block_only(caplog):
         logger.warning(retracing)
     assert [r.getMessage() for r in caplog.records] == ["a real warning", retracing]
     assert not logger.filters
+
+
+############################################################
+#  Power (issue 28): minimum detectable difference, seeds needed
+############################################################
+
+
+def test_minimum_detectable_difference_by_hand():
+    # n = 5, sd = 1: t(0.975, 4) = 2.776 and t(0.80, 4) = 0.941 (printed t tables);
+    # (2.776 + 0.941) / sqrt(5) = 3.717 / 2.2361 = 1.6623
+    assert stats.minimum_detectable_difference(1.0, 5) == pytest.approx(1.6623, abs=1e-3)
+    # n = 3, sd = 2: t(0.975, 2) = 4.303, t(0.80, 2) = 1.061; (5.364 * 2) / sqrt(3) = 6.194
+    assert stats.minimum_detectable_difference(2.0, 3) == pytest.approx(6.194, abs=2e-3)
+    assert stats.minimum_detectable_difference(0.0, 4) == 0.0
+
+
+def test_minimum_detectable_difference_has_the_stated_power():
+    # Independent of the formula: the exact power of the paired t-test (noncentral t) at the
+    # returned difference is close to 80% (the formula is the usual approximation; exact power at
+    # n = 5 is a little below it) and grows to it as n grows.
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for n, tolerance in ((5, 0.04), (10, 0.02), (30, 0.01)):
+        mde = stats.minimum_detectable_difference(1.0, n)
+        crit = scipy_stats.t.ppf(0.975, n - 1)
+        noncentrality = mde * math.sqrt(n)
+        power = scipy_stats.nct.sf(crit, n - 1, noncentrality) + scipy_stats.nct.cdf(-crit, n - 1, noncentrality)
+        assert power == pytest.approx(0.8, abs=tolerance)
+
+
+def test_minimum_detectable_difference_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=r"n must be an integer >= 2.*received 1"):
+        stats.minimum_detectable_difference(1.0, 1)
+    with pytest.raises(ValueError, match=r"alpha and power must lie in \(0, 1\); received alpha=1.5"):
+        stats.minimum_detectable_difference(1.0, 5, alpha=1.5)
+    with pytest.raises(ValueError, match=r"sd must be >= 0; received -1.0"):
+        stats.minimum_detectable_difference(-1.0, 5)
+    with pytest.raises(ValueError, match=r"target must be > 0; received 0"):
+        stats.seeds_needed(1.0, 0)
+
+
+def test_seeds_needed_by_hand():
+    # sd 1, target 2: n = 4 gives (3.182 + 0.978) / 2 = 2.08 > 2; n = 5 gives 1.66 <= 2
+    assert stats.seeds_needed(1.0, 2.0) == 5
+    # sd 2, target 2: n = 10 gives (2.262 + 0.883) * 2 / 3.162 = 1.989 <= 2; n = 9: 2.12
+    assert stats.seeds_needed(2.0, 2.0) == 10
+    assert stats.seeds_needed(math.nan, 2.0) is None
+    assert stats.seeds_needed(100.0, 0.01, limit=20) is None
+
+
+############################################################
+#  The fine-tuning regime: summary, verdicts, kept counts, checkpoint key
+############################################################
+
+
+def _finetune_runs(ap50_diffs, base=0.6, history=None):
+    runs = []
+    for seed, d in enumerate(ap50_diffs):
+        runs.append(_run("baseline", seed, bbox_AP50=base, bbox_AP=0.4, AR100=0.7, fp_distractors=2.0))
+        runs.append({**_run("ohem", seed, bbox_AP50=base + d, bbox_AP=0.4 + d / 2, AR100=0.7, fp_distractors=1.5),
+                     "history": history or []})
+    return runs
+
+
+def test_power_summary_in_points_with_interval_sd_and_mde():
+    from benchmarks.quality import finetune
+
+    summary = finetune.power_summary(_finetune_runs([0.01, 0.02, 0.03]), ["baseline", "ohem"])
+    assert list(summary) == ["ohem"]
+    ap50 = summary["ohem"]["AP50"]
+    # d = [1, 2, 3] points: mean 2, sd 1, half-width t(0.975, 2) / sqrt(3) = 2.4841;
+    # MDE (4.3027 + 1.0607) / sqrt(3) = 3.0966
+    assert ap50["diff"] == pytest.approx(2.0) and ap50["sd"] == pytest.approx(1.0)
+    assert ap50["ci"] == [pytest.approx(-0.4841, abs=1e-4), pytest.approx(4.4841, abs=1e-4)]
+    assert ap50["mde80"] == pytest.approx(3.0966, abs=1e-3) and ap50["n"] == 3 and ap50["wins"] == 3
+    assert summary["ohem"]["AP"]["diff"] == pytest.approx(1.0)  # half the AP50 gain, in points
+    fp = summary["ohem"]["FP_distractors"]  # proposals per image, not points; constant: sd 0
+    assert fp["diff"] == pytest.approx(-0.5) and fp["sd"] == 0.0 and fp["mde80"] == 0.0
+    assert summary["ohem"]["AR@100"]["ci"] == [0.0, 0.0]
+    one = finetune.power_summary(_finetune_runs([0.01]), ["baseline", "ohem"])["ohem"]["AP50"]
+    assert one["ci"] == [None, None] and one["sd"] is None and one["mde80"] is None
+
+
+def test_verdicts_name_power():
+    from benchmarks.quality import finetune
+
+    def entry(lo, hi, mde):
+        return {"ci": [lo, hi], "mde80": mde}
+
+    assert finetune.verdict(entry(0.5, 3.0, 1.5)) == "higher"
+    assert finetune.verdict(entry(-3.0, -0.1, 1.5)) == "lower"
+    assert finetune.verdict(entry(-1.0, 1.0, 1.9)) == "not distinguishable"
+    assert finetune.verdict(entry(-4.0, 4.0, 5.0)) == "underpowered"
+    assert finetune.verdict(entry(None, None, None)) == "no interval"
+
+
+def test_summary_document_has_the_issue_shape(tmp_path):
+    from benchmarks.quality import finetune
+
+    runs = _finetune_runs([0.01, 0.02, 0.03, 0.02, 0.01])
+    doc = finetune.summary_document(runs, ["baseline", "ohem"], finetune.FINETUNE, {"key": "k"})
+    assert doc["design"] == "finetune" and doc["seeds"] == 5 and doc["val_images"] == finetune.FINETUNE.val_images
+    assert set(doc["variants"]["ohem"]) == {"AP50", "AP", "AR@100", "FP_distractors"}
+    assert set(doc["variants"]["ohem"]["AP50"]) >= {"diff", "ci", "sd", "mde80"}
+    finetune.write_summary(doc, tmp_path / "s.json")
+    import json
+
+    assert json.loads((tmp_path / "s.json").read_text())["variants"]["ohem"]["AP50"]["diff"] == pytest.approx(1.8)
+    assert "| ohem | +1.80 [" in finetune.summary_table(doc)
+
+
+def test_kept_counts_per_image_and_step():
+    from benchmarks.quality import finetune
+
+    # two steps with 0 positives, two with 4: first 2 steps mean 0, all steps mean 2, half with none
+    history = [{"ohem_rpn_kept_positives": p, "ohem_rpn_kept_negatives": 256 - p} for p in (0, 0, 4, 4)]
+    kept = finetune.kept_counts(_finetune_runs([0.0, 0.0], history=history), ["baseline", "ohem"], early=2)
+    assert list(kept) == ["ohem"]  # the baseline logs no selection counts
+    assert kept["ohem"] == {"positives_early": 0.0, "positives": 2.0, "negatives": 254.0,
+                            "zero_positive_steps": 0.5}
+
+
+def test_code_digest_ignores_prose_and_sees_code():
+    from benchmarks.quality.pretrain import code_digest
+
+    base = ('def f(x):\n    """Doc."""\n    if x < 0:\n'
+            '        raise ValueError(f"x must be >= 0; got {x}")\n    return x + 1\n')
+    reworded = ('def f(x):\n    """Other doc."""\n    # a comment\n    if x < 0:\n'
+                '        raise ValueError(f"x: expected >= 0, received {x!r}")\n    return x + 1\n')
+    logged = base.replace("    return x + 1", "    logger.info('adding one to %s', x)\n    return x + 1")
+    changed = base.replace("x + 1", "x + 2")
+    assert code_digest(base) == code_digest(reworded)
+    assert code_digest(base) != code_digest(changed)
+    assert code_digest(base) != code_digest(logged)  # a new call is code, only its text is prose
+    assert code_digest(logged) == code_digest(logged.replace("adding one to", "plus one:"))

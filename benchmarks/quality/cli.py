@@ -1,11 +1,20 @@
 """Command line of the quality benchmark: ``python -m benchmarks.quality`` (run from the repo root).
 
-Synthetic mode (default): every available variant trains ``--seeds`` times (default 5) on
-generated shapes with look-alike distractors and is compared with the baseline paired by seed;
-then the variants' step times are measured side by side in one process, and baseline vs OHEM
-runs once on ``../shared/data/coco_mini`` as a pipeline check (not a measurement)::
+Synthetic mode (default), two regimes on generated shapes with look-alike distractors:
 
-    python -m benchmarks.quality --write                 # ~10 variants x 5 seeds: hours on 2 CPU cores
+- ``--regime finetune`` (the default, issue 28): every variant fine-tunes the same checkpoint
+  (:mod:`benchmarks.quality.pretrain`, built first when this code has none), paired by seed, and
+  is scored on 300 validation images; the summary with paired SDs and 80%-power minimum
+  detectable differences goes to ``benchmarks/results/quality_finetune.json`` (``--write``);
+- ``--regime scratch``: every variant trains from random weights for 600 steps (the earlier
+  design, kept as a second, labelled regime; ``--quick`` uses it).
+
+Each variant runs ``--seeds`` times (default 5) and is compared with the baseline paired by
+seed; then the variants' step times are measured side by side in one process, and baseline vs
+OHEM runs once on ``../shared/data/coco_mini`` as a pipeline check (not a measurement)::
+
+    python -m benchmarks.quality --write                 # fine-tune, 10 variants x 5 seeds: hours on 2 CPU cores
+    python -m benchmarks.quality --regime scratch --write
     python -m benchmarks.quality --quick                 # CI-sized, 1.5 to 3.5 minutes, numbers meaningless
 
 Real-image mode: the same paired comparison as a fine-tune from Matterport's COCO weights on a
@@ -55,6 +64,9 @@ MINING_PLOT = PLOT.with_name("quality_mining.png")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality",
                                      description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--regime", choices=("finetune", "scratch"), default=None,
+                        help="fine-tune the pretrained checkpoint (default) or train from random weights "
+                             "(default with --quick)")
     parser.add_argument("--quick", action="store_true",
                         help="CI-sized run: 2 seeds, 2 steps at 64 px, in one process (1.5 to 3.5 minutes on 2 cores)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 5, quick 2)")
@@ -86,10 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _budget(args: argparse.Namespace) -> Budget:
+    from benchmarks.quality.finetune import FINETUNE
+
     if args.dataset:
         budget = REAL
+    elif args.quick:
+        budget = QUICK
     else:
-        budget = QUICK if args.quick else FULL
+        budget = FINETUNE if args.regime == "finetune" else FULL
     changes = {"steps": args.steps, "image_size": args.image_size, "val_images": args.val_images,
                "layers": args.layers}
     budget = replace(budget, **{k: v for k, v in changes.items() if v is not None})
@@ -169,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (Path(spec["model_dir"]) / "result.json").write_text(json.dumps(worker_main(spec), indent=1))
         return 0
     args.in_process = args.in_process or args.quick
+    args.regime = args.regime or ("scratch" if args.quick or args.dataset else "finetune")
     variants, skipped = split_available(list(dict.fromkeys(["baseline", *args.variants])))
     for variant, reason in skipped.items():
         print(f"{variant}: {reason}", flush=True)
@@ -179,7 +196,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"work folder {out}; {len(variants)} variants x {len(seeds)} seeds; {rep.budget_line(budget)}", flush=True)
     if args.dataset:
         return _real_mode(args, variants, seeds, budget, out)
+    if args.regime == "finetune":
+        return _finetune_mode(args, variants, skipped, seeds, budget, out)
     return _synthetic_mode(args, variants, skipped, seeds, budget, out)
+
+
+def _finetune_mode(args, variants, skipped, seeds, budget, out) -> int:
+    from benchmarks._results import RESULTS, write_section
+    from benchmarks.quality import finetune, pretrain
+    from mrcnn_ohem.datasets.shapes import write_coco_folder
+
+    started = time.perf_counter()
+    key = pretrain.checkpoint_key()
+    path = pretrain.find_checkpoint(key)
+    if path is None:
+        print(f"no checkpoint for key {key} (code or settings changed): building it with "
+              f"`{pretrain.rebuild_command()}` first", flush=True)
+        path = pretrain.build(key, out / "pretrain")
+    record = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").is_file() else {}
+    checkpoint = {"key": key, "file": str(path.relative_to(pretrain.REPO) if path.is_relative_to(pretrain.REPO)
+                                          else path),
+                  "AP50": record.get("final", {}).get("bbox_AP50"), "command": pretrain.rebuild_command()}
+    print(f"fine-tuning from {checkpoint['file']} (AP50 {checkpoint['AP50']})", flush=True)
+    val_dir = out / "shapes_coco"
+    write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
+                      max_targets=budget.max_targets, max_distractors=budget.max_distractors)
+    runs = run_suite("shapes", variants, seeds, budget, out, args.timeout, {"val_dir": str(val_dir), "init": str(path)},
+                     in_process=args.in_process)
+    timing = _timing(args, variants, budget, out)
+    (out / "runs.json").write_text(json.dumps({"shapes": runs, "timing": timing, "skipped": skipped}, indent=1))
+    document = finetune.summary_document(runs, variants, budget, checkpoint)
+    finetune.write_summary(document, out / "quality_finetune.json")
+    text = finetune.section(document, runs, budget, variants, skipped, timing)
+    (out / "report.md").write_text(text + "\n")
+    print(text)
+    print(f"total {time.perf_counter() - started:.0f} s; report {out / 'report.md'}; raw results {out / 'runs.json'}")
+    if args.write:
+        finetune.write_summary(document, args.results.with_name(finetune.SUMMARY.name) if args.results
+                               else finetune.SUMMARY)
+        plot_path = args.results.with_name(PLOT.name) if args.results else PLOT
+        finetune.plot_differences(document, plot_path, f"Fine-tuning from the shapes checkpoint: {len(seeds)} "
+                                  f"paired seeds, {budget.steps} steps, {budget.val_images} validation images")
+        write_section("quality_finetune", text, **({"path": args.results} if args.results else {}))
+        print(f"wrote {finetune.SUMMARY}, {plot_path} and the 'quality_finetune' section of {args.results or RESULTS}")
+    return 0
 
 
 def _synthetic_mode(args, variants, skipped, seeds, budget, out) -> int:

@@ -175,7 +175,8 @@ def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
 
     Args:
         spec: ``{"variant", "seed", "budget", "dataset" ("shapes", "coco" or "real"), "val_dir",
-            "data_dir", "classes", "weights", "model_dir"}``.
+            "data_dir", "classes", "weights", "init", "model_dir"}``; ``init`` is a checkpoint of
+            this very model (the fine-tuning regime's start, loaded by layer name).
         shared: runs in one process share their models and each seed's initial weights through
             ``shared["training"]``, ``shared["initial"]`` and ``shared["inference"]`` (see
             :func:`_training_model` and :func:`_inference_model`), so a later run skips building
@@ -211,6 +212,8 @@ def run_worker(spec: dict, shared: dict[str, dict] | None = None) -> dict:
         with Installed(variant, config, modellib) as installed:
             model = _training_model(spec, budget, config, shared)
             installed.built()
+            if spec.get("init"):  # the fine-tuning regime: every variant starts from this checkpoint
+                model.load_weights(spec["init"], by_name=True)
             if spec.get("weights"):
                 result["weights"] = load_start_weights(model, spec["weights"], train_set, _coco_subset(
                     spec, "train", 1)[1])

@@ -4,6 +4,15 @@ Every comparison with the baseline is paired by seed: for the seeds where both r
 ``d_s = variant_s - baseline_s``; the interval is the Student t-interval of the mean difference,
 ``mean(d) ± t(0.975, n - 1) * std(d) / sqrt(n)`` (sample std). With 5 seeds t = 2.776, so the
 half-width is 1.24 standard deviations of the differences. One pair gives no interval.
+
+Power: the minimum detectable difference of a paired t-test (two-sided level ``alpha``, power
+``1 - beta``) over ``n`` seeds whose differences have sample standard deviation ``sd`` is
+
+    MDE = (t(1 - alpha / 2, n - 1) + t(1 - beta, n - 1)) * sd / sqrt(n)
+
+(the usual normal-approximation formula with Student quantiles in place of normal ones). At
+``alpha = 0.05``, 80% power and 5 seeds: (2.776 + 0.941) / sqrt(5) = 1.662 sd. A true
+difference of that size is found (interval excludes 0) in about 80% of repeated experiments.
 """
 from __future__ import annotations
 
@@ -32,6 +41,52 @@ def t_quantile(df: int, level: float = 0.95) -> float:
     from scipy import stats
 
     return float(stats.t.ppf(0.5 + level / 2, df))
+
+
+def minimum_detectable_difference(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true paired difference a two-sided paired t-test finds with the given power.
+
+    Args:
+        sd: sample standard deviation of the per-seed differences (same unit as the result).
+        n: paired seeds (>= 2).
+        alpha: two-sided significance level, in (0, 1).
+        power: probability of detecting a true difference of the returned size, in (0, 1).
+
+    Returns:
+        ``(t(1 - alpha/2, n - 1) + t(power, n - 1)) * sd / sqrt(n)``; NaN when ``sd`` is NaN.
+
+    Raises:
+        ValueError: ``n`` below 2, ``sd`` negative, or ``alpha``/``power`` outside (0, 1).
+    """
+    if not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (paired seeds); received {n!r}.")
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must lie in (0, 1); received alpha={alpha!r}, power={power!r}.")
+    if sd < 0:
+        raise ValueError(f"sd must be >= 0; received {sd!r}.")
+    from scipy import stats
+
+    factor = float(stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1))
+    return factor * sd / math.sqrt(n)
+
+
+def seeds_needed(sd: float, target: float, alpha: float = 0.05, power: float = 0.8, limit: int = 1000) -> int | None:
+    """Fewest paired seeds whose :func:`minimum_detectable_difference` is at most ``target``.
+
+    Returns:
+        n in [2, limit], or None when even ``limit`` seeds do not reach it (or ``sd`` is NaN).
+
+    Raises:
+        ValueError: ``target`` not positive.
+    """
+    if not target > 0:
+        raise ValueError(f"target must be > 0; received {target!r}.")
+    if math.isnan(sd):
+        return None
+    for n in range(2, limit + 1):
+        if minimum_detectable_difference(sd, n, alpha, power) <= target:
+            return n
+    return None
 
 
 def paired_difference(variant: Sequence[float], baseline: Sequence[float], level: float = 0.95) -> dict[str, float]:
