@@ -777,3 +777,35 @@ def test_code_digest_ignores_prose_and_sees_code():
     assert code_digest(base) != code_digest(changed)
     assert code_digest(base) != code_digest(logged)  # a new call is code, only its text is prose
     assert code_digest(logged) == code_digest(logged.replace("adding one to", "plus one:"))
+
+
+def test_run_suite_resume_reads_back_finished_runs_of_the_same_spec(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks.quality import runs as runs_module
+
+    calls = []
+
+    def fake_run_one(spec, log_path, timeout, in_process, shared=None):
+        calls.append((spec["variant"], spec["seed"]))
+        result = {"variant": spec["variant"], "seed": spec["seed"], "dataset": "shapes", "metrics": {},
+                  "status": "ok" if spec["variant"] == "baseline" else "crashed", "error": None}
+        (tmp_path / "written").write_text(json.dumps(result))  # run_one's own file is rewritten with the spec
+        return result
+
+    monkeypatch.setattr(runs_module, "run_one", fake_run_one)
+
+    def suite(budget=variants.QUICK, resume=True):
+        return runs_module.run_suite("shapes", ["baseline", "ohem"], [0, 1], budget, tmp_path, 10, {"val_dir": "v"},
+                                     report=lambda line: None, resume=resume)
+
+    first = suite(resume=False)
+    assert len(calls) == 4 and all(r["spec"]["variant"] == r["variant"] for r in first)
+    calls.clear()
+    again = suite()
+    assert calls == [("ohem", 0), ("ohem", 1)]  # finished runs are read back, crashed ones run again
+    assert [(r["variant"], r["seed"], r["status"]) for r in again] == [
+        ("baseline", 0, "ok"), ("ohem", 0, "crashed"), ("baseline", 1, "ok"), ("ohem", 1, "crashed")]
+    calls.clear()
+    suite(budget=replace(variants.QUICK, steps=3))  # another spec: nothing is reused
+    assert len(calls) == 4

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--val-images", type=int, default=None, help="evaluation images (real mode default 500)")
     real.add_argument("--layers", default=None, help="layers to train (real mode default heads)")
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="read back the runs --out already holds for the same spec instead of running them")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a run is killed")
     parser.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and the plots")
     parser.add_argument("--results", type=Path, default=None, help="write the section to this file instead")
@@ -222,7 +224,7 @@ def _finetune_mode(args, variants, skipped, seeds, budget, out) -> int:
     write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
                       max_targets=budget.max_targets, max_distractors=budget.max_distractors)
     runs = run_suite("shapes", variants, seeds, budget, out, args.timeout, {"val_dir": str(val_dir), "init": str(path)},
-                     in_process=args.in_process)
+                     in_process=args.in_process, resume=args.resume)
     timing = _timing(args, variants, budget, out)
     (out / "runs.json").write_text(json.dumps({"shapes": runs, "timing": timing, "skipped": skipped}, indent=1))
     document = finetune.summary_document(runs, variants, budget, checkpoint)

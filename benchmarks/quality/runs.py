@@ -521,14 +521,25 @@ def progress_line(name: str, result: dict) -> str:
             f"({result.get('seconds', math.nan):.0f} s){error}")
 
 
+def previous_result(spec: dict) -> dict | None:
+    """The finished result in ``spec["model_dir"]`` when it was made by the same spec, else None."""
+    path = Path(spec["model_dir"]) / "result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("status") == "ok" and result.get("spec") == spec else None
+
+
 def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: Budget, out: Path,
               timeout: float, extra: dict, in_process: bool = False,
-              report: Callable[[str], None] = print) -> list[dict]:
+              report: Callable[[str], None] = print, resume: bool = False) -> list[dict]:
     """All (seed, variant) runs of one dataset, seed-major so load drift hits every variant.
 
     In process, the runs share their models (training models keyed by variant, dataset, budget
     and class count; inference models by dataset, budget and class count) for this call only, so
-    no run depends on what an earlier call left behind.
+    no run depends on what an earlier call left behind. With ``resume``, a run whose folder in
+    ``out`` already holds a finished result of the same spec is read back instead of run again,
+    so a long design can be run in pieces.
     """
     shared: dict[str, dict] = {"training": {}, "inference": {}, "initial": {}}
     specs = []
@@ -540,11 +551,16 @@ def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: 
                           "model_dir": str(model_dir), **extra})
     runs: list[dict] = []
     with retracing_warnings_off() if in_process else contextlib.nullcontext():
-        if in_process and specs:
-            seed_initial_weights(specs, shared)
+        todo = [spec for spec in specs if not (resume and previous_result(spec))]
+        if in_process and todo:
+            seed_initial_weights(todo, shared)
         for spec in specs:
-            result = run_one(spec, out / f"{name}_{spec['variant']}_s{spec['seed']}.log", timeout, in_process,
-                             shared)
+            result = previous_result(spec) if resume else None
+            if result is None:
+                result = run_one(spec, out / f"{name}_{spec['variant']}_s{spec['seed']}.log", timeout, in_process,
+                                 shared)
+                result["spec"] = spec  # what previous_result compares
+                (Path(spec["model_dir"]) / "result.json").write_text(json.dumps(result, indent=1))
             report(progress_line(name, result))
             runs.append(result)
     return runs
