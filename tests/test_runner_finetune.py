@@ -82,7 +82,8 @@ def test_other_mismatches_exclude_the_heads_with_a_warning(tmp_path, caplog):
 
 
 def test_find_last_run_takes_the_newest_checkpoint_of_either_kind(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no run of 'coco' \(coco_ohem\* or coco_baseline\*\)"):
+    with pytest.raises(FileNotFoundError, match=r"--model last: no run of 'coco' \(coco_ohem\*, "
+                                                r"coco_baseline\*, \.\.\.\) with a checkpoint "):
         train_eval.find_last_run(tmp_path, "coco")
     files = {}
     for i, name in enumerate(["coco_baseline20260101T1000/mask_rcnn_coco_baseline_0002.h5",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mrcnn_ohem.datasets.shapes import write_coco_folder
-from mrcnn_ohem.runner import train_eval
+from mrcnn_ohem.runner import runconfig, train_eval
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -95,7 +95,7 @@ def test_bad_input_exits_with_a_message(coco_script, tiny_folder, tmp_path, capl
     assert code == 2
     assert "is not a folder" in caplog.text and "annotations/instances_<subset><year>.json" in caplog.text
     caplog.clear()
-    code = coco_script.main(["evaluate", "--dataset", str(tiny_folder), "--classes", "hexagon",
+    code = coco_script.main(["evaluate", "--dataset", str(tiny_folder), "--classes", "hexagon", "--model", "none",
                              "--logs", str(tmp_path), *TINY])
     assert code == 2
     assert "unknown class name 'hexagon'" in caplog.text and "Valid names: square, circle, triangle" in caplog.text
@@ -152,14 +152,38 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
     assert history["ohem"] is True and history["steps"] == 2
     assert all(math.isfinite(step["loss"]) and step["rpn_class_loss"] >= 0 for step in history["history"])
 
-    assert coco_script.main(["evaluate", *common, "--ohem", "--model", "last"]) == 0
-    (metrics_file,) = run.glob("metrics_val2017_*.json")
-    metrics = json.loads(metrics_file.read_text())
-    assert metrics["num_images"] == 3 and metrics["weights"].endswith("mask_rcnn_coco_ohem_0001.h5")
+    # evaluate and predict take the model options from the run (no size or backbone flags), and
+    # metrics files are named by what was scored, so a smaller evaluation overwrites nothing.
+    data = ["--dataset", str(tiny_folder), "--logs", str(logs), "--no-progress"]
+    assert coco_script.main(["evaluate", *data, "--model", "last"]) == 0
+    assert coco_script.main(["evaluate", *data, "--model", "last", "--limit", "2"]) == 0
+    files = sorted(p.name for p in run.glob("metrics_val2017_*.json"))
+    assert files == ["metrics_val2017_mask_rcnn_coco_ohem_0001_2img.json",
+                     "metrics_val2017_mask_rcnn_coco_ohem_0001_3img.json"]
+    metrics = json.loads((run / files[1]).read_text())
+    assert metrics["num_images"] == metrics["images"] == 3
+    assert metrics["weights"].endswith("mask_rcnn_coco_ohem_0001.h5")
+    assert metrics["settings"]["image_size"] == 64 and metrics["settings"]["backbone"] == "tiny"
+    assert metrics["settings"]["classes"] == ["square", "circle", "triangle"] and metrics["ohem"] is True
     for kind, names in (("bbox", ("AP", "AP50", "AP75")), ("segm", ("AP", "AP50", "AP75")), ("rpn", ("AR@100",))):
         for name in names:
             assert math.isfinite(metrics[kind][name]) and -1.0 <= metrics[kind][name] <= 1.0
     assert all(math.isfinite(v) for v in _finite_numbers(metrics))
+
+    out = tmp_path / "predictions"
+    images = sorted((tiny_folder / "val2017").iterdir())
+    assert coco_script.main(["predict", "--model", "last", "--logs", str(logs), "--images", str(images[0]),
+                             str(tiny_folder / "val2017"), "--out", str(out), "--detection-min-confidence", "0"]) == 0
+    drawn = sorted(p.name for p in out.glob("*.png"))
+    assert drawn == sorted(p.stem + ".png" for p in images)
+    detections = json.loads((out / "detections.json").read_text())
+    assert detections, "a random-ish model still returns its top detections at confidence 0"
+    assert {d["category_id"] for d in detections} <= {1, 2, 3}
+    for record in detections:
+        assert set(record) == {"image_id", "category_id", "bbox", "score", "segmentation", "file_name"}
+        assert record["image_id"] == int(Path(record["file_name"]).stem) and len(record["bbox"]) == 4
+    # A flag that contradicts the run is refused, naming both values, before a model is built.
+    assert coco_script.main(["evaluate", *data, "--model", "last", "--image-size", "128"]) == 2
 
 
 @pytest.mark.slow
@@ -217,15 +241,26 @@ def test_shapes_sample_generates_its_data(tmp_path):
     assert json.loads(metrics_file.read_text())["num_images"] == 2
 
 
-def test_demo_defaults_are_the_benchmark_budget_cut_to_about_10_minutes():
-    from benchmarks.quality.variants import FULL
+def test_demo_defaults_are_the_finetuning_budget_cut_to_fit_10_minutes():
+    from benchmarks.quality.finetune import FINETUNE
 
     demo = _load_script("samples/demo.py")
     args = demo.build_parser().parse_args([])
     assert args.seeds == 3
-    assert demo.demo_budget(args) == replace(FULL, steps=110, val_images=30)
-    longer = demo.build_parser().parse_args(["--steps", "600", "--val-images", "60"])
-    assert demo.demo_budget(longer) == FULL
+    assert demo.demo_budget(args) == replace(FINETUNE, steps=100, val_images=100, probes=0)
+    longer = demo.build_parser().parse_args(["--steps", "300", "--val-images", "300"])
+    assert demo.demo_budget(longer) == replace(FINETUNE, probes=0)
+
+
+def test_demo_refuses_without_a_checkpoint_for_this_code_and_names_the_command(tmp_path, monkeypatch, capsys):
+    from benchmarks.quality import pretrain
+
+    demo = _load_script("samples/demo.py")
+    monkeypatch.setattr(pretrain, "find_checkpoint", lambda key=None: None)
+    assert demo.main(["--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"key {pretrain.checkpoint_key()}" in err and "-m benchmarks.quality.pretrain" in err
+    assert not (tmp_path / "val").exists()  # stopped before any work
 
 
 @pytest.mark.slow
@@ -242,6 +277,7 @@ def test_demo_smoke_prints_the_table_and_saves_the_plot(tmp_path, capsys, caplog
     assert any(r.name == "demo" for r in caplog.records) and library.level == before
     out = capsys.readouterr().out
     assert "bbox AP50" in out and "95% t-interval over 2 paired seeds" in out and "OHEM won" in out
+    assert "detect" in out and "at 80% power" in out
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     results = json.loads((tmp_path / "results.json").read_text())
     assert sorted((r["variant"], r["seed"]) for r in results["runs"]) == [
@@ -251,7 +287,7 @@ def test_demo_smoke_prints_the_table_and_saves_the_plot(tmp_path, capsys, caplog
 
 def test_shapes_sample_defaults_are_cpu_sized():
     shapes_script = _load_script("samples/shapes/shapes.py")
-    args = shapes_script.build_parser().parse_args(["train"])
+    args = runconfig.fill_defaults(shapes_script.build_parser().parse_args(["train"]))
     assert (args.dataset, args.image_size, args.backbone, args.learning_rate) == ("data/shapes", 128, "compact", 0.02)
     config = train_eval.make_config(args, num_classes=4, mode="training")
     assert config.NAME == "shapes_baseline" and tuple(config.RPN_ANCHOR_SCALES) == (32, 64, 128, 256, 512)

@@ -2,7 +2,8 @@
 
 ``<model_dir>/<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch:04d>.h5``: :func:`find_last` finds a
 run's newest checkpoint, :func:`parse_checkpoint_path` reads the start time and epoch back.
-Command lines use them to check ``--model last`` before TensorFlow is imported.
+Command lines use them to check ``--model last`` (and ``--model imagenet``: Keras' ResNet-50 file,
+:func:`imagenet_weights_path`) before TensorFlow is imported.
 """
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import datetime
 import os
 import re
 
-__all__ = ["find_last", "parse_checkpoint_path"]
+__all__ = ["find_last", "parse_checkpoint_path", "IMAGENET_WEIGHTS_FILE", "default_imagenet_path",
+           "imagenet_weights_path"]
+
+#: Keras' ResNet-50 ImageNet file without the classifier, which Matterport's
+#: ``get_imagenet_weights`` downloaded into ``~/.keras/models``; this package never downloads it.
+IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 def find_last(model_dir: str, key: str) -> str:
@@ -43,3 +49,23 @@ def parse_checkpoint_path(path: str) -> tuple[datetime.datetime | None, int]:
     if not m:
         return None, 0
     return datetime.datetime(*(int(m.group(i)) for i in range(1, 6))), int(m.group(6))
+
+
+def default_imagenet_path() -> str:
+    """Where Keras keeps :data:`IMAGENET_WEIGHTS_FILE`: ``$KERAS_HOME/models`` (default ``~/.keras``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "models", IMAGENET_WEIGHTS_FILE)
+
+
+def imagenet_weights_path(path: str | None = None) -> str:
+    """``path``, or :func:`default_imagenet_path`, when the file is there.
+
+    Raises:
+        FileNotFoundError: it is not; says which file and where it goes (nothing is downloaded).
+    """
+    path = path or default_imagenet_path()
+    if os.path.isfile(path):
+        return path
+    raise FileNotFoundError(
+        f"ImageNet weights: {path} does not exist, and this package never downloads. Put Keras' "
+        f"ResNet-50 ImageNet file {IMAGENET_WEIGHTS_FILE!r} there (or give its path).")

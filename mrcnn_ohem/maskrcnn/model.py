@@ -47,7 +47,7 @@ import tensorflow as tf
 from mrcnn_ohem._compat import import_tf_keras
 from mrcnn_ohem.core import auxiliary
 
-from . import backbone, distribute, inference, training, utils, weights
+from . import backbone, checkpoints, distribute, inference, training, utils, weights
 from .anchors import compute_backbone_shapes, generate_pyramid_anchors
 from .backbone import BatchNorm, build_backbone, conv_block, identity_block, resnet_graph, tiny_graph  # noqa: F401
 from .data import (  # noqa: F401
@@ -86,6 +86,7 @@ from .losses import (  # noqa: F401
     rpn_class_loss_graph,
     smooth_l1_loss,
 )
+from .precision import build_scope
 from .targets import build_detection_targets, build_rpn_targets, generate_random_rois  # noqa: F401
 from .training import LAYER_PRESETS, LOSS_NAMES, WEIGHT_DECAY_NAME, MaskRCNNTrainingModel, tensorboard_callback  # noqa: F401
 
@@ -151,21 +152,23 @@ class MaskRCNN:
 
     def build(self, mode: str, config: Any):
         """Build the Keras model of ``mode`` ("training" or "inference") for ``config``: inputs,
-        backbone and FPN, anchors, RPN and proposals, then the heads of that mode."""
+        backbone and FPN, anchors, RPN and proposals, then the heads of that mode. Keras' global
+        dtype policy is set for ``config.MIXED_PRECISION`` while it runs (see :mod:`.precision`)."""
         h, w = (int(v) for v in config.IMAGE_SHAPE[:2])
         if h % 64 or w % 64:
             raise ValueError(
                 f"config.IMAGE_SHAPE: expected height and width divisible by 64 (2**6, so the "
                 f"pyramid levels align), received {h}x{w}; use e.g. 256, 320, 384, 448, 512")
-        inputs = self._build_inputs(mode, config)
-        _, c2, c3, c4, c5 = build_backbone(inputs["input_image"], config.BACKBONE, config.TRAIN_BN)
-        rpn_feature_maps, mrcnn_feature_maps = backbone.fpn_graph([c2, c3, c4, c5], config.TOP_DOWN_PYRAMID_SIZE)
-        anchors = (self._build_anchor_constant(inputs["input_image"], config) if mode == "training"
-                   else inputs["input_anchors"])
-        rpn = self._build_rpn(rpn_feature_maps, anchors, mode, config)
-        if mode == "inference":
-            return self._build_inference_heads(inputs, rpn, mrcnn_feature_maps, config)
-        return self._build_training_heads(inputs, rpn, mrcnn_feature_maps, config)
+        with build_scope(getattr(config, "MIXED_PRECISION", None)):  # restored on return
+            inputs = self._build_inputs(mode, config)
+            _, c2, c3, c4, c5 = build_backbone(inputs["input_image"], config.BACKBONE, config.TRAIN_BN)
+            rpn_feature_maps, mrcnn_feature_maps = backbone.fpn_graph([c2, c3, c4, c5], config.TOP_DOWN_PYRAMID_SIZE)
+            anchors = (self._build_anchor_constant(inputs["input_image"], config) if mode == "training"
+                       else inputs["input_anchors"])
+            rpn = self._build_rpn(rpn_feature_maps, anchors, mode, config)
+            if mode == "inference":
+                return self._build_inference_heads(inputs, rpn, mrcnn_feature_maps, config)
+            return self._build_training_heads(inputs, rpn, mrcnn_feature_maps, config)
 
     @staticmethod
     def _build_inputs(mode: str, config: Any) -> dict[str, Any]:
@@ -349,18 +352,13 @@ class MaskRCNN:
         """Path of Keras' ResNet-50 ImageNet weights for ``load_weights(path, by_name=True)``.
 
         Never downloads: ``path``, or :data:`IMAGENET_WEIGHTS_FILE` where Keras keeps it
-        (``~/.keras/models``, :func:`~.weights.default_imagenet_path`). Both namings of Keras'
+        (``~/.keras/models``, :func:`~.checkpoints.default_imagenet_path`). Both namings of Keras'
         ResNet files load by name (see :func:`~.weights.matterport_backbone_name`).
 
         Raises:
             FileNotFoundError: the file is not there; says which file and where it goes.
         """
-        path = path or weights.default_imagenet_path()
-        if os.path.isfile(path):
-            return path
-        raise FileNotFoundError(
-            f"ImageNet weights: {path} does not exist, and this package never downloads. Put Keras' "
-            f"ResNet-50 ImageNet file {IMAGENET_WEIGHTS_FILE!r} there (or give its path).")
+        return checkpoints.imagenet_weights_path(path)
 
     def set_log_dir(self, model_path: str | None = None) -> None:
         """Set ``log_dir``, ``checkpoint_path`` and ``epoch``; resume them from a checkpoint

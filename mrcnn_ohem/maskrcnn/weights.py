@@ -20,7 +20,7 @@ import numpy as np
 
 from mrcnn_ohem._compat import import_tf_keras
 
-from .checkpoints import find_last, parse_checkpoint_path  # noqa: F401  (re-exported)
+from .checkpoints import IMAGENET_WEIGHTS_FILE, default_imagenet_path, find_last, parse_checkpoint_path  # noqa: F401
 
 keras = import_tf_keras()
 logger = logging.getLogger(__name__)
@@ -29,9 +29,6 @@ __all__ = ["find_last", "parse_checkpoint_path", "read_h5_weights", "load_h5_wei
            "read_class_head_rows", "select_class_rows", "IMAGENET_WEIGHTS_FILE", "default_imagenet_path",
            "matterport_backbone_name"]
 
-#: Keras' ResNet-50 ImageNet file without the classifier, which Matterport's
-#: ``get_imagenet_weights`` downloaded into ``~/.keras/models``; this package never downloads it.
-IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 #: The class-specific layers -> values per class on their last weight axis (the bbox head
 #: holds 4 deltas per class, in class-major order: class 0's dy, dx, log(dh), log(dw), class 1's ...).
@@ -194,12 +191,6 @@ def _check_shapes(pairs: Sequence[tuple[Any, Sequence[np.ndarray]]], filepath: s
             f"load_weights: {len(mismatched)} layer(s) of {filepath} have weights of other "
             f"shapes than the model's; pass exclude=[...] to skip them: "
             + "; ".join(mismatched))
-
-
-def default_imagenet_path() -> str:
-    """Where Keras keeps :data:`IMAGENET_WEIGHTS_FILE`: ``$KERAS_HOME/models`` (default ``~/.keras``)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(home, "models", IMAGENET_WEIGHTS_FILE)
 
 
 def matterport_backbone_name(name: str) -> str | None:

@@ -1,14 +1,15 @@
 """The installed command lines: ``mrcnn-ohem-coco`` and ``mrcnn-ohem-shapes``.
 
 Both are thin layers over :func:`mrcnn_ohem.runner.cli.build_parser` and
-:func:`mrcnn_ohem.runner.cli.main`, so they take the same ``train`` / ``evaluate`` options as
+:func:`mrcnn_ohem.runner.cli.main`, so they take the same ``train`` / ``evaluate`` / ``predict`` options as
 ``samples/coco/coco.py`` and ``samples/shapes/shapes.py`` (which call the functions here). After
 ``pip install mrcnn-ohem`` they run as console scripts, or as modules::
 
     mrcnn-ohem-coco train --dataset /data/coco --classes person dog --ohem --epochs 4
     python -m mrcnn_ohem.runner.coco evaluate --dataset /data/coco --classes person dog --model last
     mrcnn-ohem-shapes train --ohem --epochs 3 --steps-per-epoch 100
-    python -m mrcnn_ohem.runner.shapes evaluate --ohem --model last
+    python -m mrcnn_ohem.runner.shapes evaluate --model last
+    mrcnn-ohem-shapes predict --model last --images data/shapes/val2017 --out predictions
 
 Exit codes (from :func:`~mrcnn_ohem.runner.cli.main`): 0 done, 2 bad input, 130 interrupted.
 """
@@ -77,16 +78,18 @@ def build_shapes_parser(prog: str = "mrcnn-ohem-shapes") -> argparse.ArgumentPar
     Returns:
         The parser.
     """
-    parser = cli.build_parser(
+    def data_options(sub: argparse.ArgumentParser, command: str) -> None:
+        if command == "predict":
+            return
+        sub.add_argument("--train-images", type=int, default=200, help="generated training images")
+        sub.add_argument("--val-images", type=int, default=50, help="generated validation images")
+        sub.add_argument("--data-seed", type=int, default=0, help="seed of the generated images")
+
+    return cli.build_parser(
         prog, "Train / evaluate Mask R-CNN (optionally with OHEM) on generated shapes.",
         prefix="shapes", image_size=128, backbone="compact", dataset="data/shapes",
-        anchor_fraction=0.25,
+        anchor_fraction=0.25, extra=data_options, defaults={"learning_rate": 0.02},
     )
-    parser.add_argument("--train-images", type=int, default=200, help="generated training images")
-    parser.add_argument("--val-images", type=int, default=50, help="generated validation images")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the generated images")
-    parser.set_defaults(learning_rate=0.02)
-    return parser
 
 
 def generate_shapes(args: argparse.Namespace) -> None:
@@ -103,7 +106,7 @@ def generate_shapes(args: argparse.Namespace) -> None:
     from mrcnn_ohem.datasets.shapes import ensure_coco_folder  # NumPy and scikit-image: not for --help
 
     for subset, count, offset in (("train", args.train_images, 0), ("val", args.val_images, 1)):
-        background = args.empty_images if subset == "train" else 0
+        background = getattr(args, "empty_images", 0) if subset == "train" else 0
         path = ensure_coco_folder(args.dataset, subset, count, args.image_size,
                                   seed=args.data_seed * 2 + offset, year=args.year,
                                   background_images=background)

@@ -10,15 +10,18 @@ mask_rcnn_<name>_<epoch:04d>.h5``, one file per finished epoch. ``name`` default
 ``<prefix>_ohem`` or ``<prefix>_baseline``, so ``--model last`` finds the last run of the same
 kind. Training also writes ``history.json`` (per-step losses and seconds, and with OHEM the
 selection statistics ``ohem_rpn_kept_positives`` / ``_kept_negatives`` / ``_threshold``) in the run folder;
-evaluation writes ``metrics_<subset><year>_<checkpoint>.json`` next to the checkpoint (or in
-``--logs`` for ``--model none``) and prints a table.
+evaluation writes ``metrics_<subset><year>_<checkpoint>_<N>img.json`` (N images scored) next to
+the checkpoint (or in ``--logs`` for ``--model none``), recording the settings it ran with, and
+prints a table.
 
-Evaluation's ``--model last`` (its default) is the newest run of the prefix, trained with or
-without OHEM (:func:`find_last_run`); training writes ``run.json`` (name, classes, OHEM settings)
-in the run folder, and the metrics JSON records the evaluated run's ``ohem`` and ``ohem_settings``
-from it. ``--model PATH`` loads by layer name. When the file's class heads have another number of classes
+Training writes ``run.json`` in the run folder: name, classes (names and COCO ids), the model
+options (:data:`~.settings.RUN_OPTIONS`) and the OHEM settings. ``evaluate`` and ``predict`` take
+the model options and classes from the run they load (:mod:`.runconfig`, which also resolves
+``--model last``: for evaluation the newest run of the prefix, trained with or without OHEM).
+``--model PATH`` loads by layer name. When the file's class heads have another number of classes
 than ``--classes`` gives, :func:`class_head_plan` maps an 81-class Matterport COCO file's rows to
 the chosen COCO categories, or else leaves the class heads out; ``--exclude`` overrides.
+``--model imagenet`` loads Keras' ResNet-50 ImageNet file into the backbone by name.
 
 Configs keep Matterport's defaults for the ResNet backbones. The CPU backbones (``tiny`` and
 ``compact``) get smaller heads and fewer RoIs (:data:`CPU_SETTINGS`), a 64-filter mask head
@@ -53,26 +56,14 @@ from typing import Any
 import numpy as np
 
 from mrcnn_ohem._compat import import_tf_keras
+from mrcnn_ohem.runner import runconfig
 from mrcnn_ohem.runner.callbacks import StepRecorder
-from mrcnn_ohem.runner.cli import CPU_BACKBONES, CPU_MASK_HEAD_FILTERS
+from mrcnn_ohem.runner.runconfig import find_last_run, rpn_patched, run_name, uses_patch  # noqa: F401
+from mrcnn_ohem.runner.settings import CPU_BACKBONES, CPU_SETTINGS, MIXED_PRECISION_CHOICES, RUN_OPTIONS
 
 keras = import_tf_keras()
 
 logger = logging.getLogger(__name__)
-
-#: Settings for the CPU-sized backbones (small heads, fewer RoIs); ResNets use Matterport's.
-CPU_SETTINGS = {
-    "TOP_DOWN_PYRAMID_SIZE": 64,
-    "FPN_CLASSIF_FC_LAYERS_SIZE": 128,
-    "TRAIN_ROIS_PER_IMAGE": 32,
-    "POST_NMS_ROIS_TRAINING": 300,
-    "POST_NMS_ROIS_INFERENCE": 200,
-    "PRE_NMS_LIMIT": 1000,
-    "MAX_GT_INSTANCES": 20,
-    "DETECTION_MAX_INSTANCES": 20,
-    "MINI_MASK_SHAPE": (28, 28),
-}
-
 
 def class_tokens(classes: Sequence[str] | None) -> tuple[list[int] | None, list[str] | None]:
     """``--classes`` values (space- or comma-separated) -> (class_ids, class_names) for ``load_coco``."""
@@ -83,27 +74,6 @@ def class_tokens(classes: Sequence[str] | None) -> tuple[list[int] | None, list[
     tokens = [t for value in classes for t in str(value).split(",")]
     ids, names = split_class_tokens(tokens)
     return ids or None, names or None
-
-
-def rpn_patched(args: argparse.Namespace) -> bool:
-    """Whether the run patches the RPN: ``--ohem``, or ``--rpn-loss focal`` (which needs the patch)."""
-    return bool(args.ohem) or getattr(args, "rpn_loss", "ohem") == "focal"
-
-
-def uses_patch(args: argparse.Namespace) -> bool:
-    """Whether the run applies ``mrcnn_ohem.patch`` at all (RPN and/or RoI head)."""
-    return rpn_patched(args) or bool(getattr(args, "ohem_roi", False))
-
-
-def run_name(args: argparse.Namespace) -> str:
-    """The config NAME: ``--name``, or ``<prefix>_`` + ``ohem`` / ``focal`` / ``baseline`` for the
-    RPN, with ``_roi`` appended for RoI OHEM (``<prefix>_roi`` when only the RoI head mines)."""
-    if args.name:
-        return args.name
-    rpn = ("focal" if getattr(args, "rpn_loss", "ohem") == "focal" else "ohem") if rpn_patched(args) else None
-    if getattr(args, "ohem_roi", False):
-        return f"{args.prefix}_{rpn}_roi" if rpn else f"{args.prefix}_roi"
-    return f"{args.prefix}_{rpn or 'baseline'}"
 
 
 ############################################################
@@ -123,8 +93,9 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
     import mrcnn_ohem
     from mrcnn_ohem.maskrcnn.config import Config
 
+    runconfig.fill_defaults(args)
     size = int(args.image_size)
-    base = args.anchor_base or max(8, round(args.anchor_fraction * size))
+    base = int(args.anchor_base)
     settings: dict[str, Any] = {
         "NAME": run_name(args),
         "NUM_CLASSES": int(num_classes),
@@ -133,22 +104,23 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
         "IMAGE_MAX_DIM": size,
         "RPN_ANCHOR_SCALES": tuple(base * 2**i for i in range(5)),
         "GPU_COUNT": 1,
-        "IMAGES_PER_GPU": int(args.batch_size) if mode == "training" else 1,
-        "STEPS_PER_EPOCH": int(args.steps_per_epoch),
-        "LEARNING_RATE": float(args.learning_rate),
-        "DETECTION_MIN_CONFIDENCE": float(args.detection_min_confidence),
+        "IMAGES_PER_GPU": int(getattr(args, "batch_size", 1)) if mode == "training" else 1,
+        "STEPS_PER_EPOCH": int(getattr(args, "steps_per_epoch", 1)),
+        "LEARNING_RATE": float(getattr(args, "learning_rate", Config.LEARNING_RATE)),
+        "DETECTION_MIN_CONFIDENCE": float(getattr(args, "detection_min_confidence", 0.0)),
     }
     cpu = args.backbone in CPU_BACKBONES
     if cpu:
         settings.update(CPU_SETTINGS)
     bases: tuple[type, ...] = (Config,)
-    settings["MASK_HEAD_FILTERS"] = int(args.mask_head_filters or (
-        CPU_MASK_HEAD_FILTERS if cpu else Config.MASK_HEAD_FILTERS))
-    if args.train_rois is not None:
+    settings["MASK_HEAD_FILTERS"] = int(args.mask_head_filters)
+    if getattr(args, "train_rois", None) is not None:
         settings["TRAIN_ROIS_PER_IMAGE"] = int(args.train_rois)
     if getattr(args, "empty_images", 0):
         settings["TRAIN_BACKGROUND_IMAGES"] = True
-    settings["TRAIN_BN"] = bool(args.train_bn if args.train_bn is not None else cpu)
+    settings["TRAIN_BN"] = bool(args.train_bn)
+    if args.mixed_precision:
+        settings["MIXED_PRECISION"] = MIXED_PRECISION_CHOICES[args.mixed_precision]
     if uses_patch(args):
         bases = (mrcnn_ohem.OHEMConfig,)
         settings.update(
@@ -196,18 +168,6 @@ def load_dataset(args: argparse.Namespace, subset: str, empty_images: int = 0) -
     return dataset, coco
 
 
-def _resolve_weights(model: Any, choice: str | None, default: str) -> str | None:
-    """Path of the weights to load for ``--model`` (None for random init)."""
-    choice = default if choice is None else choice
-    if choice.lower() == "none":
-        return None
-    if choice.lower() == "last":
-        return model.find_last()
-    if not Path(choice).is_file():
-        raise FileNotFoundError(f"--model: weight file {choice} does not exist (use 'last', 'none' or a .h5 path).")
-    return choice
-
-
 ############################################################
 #  Training
 ############################################################
@@ -253,9 +213,9 @@ def class_head_plan(weights: str, dataset: Any, exclude: str | None) -> dict[str
     return {"exclude": list(CLASS_HEADS)}
 
 
-def _build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace,
-                 default_weights: str, dataset: Any = None) -> tuple[Any, str | None]:
-    """Build ``MaskRCNN(mode)`` for ``config`` and load ``--model`` by name.
+def build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace,
+                dataset: Any = None) -> tuple[Any, str | None]:
+    """Build ``MaskRCNN(mode)`` for ``config`` and load the resolved ``--model`` by name.
 
     With ``dataset``, the class heads follow :func:`class_head_plan` (``--exclude``).
 
@@ -263,7 +223,7 @@ def _build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace
         The model and the weights path it loaded (None: random initialisation).
     """
     model = modellib.MaskRCNN(mode, config, model_dir=str(args.logs))
-    weights = _resolve_weights(model, args.model, default_weights)
+    weights = args.weights_path
     if weights:
         logger.info("Loading weights %s", weights)
         plan = class_head_plan(weights, dataset, getattr(args, "exclude", None)) \
@@ -272,27 +232,10 @@ def _build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace
     return model, weights
 
 
-def find_last_run(logs: str | Path, prefix: str) -> str:
-    """Last checkpoint of the newest run of ``prefix``, trained with or without OHEM.
-
-    Looks in ``<logs>/<prefix>_ohem*`` and ``<logs>/<prefix>_baseline*`` (Matterport's layout) and
-    takes the run whose newest checkpoint was written last.
-
-    Raises:
-        FileNotFoundError: no run of ``prefix`` with a checkpoint under ``logs``.
-    """
-    logs = Path(logs)
-    runs = [d for kind in ("ohem", "baseline") for d in logs.glob(f"{prefix}_{kind}2*") if d.is_dir()]
-    latest = [max(checkpoints, key=lambda p: (p.stat().st_mtime, p.name))
-              for run in runs if (checkpoints := sorted(run.glob("mask_rcnn_*.h5")))]
-    if not latest:
-        raise FileNotFoundError(f"--model last: no run of {prefix!r} ({prefix}_ohem* or {prefix}_baseline*) "
-                                f"with a checkpoint under {logs}")
-    return str(max(latest, key=lambda p: (p.stat().st_mtime, p.name)))
-
-
 def run_settings(config: Any, args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
-    """What a training run writes to ``run.json``: its name, classes and OHEM settings."""
+    """What a training run writes to ``run.json``: its name, classes (names, with BG first, and
+    COCO ids), the model options ``evaluate`` and ``predict`` read back, the OHEM settings and
+    the damaged records skipped."""
     ohem = bool(getattr(config, "OHEM_RPN", False) or getattr(config, "OHEM_ROI", False))
     return {
         "name": config.NAME,
@@ -300,9 +243,8 @@ def run_settings(config: Any, args: argparse.Namespace, dataset: Any) -> dict[st
         "ohem_settings": {key: getattr(config, key) for key in sorted(dir(config))
                           if key.startswith("OHEM_") and not callable(getattr(config, key))} if ohem else None,
         "classes": [c["name"] for c in dataset.class_info],
-        "backbone": config.BACKBONE,
-        "image_size": int(config.IMAGE_MAX_DIM),
-        "mask_head_filters": int(config.MASK_HEAD_FILTERS),
+        "class_ids": [c["id"] for c in dataset.class_info[1:]],
+        "run_options": {name: getattr(args, name) for name in RUN_OPTIONS},
         "weights": args.model,
         "skipped": skip_summary(dataset),
     }
@@ -332,6 +274,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     import mrcnn_ohem
     from mrcnn_ohem.maskrcnn import model as modellib
 
+    runconfig.resolve(args)
     keras.utils.set_random_seed(int(args.seed))
     dataset, _ = load_dataset(args, args.subset or "train", getattr(args, "empty_images", 0))
     config = make_config(args, dataset.num_classes, "training")
@@ -339,8 +282,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         config.display()
     handle = mrcnn_ohem.patch(config, module=modellib) if uses_patch(args) else contextlib.nullcontext()
     with handle:
-        model, _ = _build_model(modellib, "training", config, args, default_weights="none",
-                                dataset=dataset)
+        model, _ = build_model(modellib, "training", config, args, dataset=dataset)
         start_epoch = model.epoch
         Path(model.log_dir).mkdir(parents=True, exist_ok=True)
         (Path(model.log_dir) / "run.json").write_text(
@@ -397,41 +339,30 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 ############################################################
 
 
-def _trained_run(weights: str | None) -> dict[str, Any] | None:
-    """What training wrote next to ``weights``: ``run.json`` (or, for runs older than it, the
-    ``ohem`` flag of ``history.json``); None for a file outside a run folder."""
-    if not weights:
-        return None
-    folder = Path(weights).parent
-    if (folder / "run.json").is_file():
-        return json.loads((folder / "run.json").read_text())
-    if (folder / "history.json").is_file():
-        history = json.loads((folder / "history.json").read_text())
-        return {"name": history.get("name"), "ohem": history.get("ohem"), "ohem_settings": None}
-    return None
-
-
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate per the parsed options; write the metrics JSON and return the metrics.
 
+    The model options and classes come from the evaluated run (:func:`~.runconfig.resolve`). The
+    metrics file is named by what was scored, ``metrics_<subset><year>_<checkpoint>_<N>img.json``,
+    so evaluations of other subsets, checkpoints or image counts never overwrite each other.
+
     Returns:
         :func:`~mrcnn_ohem.datasets.coco_eval.evaluate_coco`'s dict plus ``"weights"``,
-        ``"metrics_path"``, ``"name"``, ``"subset"``, ``"skipped_records"`` (damaged records left
+        ``"metrics_path"``, ``"name"``, ``"subset"``, ``"images"`` (how many were scored),
+        ``"settings"`` (the model options, classes, limit and confidence threshold used), the
+        run's ``"ohem"`` and ``"ohem_settings"``, and ``"skipped_records"`` (damaged records left
         out of the score, counted by kind).
     """
     from mrcnn_ohem.datasets.coco_eval import evaluate_coco
     from mrcnn_ohem.maskrcnn import model as modellib
 
+    runconfig.resolve(args)
     keras.utils.set_random_seed(int(args.seed))
     subset = args.subset or "val"
     dataset, coco = load_dataset(args, subset)
     config = make_config(args, dataset.num_classes, "inference")
-    if args.name is None and (args.model or "last").lower() == "last":
-        # The newest run of this prefix, whether or not it was trained with --ohem.
-        args = argparse.Namespace(**{**vars(args), "model": find_last_run(args.logs, args.prefix)})
-    model, weights = _build_model(modellib, "inference", config, args, default_weights="last",
-                                  dataset=dataset)
-    run = _trained_run(weights)
+    model, weights = build_model(modellib, "inference", config, args, dataset=dataset)
+    run = args.run
     if not weights:
         logger.warning("Evaluating a randomly initialised model (--model none).")
     elif run:
@@ -441,12 +372,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(weights).parent if weights else Path(args.logs)
     folder.mkdir(parents=True, exist_ok=True)
     stem = Path(weights).stem if weights else "random_init"
-    path = folder / f"metrics_{subset}{args.year}_{stem}.json"
+    path = folder / f"metrics_{subset}{args.year}_{stem}_{dataset.num_images}img.json"
+    settings = {name: getattr(args, name) for name in RUN_OPTIONS}
+    settings.update(classes=[c["name"] for c in dataset.class_info[1:]], limit=args.limit,
+                    detection_min_confidence=args.detection_min_confidence)
     metrics.update({"name": (run or {}).get("name", config.NAME), "weights": weights,
-                    "subset": f"{subset}{args.year}", "metrics_path": str(path),
-                    "ohem": (run or {}).get("ohem"), "ohem_settings": (run or {}).get("ohem_settings"),
-                    "run": run, "skipped_records": skip_summary(dataset)["counts"]})
+                    "subset": f"{subset}{args.year}", "images": dataset.num_images, "metrics_path": str(path),
+                    "settings": settings, "ohem": (run or {}).get("ohem"),
+                    "ohem_settings": (run or {}).get("ohem_settings"),
+                    "run": {k: v for k, v in (run or {}).items() if k != "path"} or None,
+                    "skipped_records": skip_summary(dataset)["counts"]})
     path.write_text(json.dumps(metrics, indent=1))
     return metrics
-
-
