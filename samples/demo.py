@@ -1,24 +1,29 @@
-"""``make demo``: baseline vs OHEM Mask R-CNN, trained on the same 3 seeds, compared paired by seed.
+"""``make demo``: baseline vs OHEM, both fine-tuned from one detector that detects, paired by seed.
 
 Run from the repo root: ``python -m samples.demo`` (``make demo`` runs ``samples/snippet_defects.py``
 first). Steps:
 
-1. write a validation set of generated shapes among look-alike distractors
-   (:mod:`mrcnn_ohem.datasets.shapes`) as a COCO folder in ``demo_output/``;
-2. for seeds 0, 1, 2: train a baseline and an OHEM model (``mrcnn_ohem.patch``) from the same
-   initial weights, data and order, at the quality benchmark's budget (128 px, tiny backbone,
-   2 images a step, lr 0.02; :mod:`benchmarks.quality`) cut to 110 steps and 30 validation
-   images so the six runs fit in under 10 minutes on 2 cores (the benchmark trains 600 steps and
-   scores 60 images: ``--steps 600 --val-images 60``), and score both with COCOeval (bbox
-   AP/AP50, segm AP, RPN AR@100);
-3. print per-seed rows, mean ± std, the paired difference (OHEM minus baseline) with its 95%
-   Student t-interval over the seeds, and how many seeds OHEM won, saying plainly when the
-   interval includes 0;
-4. save ``demo_output/demo.png``: loss curves, per-seed bars, the paired differences, one
-   validation image with the anchors OHEM keeps next to the random 256 Matterport keeps, and the
-   selection statistics over training.
+1. find the checkpoint of :mod:`benchmarks.quality.pretrain` for this code (the plain model
+   trained on the synthetic shapes until it detects; shipped in ``benchmarks/checkpoints/``).
+   When the code or settings changed since it was made, its key matches no file and the demo
+   stops with the command that rebuilds it (about 20 minutes on 2 cores, more than the demo's
+   budget);
+2. write validation shapes among look-alike distractors (:mod:`mrcnn_ohem.datasets.shapes`) as a
+   COCO folder in ``demo_output/``;
+3. for seeds 0, 1, 2: fine-tune a baseline and an OHEM model (``mrcnn_ohem.patch``) from that
+   checkpoint, on the seed's own training images in the seed's order (the same for both arms),
+   at the fine-tuning regime's budget of :mod:`benchmarks.quality.finetune` cut to
+   :data:`DEMO_STEPS` steps and :data:`DEMO_VAL_IMAGES` validation images; score both with
+   COCOeval (bbox AP/AP50, segm AP, RPN AR@100);
+4. print per-seed rows, mean ± std, the paired difference (OHEM minus baseline) with its 95%
+   Student t-interval, the paired SD and the difference these seeds could detect at 80% power;
+5. save ``demo_output/demo.png``: ground truth and both arms' detections on one validation
+   image; on the same image, the negatives Matterport's random 256 trains on next to the ones
+   OHEM's loss picks; the anchors OHEM kept per step; the paired differences per metric, each
+   on its own axis.
 
-Three seeds on a small CPU budget: the interval is wide; ``--seeds 5`` narrows it.
+Three seeds on a CPU budget: the interval is wide (``--seeds 5`` narrows it); the benchmark
+(``python -m benchmarks.quality``) is the measurement.
 """
 from __future__ import annotations
 
@@ -38,22 +43,23 @@ from mrcnn_ohem._compat import quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_LOG_LEVEL shows its C++ log lines
 
-from benchmarks.quality import mining, report, stats  # noqa: E402
-from benchmarks.quality.metrics import validation_scene  # noqa: E402
+from benchmarks.quality import mining, pretrain, report, stats  # noqa: E402
+from benchmarks.quality.finetune import FINETUNE  # noqa: E402
+from benchmarks.quality.metrics import scene_boxes, validation_scene  # noqa: E402
 from benchmarks.quality.runs import graph_optimizations_off, run_suite  # noqa: E402
-from benchmarks.quality.variants import FULL, QUICK, make_config  # noqa: E402
+from benchmarks.quality.variants import QUICK, make_config  # noqa: E402
 
 logger = logging.getLogger("demo")
 VARIANTS = ("baseline", "ohem")
-#: The ``make demo`` budget: the quality benchmark's, with fewer steps and validation images.
-#: ``make demo`` took 8 min 57 s with it on 2 cores at 0.43 to 0.50 s a step (10 min 25 s at 130
-#: steps; README, "make demo").
-DEMO_STEPS = 110
-DEMO_VAL_IMAGES = 30
-#: (metric key, label, scale to points)
+#: The ``make demo`` budget: the fine-tuning regime's, with fewer steps and validation images.
+DEMO_STEPS = 100
+DEMO_VAL_IMAGES = 100
+#: (metric key, label)
 ROWS = (("bbox_AP", "bbox AP"), ("bbox_AP50", "bbox AP50"), ("segm_AP", "segm AP"), ("AR100", "RPN AR@100"))
-#: Training-log keys of the OHEM selection counts (issue 11), plotted when the history has them.
-SELECTION_KEYS = ("ohem_rpn_kept_positives", "ohem_rpn_kept_negatives", "ohem_rpn_threshold")
+#: Training-log keys of the OHEM selection counts (anchors kept per image and step).
+SELECTION_KEYS = ("ohem_rpn_kept_positives", "ohem_rpn_kept_negatives")
+#: Detections drawn in the figure: score at least this.
+DRAW_SCORE = 0.5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,12 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="demo_output", help="folder for data, logs, table and plot")
     parser.add_argument("--seeds", type=int, default=3, help="paired seeds (default 3)")
     parser.add_argument("--steps", type=int, default=DEMO_STEPS,
-                        help=f"training steps per run (default {DEMO_STEPS}; the benchmark's {FULL.steps})")
+                        help=f"fine-tuning steps per run (default {DEMO_STEPS}; the benchmark's {FINETUNE.steps})")
     parser.add_argument("--val-images", type=int, default=DEMO_VAL_IMAGES,
-                        help=f"validation images (default {DEMO_VAL_IMAGES}; the benchmark's {FULL.val_images})")
+                        help=f"validation images (default {DEMO_VAL_IMAGES}; the benchmark's {FINETUNE.val_images})")
     parser.add_argument("--smoke", action="store_true", help="a tiny run that only checks the plumbing")
     parser.add_argument("--no-plot", action="store_true")
     return parser
+
+
+def demo_budget(args: argparse.Namespace) -> Any:
+    """The fine-tuning budget with the demo's steps and validation images (``--smoke``: quick, 64 px)."""
+    if args.smoke:
+        return replace(QUICK, val_images=3)
+    return replace(FINETUNE, steps=args.steps, val_images=args.val_images, probes=0)
 
 
 ############################################################
@@ -76,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def comparison(runs: Sequence[dict]) -> tuple[str, dict[str, dict]]:
-    """Per-seed rows, mean ± std and the paired difference per metric, as printable text.
+    """Per-seed rows, mean ± std, the paired difference and its power per metric, as printable text.
 
     Returns:
         (text, ``{metric: paired difference}``)
@@ -97,10 +110,14 @@ def comparison(runs: Sequence[dict]) -> tuple[str, dict[str, dict]]:
         diffs[key] = diff
         if diff["n"] < 2:
             verdict = "fewer than 2 paired seeds: no interval, no conclusion"
-        elif stats.includes_zero(diff):
-            verdict = "the interval includes 0: no difference this demo can detect"
         else:
-            verdict = f"the interval excludes 0: OHEM is {'better' if diff['low'] > 0 else 'worse'}"
+            mde = 100 * stats.minimum_detectable_difference(diff["std"], diff["n"])
+            power = (f"paired sd {100 * diff['std']:.1f} points: {diff['n']} seeds detect {mde:.1f} points at "
+                     f"80% power")
+            if stats.includes_zero(diff):
+                verdict = f"the interval includes 0 ({power})"
+            else:
+                verdict = f"the interval excludes 0: OHEM is {'better' if diff['low'] > 0 else 'worse'} ({power})"
         lines.append(f"{label:11s} baseline {base['mean']:.3f} ± {base['std']:.3f}   OHEM {ohem['mean']:.3f} ± "
                      f"{ohem['std']:.3f}   OHEM - baseline {stats.format_difference(diff)} points "
                      f"(95% t-interval over {diff['n']} paired seeds); OHEM won {diff['wins']}/{diff['n']} seeds; "
@@ -109,54 +126,116 @@ def comparison(runs: Sequence[dict]) -> tuple[str, dict[str, dict]]:
 
 
 ############################################################
-#  Which anchors each sampler keeps, on one validation image
+#  What the figure shows, on one validation image
 ############################################################
 
 
-def anchors_kept(run: dict, budget: Any, val_dir: Path) -> dict[str, Any]:
-    """Anchors OHEM's loss keeps vs Matterport's random 256 on one validation image with distractors.
+def figure_data(runs: Sequence[dict], budget: Any, val_dir: Path) -> dict[str, Any]:
+    """Detections of both arms (seed 0) and the anchors each sampler trains on, for one validation image.
 
-    Uses the trained OHEM model's RPN objectness (inference graph output ``rpn_class``).
+    The image is the first with the most distractors. OHEM's pick uses the trained OHEM model's
+    RPN objectness (inference output ``rpn_class``) and the patched targets' labels.
 
     Returns:
-        ``{"image", "anchors", "random_match", "ohem_match", "ohem_kept", "distractors", "gt"}``.
+        ``{"image", "gt", "gt_class_ids", "distractors", "class_names", "detections": {variant:
+        {"rois", "class_ids", "scores"}}, "anchors", "random_match", "ohem_match", "ohem_kept",
+        "categories"}`` (boxes in pixels, ``(y1, x1, y2, x2)``).
     """
     import mrcnn_ohem
-    from benchmarks.quality.metrics import scene_boxes
     from mrcnn_ohem._compat import import_tf_keras
     from mrcnn_ohem.datasets.coco import CocoDataset
     from mrcnn_ohem.maskrcnn import model as modellib
-    from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
 
     import_tf_keras().backend.clear_session()
     dataset = CocoDataset()
     dataset.load_coco(str(val_dir), "val")
     dataset.prepare()
-    image_id = max(dataset.image_ids,  # the first image with the most distractors
+    image_id = max(dataset.image_ids,
                    key=lambda i: (len(validation_scene(budget, dataset.image_info[i]["id"]).distractors), -i))
     config = make_config("ohem", budget, dataset.num_classes, "inference")
-    model = modellib.MaskRCNN("inference", config, model_dir=str(Path(run["checkpoint"]).parent))
-    model.load_weights(run["checkpoint"], by_name=True)
+    seed0 = {r["variant"]: r for r in runs if r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in runs)}
+    model = modellib.MaskRCNN("inference", config, model_dir=str(val_dir))
     image, _, class_ids, boxes, _ = modellib.load_image_gt(dataset, config, image_id)
+    detections = {}
+    for variant in VARIANTS:
+        model.load_weights(seed0[variant]["checkpoint"], by_name=True)
+        out = model.detect([image])[0]
+        detections[variant] = {k: out[k] for k in ("rois", "class_ids", "scores")}
+    # the OHEM model is loaded last: its RPN ranks the anchors
     molded, metas, _ = model.mold_inputs([image])
-    anchors_norm = model.get_anchors(molded[0].shape)
-    rpn_class = model.keras_model.predict([molded, metas, anchors_norm[None]], verbose=0)[5]
-    anchors = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
-                                       compute_backbone_shapes(config, config.IMAGE_SHAPE),
-                                       config.BACKBONE_STRIDES, config.RPN_ANCHOR_STRIDE)
+    rpn_class = model.keras_model.predict([molded, metas, model.get_anchors(molded[0].shape)[None]], verbose=0)[5]
+    anchors = model.anchors  # pixels, set by get_anchors
     random_match, _ = modellib.build_rpn_targets(image.shape, anchors, class_ids, boxes, config)
     ohem_match, _ = mrcnn_ohem.make_build_rpn_targets(config)(image.shape, anchors, class_ids, boxes, config)
-    logits = np.log(np.clip(rpn_class, 1e-7, 1.0))  # log-probabilities rank exactly as logits do
-    losses = mining.rpn_losses(logits, ohem_match[None])
+    losses = mining.rpn_losses(np.log(np.clip(rpn_class, 1e-7, 1.0)), ohem_match[None])  # log-probs rank as logits
     kept = mining.kept_mask(ohem_match[None], losses, mining.selection_rule(config))[0]
     gt, distractors = scene_boxes(validation_scene(budget, dataset.image_info[image_id]["id"]))
-    return {"image": image, "anchors": anchors, "random_match": random_match, "ohem_match": ohem_match,
-            "ohem_kept": kept, "distractors": distractors, "gt": gt}
+    return {"image": image, "gt": boxes, "gt_class_ids": class_ids, "distractors": distractors,
+            "class_names": [c["name"] for c in dataset.class_info], "detections": detections, "anchors": anchors,
+            "random_match": random_match, "ohem_match": ohem_match, "ohem_kept": kept,
+            "categories": mining.negative_categories(anchors, gt, distractors)}
 
 
 ############################################################
 #  Plot
 ############################################################
+
+#: Colours of the negative-anchor categories (:data:`benchmarks.quality.mining.CATEGORIES`).
+CATEGORY_COLORS = {"distractor": "orangered", "near_object": "magenta", "background": "deepskyblue"}
+
+
+def _image_axes(ax: Any, image: np.ndarray, title: str) -> None:
+    ax.imshow(image)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x (pixels)", fontsize=8)
+    ax.set_ylabel("y (pixels)", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _box(ax: Any, box: Sequence[float], color: str, style: str = "-", width: float = 1.4) -> None:
+    from matplotlib.patches import Rectangle
+
+    y1, x1, y2, x2 = box
+    ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec=color, ls=style, lw=width))
+
+
+def _draw_truth_and_distractors(ax: Any, data: dict[str, Any], labels: bool = True) -> None:
+    for box, class_id in zip(data["gt"], data["gt_class_ids"]):
+        _box(ax, box, "lime")
+        if labels:
+            ax.text(box[1], box[0] - 1, data["class_names"][class_id], color="lime", fontsize=7, va="bottom")
+    for box in data["distractors"]:
+        _box(ax, box, "yellow", "--", 1.0)
+
+
+def _draw_detections(ax: Any, data: dict[str, Any], variant: str) -> None:
+    det = data["detections"][variant]
+    confident = det["scores"] >= DRAW_SCORE
+    _image_axes(ax, data["image"], f"{variant}: {int(confident.sum())} detections with score >= {DRAW_SCORE}\n"
+                f"(white; green: ground truth, yellow dashed: distractors)")
+    _draw_truth_and_distractors(ax, data, labels=False)
+    for box, class_id, score in zip(det["rois"][confident], det["class_ids"][confident], det["scores"][confident]):
+        _box(ax, box, "white", "-", 1.1)
+        ax.text(box[1], box[2] + 1, f"{data['class_names'][class_id]} {score:.2f}", color="white", fontsize=6,
+                va="top", bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0})
+
+
+def _draw_negatives(ax: Any, data: dict[str, Any], mask: np.ndarray, match: np.ndarray, title: str) -> None:
+    """Centres of the negative anchors a sampler keeps, coloured by where they lie."""
+    negatives = mask & (match == -1)
+    counts = {name: int((negatives & (data["categories"] == i)).sum()) for i, name in enumerate(mining.CATEGORIES)}
+    positives = int((mask & (match == 1)).sum())
+    _image_axes(ax, data["image"], f"{title}\n{positives} positives, {int(negatives.sum())} negatives: "
+                f"{counts['distractor']} on distractors, {counts['near_object']} near objects, "
+                f"{counts['background']} background")
+    _draw_truth_and_distractors(ax, data, labels=False)
+    anchors = data["anchors"]
+    for i, name in enumerate(mining.CATEGORIES):
+        chosen = anchors[negatives & (data["categories"] == i)]
+        ax.scatter((chosen[:, 1] + chosen[:, 3]) / 2, (chosen[:, 0] + chosen[:, 2]) / 2, s=9, c=CATEGORY_COLORS[name],
+                   edgecolors="black", linewidths=0.3, label=f"negative anchor centre: {name.replace('_', ' ')}")
+    ax.set_xlim(-0.5, data["image"].shape[1] - 0.5)
+    ax.set_ylim(data["image"].shape[0] - 0.5, -0.5)
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -164,110 +243,76 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def _draw_anchors(ax: Any, kept: dict[str, Any], mask: np.ndarray, match: np.ndarray, title: str) -> None:
-    from matplotlib.patches import Rectangle
-
-    ax.imshow(kept["image"])
-    for (y1, x1, y2, x2), label in zip(kept["anchors"][mask], match[mask]):
-        color = "lime" if label == 1 else "red"
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=0.6 if label != 1 else 1.2,
-                               ec=color, alpha=0.9 if label == 1 else 0.35))
-    for y1, x1, y2, x2 in kept["distractors"]:
-        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.2, ec="yellow", ls="--"))
-    negatives = int((mask & (match == -1)).sum())
-    positives = int((mask & (match == 1)).sum())
-    ax.set_title(f"{title}\n{positives} positives (green), {negatives} negatives (red)", fontsize=8)
-    ax.set_xlim(0, kept["image"].shape[1])
-    ax.set_ylim(kept["image"].shape[0], 0)
-    ax.axis("off")
-
-
-def _selection_panel(ax: Any, runs: Sequence[dict]) -> None:
-    """Selection statistics from the training history when logged (issue 11), else the miner probe."""
-    ohem = [r for r in runs if r["variant"] == "ohem" and r.get("status") == "ok"]
-    logged = [k for k in SELECTION_KEYS if ohem and any(k in row for row in ohem[0].get("history", []))]
-    if logged:
-        for key in logged:
-            values = np.array([row.get(key, np.nan) for row in ohem[0]["history"]], dtype=float)
-            ax.plot(_smooth(values, max(1, len(values) // 20)), label=key.replace("ohem_rpn_", ""))
-        ax.set_title("OHEM selection per step (training log, seed 0)", fontsize=9)
+def _kept_panel(ax: Any, runs: Sequence[dict]) -> None:
+    """Anchors OHEM kept per image and step (counts only), one line per seed."""
+    ohem = [r for r in runs if r["variant"] == "ohem" and r.get("status") == "ok" and r.get("history")]
+    for key, color in zip(SELECTION_KEYS, ("tab:green", "tab:red")):
+        for r in ohem:
+            values = np.array([row.get(key, np.nan) for row in r["history"]], dtype=float)
+            window = max(1, len(values) // 10)
+            ax.plot(np.arange(window, len(values) + 1), _smooth(values, window), color=color, alpha=0.8,
+                    label=f"{key.replace('ohem_rpn_kept_', 'kept ')}" if r is ohem[0] else None)
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_title("OHEM: anchors kept per image and step\n(training log, one line per seed)", fontsize=9)
+    ax.set_xlabel("fine-tuning step", fontsize=8)
+    ax.set_ylabel("anchors per image (symlog scale)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    if ohem:
         ax.legend(fontsize=7)
-        return
-    for variant, style in (("baseline", "s--"), ("ohem", "o-")):
-        records = [r.get("mining") for r in runs if r["variant"] == variant and r.get("mining")]
-        if records:
-            steps = [rec["step"] for rec in records[0]]
-            ax.plot(steps, [np.mean([rec[i]["distractor"] for rec in records]) for i in range(len(steps))],
-                    style, label=f"{variant}: kept negatives on distractors")
-    ax.set_title("no ohem_rpn_kept_* in the training log in this checkout;\n"
-                 "probe: share of kept negatives on distractors", fontsize=8)
-    ax.yaxis.set_major_formatter(__import__("matplotlib").ticker.PercentFormatter(1.0))
-    ax.set_xlabel("step", fontsize=8)
-    ax.legend(fontsize=7)
 
 
-def plot(runs: Sequence[dict], diffs: dict[str, dict], kept: dict[str, Any] | None, path: Path) -> None:
+def _difference_panel(ax: Any, diff: dict[str, float], label: str) -> None:
+    mean = 100 * diff["mean"]
+    ax.axvline(0, color="k", lw=0.8)
+    if diff["n"] >= 2:
+        ax.errorbar([mean], [0], xerr=[[mean - 100 * diff["low"]], [100 * diff["high"] - mean]], fmt="o", capsize=4)
+    else:
+        ax.plot([mean], [0], "o")
+    ax.set_yticks([])
+    ax.set_title(label, fontsize=9)
+    ax.set_xlabel("OHEM - baseline (points)", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def plot(runs: Sequence[dict], diffs: dict[str, dict], data: dict[str, Any] | None, path: Path) -> None:
     """The demo figure (see the module docstring)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 3, figsize=(15, 9))
-    ax = axes[0, 0]
-    for variant, color in zip(VARIANTS, ("tab:gray", "tab:blue")):
-        for r in (r for r in runs if r["variant"] == variant and r.get("history")):
-            heads = np.array([sum(row.get(k, np.nan) for k in ("mrcnn_class_loss", "mrcnn_bbox_loss",
-                                                                 "mrcnn_mask_loss")) for row in r["history"]])
-            window = max(1, len(heads) // 20)
-            ax.plot(np.arange(window, len(heads) + 1), _smooth(heads, window), color=color, alpha=0.7,
-                    label=variant if r["seed"] == 0 else None)
-    ax.set_title("detection-head losses (class+bbox+mask), one line per seed", fontsize=9)
-    ax.set_xlabel("step")
-    ax.legend()
-    ax = axes[0, 1]
-    x = np.arange(len(ROWS))
-    for i, (variant, color) in enumerate(zip(VARIANTS, ("tab:gray", "tab:blue"))):
-        values = [[r["metrics"].get(k, np.nan) for r in runs if r["variant"] == variant and r.get("status") == "ok"]
-                  for k, _ in ROWS]
-        ax.bar(x + (i - 0.5) * 0.38, [np.nanmean(v) for v in values], 0.38, color=color, alpha=0.6, label=variant)
-        for j, v in enumerate(values):
-            ax.plot(np.full(len(v), x[j] + (i - 0.5) * 0.38), v, "k.", ms=4)
-    ax.set_xticks(x, [label for _, label in ROWS], fontsize=8)
-    ax.set_title("validation (COCOeval): mean bars, dots = seeds", fontsize=9)
-    ax.legend()
-    ax = axes[0, 2]
-    means = [100 * diffs[k]["mean"] for k, _ in ROWS]
-    errors = [[100 * (diffs[k]["mean"] - diffs[k]["low"]) for k, _ in ROWS],
-              [100 * (diffs[k]["high"] - diffs[k]["mean"]) for k, _ in ROWS]]
-    ax.errorbar(x, means, yerr=np.nan_to_num(errors), fmt="o", capsize=4)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(x, [label for _, label in ROWS], fontsize=8)
-    ax.set_title("OHEM - baseline, points: mean and 95% t-interval over paired seeds", fontsize=9)
-    if kept is not None:
-        _draw_anchors(axes[1, 0], kept, kept["random_match"] != 0, kept["random_match"],
-                      "Matterport: the random 256 anchors it trains on")
-        _draw_anchors(axes[1, 1], kept, kept["ohem_kept"], kept["ohem_match"],
-                      "OHEM: the hardest 256 by the trained RPN's loss (seed 0)")
+    fig = plt.figure(figsize=(15, 12.5))
+    grid = fig.add_gridspec(3, 12, height_ratios=[1, 1, 0.35])
+    top = [fig.add_subplot(grid[0, i * 4:(i + 1) * 4]) for i in range(3)]
+    middle = [fig.add_subplot(grid[1, i * 4:(i + 1) * 4]) for i in range(3)]
+    if data is not None:
+        _image_axes(top[0], data["image"], "validation image: ground truth (green)\nand distractors (yellow dashed)")
+        _draw_truth_and_distractors(top[0], data)
+        for ax, variant in zip(top[1:], VARIANTS):
+            _draw_detections(ax, data, variant)
+        _draw_negatives(middle[0], data, data["random_match"] != 0, data["random_match"],
+                        "Matterport: the random 256 it trains on")
+        _draw_negatives(middle[1], data, data["ohem_kept"], data["ohem_match"],
+                        "OHEM: the hardest 256 by the fine-tuned RPN's loss")
+        middle[1].legend(fontsize=6, loc="lower left", framealpha=0.7)
     else:
-        for ax in axes[1, :2]:
+        for ax in top + middle[:2]:
             ax.axis("off")
-    _selection_panel(axes[1, 2], runs)
+    _kept_panel(middle[2], runs)
+    for i, (key, label) in enumerate(ROWS):
+        _difference_panel(fig.add_subplot(grid[2, i * 3:(i + 1) * 3]), diffs[key],
+                          f"Δ {label}: mean, 95% t-interval")
+    seeds = len({r["seed"] for r in runs})
+    fig.suptitle(f"Baseline vs OHEM, both fine-tuned from the same detector, {seeds} paired seeds (detections and "
+                 "anchors: seed 0)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
 ############################################################
 #  Main
 ############################################################
-
-
-def demo_budget(args: argparse.Namespace) -> Any:
-    """The benchmark's full budget with the demo's steps and validation images (``--smoke``: quick)."""
-    if args.smoke:
-        return replace(QUICK, val_images=3)
-    return replace(FULL, steps=args.steps, val_images=args.val_images)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -292,6 +337,19 @@ def _run(argv: Sequence[str] | None) -> int:
         args.seeds = 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.perf_counter()
+    key = pretrain.checkpoint_key()
+    checkpoint = pretrain.find_checkpoint(key)
+    if checkpoint is None and args.smoke:
+        logger.warning("no pretrained checkpoint for key %s: the smoke run starts from random weights", key)
+    elif checkpoint is None:
+        print(f"No pretrained checkpoint for this code and these settings (key {key}; the shipped one was made by "
+              f"other code). Rebuild it first (about 20 minutes on 2 cores), then run the demo again:\n\n"
+              f"    {sys.executable} -m benchmarks.quality.pretrain\n", file=sys.stderr)
+        return 2
+    logger.info("fine-tuning both arms from %s", checkpoint)
+    extra = {"val_dir": str(Path(args.output) / "val")}
+    if checkpoint is not None:
+        extra["init"] = str(checkpoint)
     output = Path(args.output)
     val_dir = output / "val"
     write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
@@ -299,22 +357,25 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         with graph_optimizations_off(args.smoke):
             runs = run_suite("shapes", VARIANTS, range(args.seeds), budget, output / "runs", timeout=0,
-                             extra={"val_dir": str(val_dir)}, in_process=True, report=logger.info)
+                             extra=extra, in_process=True,
+                             report=logger.info)
     except KeyboardInterrupt:
         logger.warning("Interrupted.")
         return 130
     text, diffs = comparison(runs)
-    print(f"\nBaseline vs OHEM on synthetic shapes with look-alike distractors: {report.budget_line(budget)}; "
-          f"seeds {list(range(args.seeds))} (same seed = same initial weights and data order for both)\n")
+    start = checkpoint.name if checkpoint else "random weights (smoke run)"
+    print(f"\nBaseline vs OHEM, both fine-tuned from {start} on synthetic shapes with look-alike "
+          f"distractors: {report.budget_line(budget)}; seeds {list(range(args.seeds))} (same seed = same training "
+          "images and order for both)\n")
     print(text)
     results = [{k: v for k, v in r.items() if k != "history"} for r in runs]
-    (output / "results.json").write_text(json.dumps({"budget": asdict(budget), "runs": results, "differences": diffs},
-                                                    indent=1, default=str))
+    (output / "results.json").write_text(json.dumps({"budget": asdict(budget), "checkpoint": str(checkpoint),
+                                                    "runs": results, "differences": diffs}, indent=1, default=str))
     (output / "table.txt").write_text(text + "\n")
     if not args.no_plot:
-        ohem0 = next((r for r in runs if r["variant"] == "ohem" and r.get("status") == "ok"), None)
-        kept = anchors_kept(ohem0, budget, val_dir) if ohem0 else None
-        plot(runs, diffs, kept, output / "demo.png")
+        finished = {r["variant"] for r in runs if r.get("status") == "ok" and r["seed"] == 0}
+        data = figure_data(runs, budget, val_dir) if finished == set(VARIANTS) else None
+        plot(runs, diffs, data, output / "demo.png")
         print(f"\nplot: {output / 'demo.png'}")
     print(f"results: {output / 'results.json'}  (total {time.perf_counter() - started:.0f} s)")
     return 0
