@@ -809,3 +809,18 @@ def test_run_suite_resume_reads_back_finished_runs_of_the_same_spec(tmp_path, mo
     calls.clear()
     suite(budget=replace(variants.QUICK, steps=3))  # another spec: nothing is reused
     assert len(calls) == 4
+
+
+def test_finetune_section_and_difference_plot(tmp_path):
+    from benchmarks.quality import finetune
+
+    history = [{"ohem_rpn_kept_positives": 3.0, "ohem_rpn_kept_negatives": 253.0}]
+    runs = _finetune_runs([0.01, 0.03, 0.02], history=history)
+    doc = finetune.summary_document(runs, ["baseline", "ohem"], finetune.FINETUNE,
+                                    {"key": "abc", "file": "benchmarks/checkpoints/shapes_abc.h5", "AP50": 0.61,
+                                     "command": "python -m benchmarks.quality.pretrain"})
+    text = finetune.section(doc, runs, finetune.FINETUNE, ["baseline", "ohem"], {}, None)
+    assert "shapes_abc.h5" in text and "key `abc`" in text and "MDE" in text
+    assert "| ohem | +2.00 [" in text and "| ohem | 3.0 | 3.0 | 253.0 | 0% |" in text
+    finetune.plot_differences(doc, tmp_path / "q.png", "title")
+    assert (tmp_path / "q.png").stat().st_size > 5_000

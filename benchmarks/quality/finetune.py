@@ -241,7 +241,8 @@ def plot_differences(document: dict[str, Any], path: Path, title: str) -> None:
     """Paired differences with their 95% intervals, every variant, one panel per metric.
 
     Each panel has its own axis in its own unit; the grey band is ± the design's 80%-power MDE
-    for that variant (differences inside it can go unseen).
+    for that variant (differences inside it can go unseen). Green: better than the baseline with
+    the interval clear of 0, red: worse, blue: the interval includes 0.
     """
     import matplotlib
 
@@ -261,9 +262,13 @@ def plot_differences(document: dict[str, Any], path: Path, title: str) -> None:
         for yi, m in zip(y, mde):
             if not np.isnan(m):
                 ax.fill_betweenx([yi - 0.3, yi + 0.3], -m, m, color="0.88", lw=0)
-        colors = ["tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:blue" for lo, hi in zip(low, high)]
-        ax.errorbar(diff, y, xerr=np.nan_to_num([diff - low, high - diff]), fmt="none", ecolor=colors, capsize=3)
-        ax.scatter(diff, y, c=colors, zorder=3, s=18)
+        higher_better = not name.startswith("FP")  # fewer false positives is better
+        colors = ["tab:blue" if np.isnan(lo) or lo <= 0 <= hi else
+                  "tab:green" if (lo > 0) == higher_better else "tab:red" for lo, hi in zip(low, high)]
+        for yi, d, lo, hi, color in zip(y, diff, low, high, colors):
+            if not np.isnan(lo):
+                ax.errorbar([d], [yi], xerr=[[d - lo], [hi - d]], fmt="none", ecolor=color, capsize=3)
+            ax.scatter([d], [yi], color=color, zorder=3, s=18)
         ax.axvline(0, color="k", lw=0.8)
         better = "lower is better" if name.startswith("FP") else "higher is better"
         ax.set_xlabel(f"variant - baseline ({unit}; {better})", fontsize=8)
