@@ -42,12 +42,12 @@ _EXPORTS = {
     "ohem_mrcnn_class_loss": "roi",
     "ohem_roi_targets": "roi",
     "PatchHandle": "patching",
-    "add_selection_metrics": "patching",
-    "build_rpn_targets": "patching",
-    "make_build_rpn_targets": "patching",
-    "make_rpn_class_loss_graph": "patching",
-    "make_mrcnn_class_loss_graph": "patching",
-    "make_detection_target_layer": "patching",
+    "add_selection_metrics": "surgery",
+    "build_rpn_targets": "binding",
+    "make_build_rpn_targets": "binding",
+    "make_rpn_class_loss_graph": "binding",
+    "make_mrcnn_class_loss_graph": "binding",
+    "make_detection_target_layer": "surgery",
     "patch": "patching",
 }
 
