@@ -228,6 +228,7 @@ def _finetune_mode(args, variants, skipped, seeds, budget, out) -> int:
     timing = _timing(args, variants, budget, out)
     (out / "runs.json").write_text(json.dumps({"shapes": runs, "timing": timing, "skipped": skipped}, indent=1))
     document = finetune.summary_document(runs, variants, budget, checkpoint)
+    document["positives_in_random_sample"] = finetune.positives_in_random_sample(budget)
     finetune.write_summary(document, out / "quality_finetune.json")
     text = finetune.section(document, runs, budget, variants, skipped, timing)
     (out / "report.md").write_text(text + "\n")

@@ -142,6 +142,39 @@ def kept_counts(runs: Sequence[dict], variants: Sequence[str], early: int = 20) 
     return out
 
 
+def positives_in_random_sample(budget: Budget, seed: int = 0, images: int = 50) -> float:
+    """Positive anchors per image in Matterport's random sample (every positive, up to half of 256).
+
+    Matterport's ``build_rpn_targets`` keeps every positive anchor (at most
+    ``RPN_TRAIN_ANCHORS_PER_IMAGE // 2``) and fills the rest with random negatives, so this is
+    what the baseline trains on per image: the reference for the OHEM variants' kept positives.
+
+    Args:
+        budget: image size and generator limits of the run.
+        seed: training-set seed.
+        images: images averaged over (the first of the seed's training set).
+    """
+    from benchmarks.quality.variants import make_config
+    from mrcnn_ohem.datasets.shapes import ShapesDataset
+    from mrcnn_ohem.maskrcnn import model as modellib
+    from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors
+
+    dataset = ShapesDataset()
+    dataset.load_shapes(images, budget.image_size, budget.image_size, seed=seed, max_targets=budget.max_targets,
+                        max_distractors=budget.max_distractors)
+    dataset.prepare()
+    config = make_config("baseline", budget, dataset.num_classes, "training")
+    anchors = generate_pyramid_anchors(config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
+                                       compute_backbone_shapes(config, config.IMAGE_SHAPE), config.BACKBONE_STRIDES,
+                                       config.RPN_ANCHOR_STRIDE)
+    counts = []
+    for image_id in dataset.image_ids:
+        image, _, class_ids, boxes, _ = modellib.load_image_gt(dataset, config, image_id)
+        match, _ = modellib.build_rpn_targets(image.shape, anchors, class_ids, boxes, config)
+        counts.append(int((match == 1).sum()))
+    return float(np.mean(counts))
+
+
 ############################################################
 #  Summary, section, plot
 ############################################################
@@ -227,7 +260,10 @@ def section(document: dict[str, Any], runs: Sequence[dict], budget: Budget, vari
               f"the MDE is at most {TARGET_MDE:g} points; \"underpowered\" when the MDE is larger.", "",
               summary_table(document), "", f"Power: {document['power_note']}."]
     if document["kept_per_image_and_step"]:
-        parts += ["", "RPN anchors the OHEM variants kept per image and step (training logs, mean over seeds):", "",
+        reference = document.get("positives_in_random_sample")
+        parts += ["", "RPN anchors the OHEM variants kept per image and step (training logs, mean over seeds)"
+                  + (f"; Matterport's random 256 (`baseline`, `snippet`) keeps every positive anchor, {reference:.1f} "
+                     "per image on average (first 50 training images of seed 0)" if reference else "") + ":", "",
                   kept_table(document["kept_per_image_and_step"])]
     if timing and timing.get("status") == "ok":
         parts += ["", f"Step time side by side (one process, pre-built batches, graph only, {timing['rounds']} "
