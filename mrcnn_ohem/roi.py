@@ -33,14 +33,11 @@ import tensorflow as tf
 
 from mrcnn_ohem.core import selection
 from mrcnn_ohem.core.checks import check_int, check_number
+from mrcnn_ohem.core.thresholds import CROWD_IOU, ROI_POSITIVE_IOU
 from mrcnn_ohem.losses import _float_logits
 
-__all__ = ["ohem_mrcnn_class_loss", "ohem_roi_targets", "POSITIVE_IOU", "CROWD_IOU", "PADDING_CLASS_ID"]
+__all__ = ["ohem_mrcnn_class_loss", "ohem_roi_targets", "PADDING_CLASS_ID"]
 
-#: A RoI whose best IoU with a GT box reaches this is positive (Matterport's 0.5).
-POSITIVE_IOU = 0.5
-#: A RoI overlapping a crowd box at least this much is never a negative (Matterport's 0.001).
-CROWD_IOU = 0.001
 #: Target class id of a pool's padding rows (all-zero RoIs); never a candidate of the class loss.
 PADDING_CLASS_ID = -1
 
@@ -146,9 +143,9 @@ def ohem_roi_targets(
     iou = _iou(proposals, gt_boxes)  # [N, G]
     best = _best_iou(iou)  # [N]
     no_crowd = _best_iou(_iou(proposals, crowd_boxes)) < CROWD_IOU
-    positive_index = tf.random.shuffle(tf.where(best >= POSITIVE_IOU)[:, 0])[:max_positives]
+    positive_index = tf.random.shuffle(tf.where(best >= ROI_POSITIVE_IOU)[:, 0])[:max_positives]
     positive_count = tf.shape(positive_index)[0]
-    negative_index = tf.random.shuffle(tf.where((best < POSITIVE_IOU) & no_crowd)[:, 0])
+    negative_index = tf.random.shuffle(tf.where((best < ROI_POSITIVE_IOU) & no_crowd)[:, 0])
     negative_index = negative_index[:pool_size - positive_count]
 
     positive_rois = tf.gather(proposals, positive_index)  # [P, 4]

@@ -140,6 +140,21 @@ def test_build_detection_targets(tiny_config):
         assert not mask_targets[class_ids == 0].any()
 
 
+def test_build_detection_targets_leaves_a_roi_at_exactly_half_iou_out(tiny_config):
+    """Matterport's NumPy sampler: positive when IoU > 0.5, negative when IoU < 0.5; a RoI at
+    exactly 0.5 is neither (hand-computed: [0, 0, 10, 20] over the GT [0, 0, 10, 10] is 100 / 200)."""
+    np.random.seed(0)
+    mask = np.zeros((64, 64, 1), dtype=bool)
+    mask[0:10, 0:10, 0] = True
+    gt_boxes = np.array([[0, 0, 10, 10]], dtype=np.int32)
+    rois = np.array([[0, 0, 10, 20], [40, 40, 60, 60], [0, 0, 10, 10]], dtype=np.int32)
+    tiny_config.USE_MINI_MASK = False
+    out_rois, class_ids, _, _ = build_detection_targets(rois, np.array([1], np.int32), gt_boxes, mask, tiny_config)
+    kept = {tuple(r) for r in out_rois.tolist()}
+    assert kept == {(0, 0, 10, 10), (40, 40, 60, 60)}  # the half-IoU RoI is in neither set
+    assert class_ids[out_rois[:, 3] == 10].tolist() == [1]
+
+
 def test_build_detection_targets_errors(tiny_config):
     with pytest.raises(ValueError, match=r"rpn_rois: expected at least one ROI"):
         build_detection_targets(np.zeros([0, 4]), np.array([1]), np.array([[0, 0, 4, 4]]),

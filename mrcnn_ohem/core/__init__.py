@@ -6,6 +6,7 @@
 - :mod:`.checks` -- argument checks with one wording ("NAME must be ...; received ...").
 - :mod:`.selection` -- exact, gradient-free top-k selection (TensorFlow).
 - :mod:`.auxiliary` -- named scalars a loss graph reports to a listening training loop.
+- :mod:`.thresholds` -- Matterport's IoU thresholds, named once with their comparisons.
 - :mod:`.randomness` -- per-image, thread-local random generators for seeded data loading.
 
 Nothing here reads a ``Config`` or builds a Keras model; nothing here imports the rest of

@@ -34,10 +34,7 @@ import numpy as np
 
 from mrcnn_ohem.core.boxes import NEGATIVE, NEUTRAL, POSITIVE, SortedBoxes, box_refinement
 from mrcnn_ohem.core.randomness import numpy_random
-
-POSITIVE_IOU = 0.7
-NEGATIVE_IOU = 0.3
-CROWD_IOU = 0.001
+from mrcnn_ohem.core.thresholds import CROWD_IOU, RPN_NEGATIVE_IOU, RPN_POSITIVE_IOU
 
 
 class AnchorMatch(NamedTuple):
@@ -124,9 +121,9 @@ def match_anchors(
     best[index.ids] = best_iou
     gt_index[index.ids] = best_gt
 
-    rpn_match[(best < NEGATIVE_IOU) & may_be_negative] = NEGATIVE
+    rpn_match[(best < RPN_NEGATIVE_IOU) & may_be_negative] = NEGATIVE
     rpn_match[index.ids[is_best]] = POSITIVE
-    rpn_match[best >= POSITIVE_IOU] = POSITIVE
+    rpn_match[best >= RPN_POSITIVE_IOU] = POSITIVE
     return AnchorMatch(rpn_match, gt_index, gt_boxes)
 
 

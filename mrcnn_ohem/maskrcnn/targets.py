@@ -20,6 +20,7 @@ import numpy as np
 from mrcnn_ohem.core.boxes import NEGATIVE, POSITIVE, box_refinement, compute_overlaps
 from mrcnn_ohem.core.matching import encode_rpn_bbox, match_anchors, subsample_labels
 from mrcnn_ohem.core.randomness import numpy_random
+from mrcnn_ohem.core.thresholds import ROI_POSITIVE_IOU
 
 from .utils import resize
 
@@ -158,7 +159,7 @@ def build_detection_targets(rpn_rois: np.ndarray, gt_class_ids: np.ndarray,
 
 def _sample_rois(best_iou: np.ndarray, num_rois: int, positive_ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """Matterport's ROI sampling: positives (IoU > 0.5) capped at ``num_rois * positive_ratio``,
-    negatives fill the rest, and with too few ROIs negatives (else positives) repeat.
+    negatives (IoU < 0.5) fill the rest, and with too few ROIs negatives (else positives) repeat.
 
     Args:
         best_iou: [N] each ROI's highest IoU with a GT box.
@@ -166,8 +167,8 @@ def _sample_rois(best_iou: np.ndarray, num_rois: int, positive_ratio: float) -> 
     Returns:
         keep: [num_rois] int indices into the ROIs, positives first; is_fg: [num_rois] bool.
     """
-    fg_ids = np.flatnonzero(best_iou > 0.5)
-    bg_ids = np.flatnonzero(best_iou <= 0.5)
+    fg_ids = np.flatnonzero(best_iou > ROI_POSITIVE_IOU)
+    bg_ids = np.flatnonzero(best_iou < ROI_POSITIVE_IOU)  # exactly 0.5 is neither, as upstream
     fg_count = int(num_rois * positive_ratio)
     keep_fg = numpy_random().choice(fg_ids, fg_count, replace=False) if fg_ids.size > fg_count else fg_ids
     remaining = num_rois - keep_fg.size
