@@ -824,3 +824,19 @@ def test_finetune_section_and_difference_plot(tmp_path):
     assert "| ohem | +2.00 [" in text and "| ohem | 3.0 | 3.0 | 253.0 | 0% |" in text
     finetune.plot_differences(doc, tmp_path / "q.png", "title")
     assert (tmp_path / "q.png").stat().st_size > 5_000
+
+
+def test_run_suite_without_running_reads_back_only_what_is_there(tmp_path, monkeypatch):
+    from benchmarks.quality import runs as runs_module
+
+    def fake_run_one(spec, log_path, timeout, in_process, shared=None):
+        return {"variant": spec["variant"], "seed": spec["seed"], "dataset": "shapes", "metrics": {}, "status": "ok",
+                "error": None}
+
+    monkeypatch.setattr(runs_module, "run_one", fake_run_one)
+    args = ("shapes", ["baseline"], [0], variants.QUICK, tmp_path, 10, {"val_dir": "v"})
+    runs_module.run_suite(*args, report=lambda line: None)
+    monkeypatch.setattr(runs_module, "run_one", lambda *a, **k: pytest.fail("report-only ran a run"))
+    found = runs_module.run_suite("shapes", ["baseline", "ohem"], [0, 1], *args[3:], report=lambda line: None,
+                                  resume=True, run=False)
+    assert [(r["variant"], r["seed"]) for r in found] == [("baseline", 0)]

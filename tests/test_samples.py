@@ -248,7 +248,7 @@ def test_demo_defaults_are_the_finetuning_budget_cut_to_fit_10_minutes():
     args = demo.build_parser().parse_args([])
     assert args.seeds == 3
     assert demo.demo_budget(args) == replace(FINETUNE, steps=100, val_images=100, probes=0)
-    longer = demo.build_parser().parse_args(["--steps", "300", "--val-images", "300"])
+    longer = demo.build_parser().parse_args(["--steps", "200", "--val-images", "300"])
     assert demo.demo_budget(longer) == replace(FINETUNE, probes=0)
 
 

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temp folder)")
     parser.add_argument("--resume", action="store_true",
                         help="read back the runs --out already holds for the same spec instead of running them")
+    parser.add_argument("--report-only", action="store_true",
+                        help="with --resume: run nothing, report the finished runs --out holds")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds before a run is killed")
     parser.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md and the plots")
     parser.add_argument("--results", type=Path, default=None, help="write the section to this file instead")
@@ -224,8 +226,11 @@ def _finetune_mode(args, variants, skipped, seeds, budget, out) -> int:
     write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
                       max_targets=budget.max_targets, max_distractors=budget.max_distractors)
     runs = run_suite("shapes", variants, seeds, budget, out, args.timeout, {"val_dir": str(val_dir), "init": str(path)},
-                     in_process=args.in_process, resume=args.resume)
-    timing = _timing(args, variants, budget, out)
+                     in_process=args.in_process, resume=args.resume, run=not args.report_only)
+    timing = None if args.report_only else _timing(args, variants, budget, out)
+    timing_file = out / "timing" / "result.json"
+    if timing is None and timing_file.is_file():  # measured by an earlier piece of the design
+        timing = json.loads(timing_file.read_text())
     (out / "runs.json").write_text(json.dumps({"shapes": runs, "timing": timing, "skipped": skipped}, indent=1))
     document = finetune.summary_document(runs, variants, budget, checkpoint)
     document["positives_in_random_sample"] = finetune.positives_in_random_sample(budget)

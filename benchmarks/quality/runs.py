@@ -532,14 +532,15 @@ def previous_result(spec: dict) -> dict | None:
 
 def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: Budget, out: Path,
               timeout: float, extra: dict, in_process: bool = False,
-              report: Callable[[str], None] = print, resume: bool = False) -> list[dict]:
+              report: Callable[[str], None] = print, resume: bool = False, run: bool = True) -> list[dict]:
     """All (seed, variant) runs of one dataset, seed-major so load drift hits every variant.
 
     In process, the runs share their models (training models keyed by variant, dataset, budget
     and class count; inference models by dataset, budget and class count) for this call only, so
     no run depends on what an earlier call left behind. With ``resume``, a run whose folder in
     ``out`` already holds a finished result of the same spec is read back instead of run again,
-    so a long design can be run in pieces.
+    so a long design can be run in pieces; ``run=False`` (with ``resume``) only reads back, and
+    leaves out the runs that are not there.
     """
     shared: dict[str, dict] = {"training": {}, "inference": {}, "initial": {}}
     specs = []
@@ -552,10 +553,12 @@ def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: 
     runs: list[dict] = []
     with retracing_warnings_off() if in_process else contextlib.nullcontext():
         todo = [spec for spec in specs if not (resume and previous_result(spec))]
-        if in_process and todo:
+        if in_process and todo and run:
             seed_initial_weights(todo, shared)
         for spec in specs:
             result = previous_result(spec) if resume else None
+            if result is None and not run:
+                continue
             if result is None:
                 result = run_one(spec, out / f"{name}_{spec['variant']}_s{spec['seed']}.log", timeout, in_process,
                                  shared)
