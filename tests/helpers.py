@@ -127,3 +127,10 @@ class RandomShapes(Dataset):
         for k, class_id in enumerate(ids):
             image[mask[:, :, k]] = (220, 80, 40) if class_id == 1 else (40, 200, 90)
         return image
+
+
+def random_rpn(rng, batch, anchors, probs=(0.3, 0.4, 0.3), scale=3.0, dtype=np.float32):
+    """rpn_match [batch, anchors, 1] with P(-1, 0, 1) = probs, and logits [batch, anchors, 2]."""
+    match = rng.choice([-1, 0, 1], size=(batch, anchors, 1), p=probs).astype(np.int32)
+    logits = (rng.normal(size=(batch, anchors, 2)) * scale).astype(dtype)
+    return match, logits

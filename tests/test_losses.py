@@ -13,19 +13,13 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
+from helpers import random_rpn
 
 from mrcnn_ohem import TopKCrossEntropy, make_rpn_class_loss_graph, ohem_rpn_class_loss, topk_cross_entropy
 from mrcnn_ohem._compat import import_tf_keras
 from samples.snippet import circulated_rpn_class_loss
 
 keras2 = import_tf_keras()
-
-
-def random_rpn(rng, batch, anchors, probs=(0.3, 0.4, 0.3), scale=3.0, dtype=np.float32):
-    """rpn_match [batch, anchors, 1] with P(-1, 0, 1) = probs, logits [batch, anchors, 2]."""
-    match = rng.choice([-1, 0, 1], size=(batch, anchors, 1), p=probs).astype(np.int32)
-    logits = (rng.normal(size=(batch, anchors, 2)) * scale).astype(dtype)
-    return match, logits
 
 
 def loss_and_grad(match, logits, **options):

@@ -1,6 +1,7 @@
 """mrcnn_ohem.losses.focal_rpn_class_loss against the NumPy reference in tests/reference.py."""
 from __future__ import annotations
 
+import helpers
 import numpy as np
 import pytest
 import reference
@@ -10,10 +11,9 @@ from mrcnn_ohem import focal_rpn_class_loss
 from mrcnn_ohem.maskrcnn.losses import rpn_class_loss_graph
 
 
-def random_rpn(rng, batch, anchors, probs=(0.5, 0.3, 0.2), scale=3.0):
-    match = rng.choice([-1, 0, 1], size=(batch, anchors, 1), p=probs).astype(np.int32)
-    logits = (rng.normal(size=(batch, anchors, 2)) * scale).astype(np.float32)
-    return match, logits
+def random_rpn(rng, batch, anchors, probs=(0.5, 0.3, 0.2)):
+    """More negatives than the shared helper draws by default (P(-1, 0, 1) = 0.5, 0.3, 0.2)."""
+    return helpers.random_rpn(rng, batch, anchors, probs=probs)
 
 
 def loss_and_grad(match, logits, **options):

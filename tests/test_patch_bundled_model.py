@@ -76,3 +76,8 @@ def test_patched_model_trains_with_finite_decreasing_loss(tmp_path, dataset):
         history = model.train(dataset, dataset, 0.01, 3, "all", verbose=0, seed=1)
     losses = history.history["rpn_class_loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    # The loss trained on was OHEM's: each step kept exactly OHEM_RPN_TOP_K = 8 anchors an image
+    # (Matterport's loss keeps all 32 labelled ones), chosen from OHEM's targets (every negative).
+    kept = np.add(history.history["ohem_rpn_kept_positives"], history.history["ohem_rpn_kept_negatives"])
+    np.testing.assert_allclose(kept, 8.0)
+    assert np.all(np.asarray(history.history["ohem_rpn_threshold"]) > 0)

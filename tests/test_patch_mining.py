@@ -8,10 +8,10 @@ import tensorflow as tf
 from conftest import ShapesDataset, TinyConfig
 
 import mrcnn_ohem
+from mrcnn_ohem.binding import SELECTION_METRICS, config_anchors
 from mrcnn_ohem.core import auxiliary
 from mrcnn_ohem.maskrcnn import model as modellib
 from mrcnn_ohem.maskrcnn.data import DataGenerator
-from mrcnn_ohem.binding import SELECTION_METRICS, config_anchors
 
 BACKGROUND = []  # a background-only image: no instances
 OBJECTS = [("square", (12, 10, 6)), ("circle", (30, 28, 7))]
