@@ -11,6 +11,7 @@ files carry over. Split by pipeline stage:
 - :mod:`.data` -- ``load_image_gt``, image meta, ``DataGenerator`` (a Keras ``Sequence``).
 - :mod:`.backbone`, :mod:`.layers`, :mod:`.heads`, :mod:`.losses`, :mod:`.model` -- the graph.
 - :mod:`.checkpoints` -- run folders and checkpoint names (no TensorFlow).
+- :mod:`.precision` -- ``Config.MIXED_PRECISION``: which layers compute in float16/bfloat16.
 - :mod:`.visualize` -- matplotlib drawing helpers.
 
 Submodules load on first attribute access, so ``import mrcnn_ohem.maskrcnn.config`` never

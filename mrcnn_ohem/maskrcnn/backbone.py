@@ -15,6 +15,7 @@ from typing import Any
 from mrcnn_ohem._compat import import_tf_keras
 
 from .config import BACKBONES  # noqa: F401  (the accepted names, declared once)
+from .precision import compute_scope
 
 keras = import_tf_keras()
 KL = keras.layers
@@ -190,10 +191,14 @@ SMALL_BACKBONES = {"tiny": tiny_graph, "compact": compact_graph}
 def build_backbone(input_image: Any, backbone: str | Callable[..., Any],
                    train_bn: bool | None) -> list:
     """C1..C5 for ``Config.BACKBONE``: a name from :data:`BACKBONES` or a callable taking
-    ``(input_image, stage5=True, train_bn=...)`` (Matterport's contract)."""
-    if callable(backbone):
-        return backbone(input_image, stage5=True, train_bn=train_bn)
-    return resnet_graph(input_image, backbone, stage5=True, train_bn=train_bn)
+    ``(input_image, stage5=True, train_bn=...)`` (Matterport's contract).
+
+    Inside :meth:`MaskRCNN.build <mrcnn_ohem.maskrcnn.model.MaskRCNN.build>` its layers compute in
+    ``Config.MIXED_PRECISION`` (:func:`~.precision.compute_scope`), a callable's as well."""
+    with compute_scope():
+        if callable(backbone):
+            return backbone(input_image, stage5=True, train_bn=train_bn)
+        return resnet_graph(input_image, backbone, stage5=True, train_bn=train_bn)
 
 
 def fpn_graph(features: Sequence[Any], pyramid_size: int) -> tuple[list, list]:
@@ -206,8 +211,14 @@ def fpn_graph(features: Sequence[Any], pyramid_size: int) -> tuple[list, list]:
 
     Returns:
         ([P2, P3, P4, P5, P6] for the RPN, [P2, P3, P4, P5] for the heads), each
-        [batch, h_i, w_i, pyramid_size]; P6 subsamples P5 by 2.
+        [batch, h_i, w_i, pyramid_size]; P6 subsamples P5 by 2. Inside a model build they are
+        in ``Config.MIXED_PRECISION``'s compute dtype (:func:`~.precision.compute_scope`).
     """
+    with compute_scope():
+        return _fpn_layers(features, pyramid_size)
+
+
+def _fpn_layers(features: Sequence[Any], pyramid_size: int) -> tuple[list, list]:
     c2, c3, c4, c5 = features
     p5 = KL.Conv2D(pyramid_size, (1, 1), name="fpn_c5p5")(c5)
     p4 = KL.Add(name="fpn_p4add")([KL.UpSampling2D(size=(2, 2), name="fpn_p5upsampled")(p5),

@@ -5,6 +5,7 @@
 carries over unchanged. Differences from upstream: the values are validated in ``__init__``
 (``ValueError`` naming the attribute, what was expected and what was received), ``"tiny"`` is
 and ``"compact"`` are accepted ``BACKBONE`` names (small CPU backbones for demos and tests),
+``MIXED_PRECISION`` builds a mixed-precision model (see :mod:`.precision`),
 ``MASK_HEAD_FILTERS`` and ``RPN_SHARED_FILTERS`` set the widths of the mask head and of the
 RPN's shared convolution (Matterport's 256 and 512 by default), ``TRAIN_BACKGROUND_IMAGES`` opts in to
 training on images without instances, ``__init__`` cooperates
@@ -24,6 +25,9 @@ from mrcnn_ohem.core.checks import check_bool, check_choice, check_int, check_nu
 BACKBONES = ("resnet50", "resnet101", "tiny", "compact")
 #: ``IMAGE_RESIZE_MODE`` values understood by :func:`mrcnn_ohem.maskrcnn.utils.resize_image`.
 RESIZE_MODES = ("none", "square", "pad64", "crop")
+#: ``MIXED_PRECISION`` values besides None: Keras' mixed dtype policies (float32 variables,
+#: float16 or bfloat16 computation in the convolutions and dense layers).
+MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
 #: Image sides must be divisible by this so that the five FPN levels align (2**6).
 IMAGE_DIM_DIVISOR = 2 ** 6
 
@@ -157,6 +161,10 @@ class Config:
     TRAIN_BN = False
     # Global gradient norm clipping.
     GRADIENT_CLIP_NORM = 5.0
+    # None (float32), "mixed_float16" (GPUs with float16 Tensor Cores; the loss is scaled) or
+    # "mixed_bfloat16" (Ampere and newer GPUs, TPUs): the backbone, FPN and head convolutions
+    # compute in that precision; losses, OHEM, proposals, detections and outputs stay float32.
+    MIXED_PRECISION = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -182,6 +190,7 @@ class Config:
         # real configs override it with 1 + the number of object classes.
         check_int("NUM_CLASSES", self.NUM_CLASSES, 1, hint=" (the background class counts as one)")
         check_bool("TRAIN_BACKGROUND_IMAGES", self.TRAIN_BACKGROUND_IMAGES)
+        check_choice("MIXED_PRECISION", self.MIXED_PRECISION, (None, *MIXED_PRECISION_POLICIES))
         self._validate_backbone()
         self._validate_images()
         for name in ("RPN_NMS_THRESHOLD", "DETECTION_MIN_CONFIDENCE",

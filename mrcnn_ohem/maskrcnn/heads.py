@@ -4,6 +4,11 @@ Layer names and kernel shapes are Matterport's (``rpn_model`` with ``rpn_conv_sh
 ``rpn_class_raw``, ``rpn_bbox_pred``; ``mrcnn_class_conv1`` ... ``mrcnn_bbox_fc``;
 ``mrcnn_mask_conv1`` ... ``mrcnn_mask``), including the ``TimeDistributed`` wrappers, so
 Matterport weight files load by name.
+
+Under ``Config.MIXED_PRECISION`` the shared RPN convolution and the hidden layers of the heads
+compute in float16 or bfloat16 (:func:`~.precision.compute_scope`); the RoI pooling and the
+prediction layers that produce logits, deltas and masks, and everything after them, stay float32
+(see :mod:`.precision`).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from mrcnn_ohem._compat import import_tf_keras
 
 from .backbone import BatchNorm, _bn_flag
 from .layers import PyramidROIAlign
+from .precision import compute_scope
 
 keras = import_tf_keras()
 KL = keras.layers
@@ -45,8 +51,9 @@ def rpn_graph(feature_map: Any, anchors_per_location: int, anchor_stride: int,
         rpn_probs [batch, H * W * anchors_per_location, 2] softmax of the logits,
         rpn_bbox [batch, H * W * anchors_per_location, (dy, dx, log(dh), log(dw))].
     """
-    shared = KL.Conv2D(filters, (3, 3), padding="same", activation="relu",
-                       strides=anchor_stride, name="rpn_conv_shared")(feature_map)
+    with compute_scope():
+        shared = KL.Conv2D(filters, (3, 3), padding="same", activation="relu",
+                           strides=anchor_stride, name="rpn_conv_shared")(feature_map)
     x = KL.Conv2D(2 * anchors_per_location, (1, 1), padding="valid", activation="linear",
                   name="rpn_class_raw")(shared)
     rpn_class_logits = KL.Lambda(lambda t: tf.reshape(t, [tf.shape(t)[0], -1, 2]))(x)
@@ -100,14 +107,15 @@ def fpn_classifier_graph(rois: Any, feature_maps: Sequence[Any], image_meta: Any
     training = _bn_flag(train_bn)
     x = PyramidROIAlign([pool_size, pool_size],
                         name="roi_align_classifier")([rois, image_meta] + list(feature_maps))
-    x = KL.TimeDistributed(KL.Conv2D(fc_layers_size, (pool_size, pool_size), padding="valid"),
-                           name="mrcnn_class_conv1")(x)
-    x = KL.TimeDistributed(BatchNorm(), name="mrcnn_class_bn1")(x, training=training)
-    x = KL.Activation("relu")(x)
-    x = KL.TimeDistributed(KL.Conv2D(fc_layers_size, (1, 1)), name="mrcnn_class_conv2")(x)
-    x = KL.TimeDistributed(BatchNorm(), name="mrcnn_class_bn2")(x, training=training)
-    x = KL.Activation("relu")(x)
-    shared = KL.Lambda(lambda t: tf.squeeze(tf.squeeze(t, 3), 2), name="pool_squeeze")(x)
+    with compute_scope():
+        x = KL.TimeDistributed(KL.Conv2D(fc_layers_size, (pool_size, pool_size), padding="valid"),
+                               name="mrcnn_class_conv1")(x)
+        x = KL.TimeDistributed(BatchNorm(), name="mrcnn_class_bn1")(x, training=training)
+        x = KL.Activation("relu")(x)
+        x = KL.TimeDistributed(KL.Conv2D(fc_layers_size, (1, 1)), name="mrcnn_class_conv2")(x)
+        x = KL.TimeDistributed(BatchNorm(), name="mrcnn_class_bn2")(x, training=training)
+        x = KL.Activation("relu")(x)
+        shared = KL.Lambda(lambda t: tf.squeeze(tf.squeeze(t, 3), 2), name="pool_squeeze")(x)
 
     mrcnn_class_logits = KL.TimeDistributed(KL.Dense(num_classes),
                                             name="mrcnn_class_logits")(shared)
@@ -140,13 +148,14 @@ def build_fpn_mask_graph(rois: Any, feature_maps: Sequence[Any], image_meta: Any
     training = _bn_flag(train_bn)
     x = PyramidROIAlign([pool_size, pool_size],
                         name="roi_align_mask")([rois, image_meta] + list(feature_maps))
-    for i in range(1, 5):
-        x = KL.TimeDistributed(KL.Conv2D(filters, (3, 3), padding="same"),
-                               name=f"mrcnn_mask_conv{i}")(x)
-        x = KL.TimeDistributed(BatchNorm(), name=f"mrcnn_mask_bn{i}")(x, training=training)
-        x = KL.Activation("relu")(x)
-    x = KL.TimeDistributed(
-        KL.Conv2DTranspose(filters, (2, 2), strides=2, activation="relu"),
-        name="mrcnn_mask_deconv")(x)
+    with compute_scope():
+        for i in range(1, 5):
+            x = KL.TimeDistributed(KL.Conv2D(filters, (3, 3), padding="same"),
+                                   name=f"mrcnn_mask_conv{i}")(x)
+            x = KL.TimeDistributed(BatchNorm(), name=f"mrcnn_mask_bn{i}")(x, training=training)
+            x = KL.Activation("relu")(x)
+        x = KL.TimeDistributed(
+            KL.Conv2DTranspose(filters, (2, 2), strides=2, activation="relu"),
+            name="mrcnn_mask_deconv")(x)
     return KL.TimeDistributed(KL.Conv2D(num_classes, (1, 1), strides=1, activation="sigmoid"),
                               name="mrcnn_mask")(x)

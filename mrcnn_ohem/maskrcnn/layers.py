@@ -8,7 +8,8 @@ inside the graph they are normalised to [0, 1] (see :func:`norm_boxes_graph`).
 The layers take plain numbers (``proposal_count=...``); for compatibility with Matterport code
 they also accept ``config=`` and read the same numbers from it. Per-image work runs through
 :func:`map_images` (``tf.map_fn``), so any batch size works, including the per-replica batch
-of a ``tf.distribute`` strategy.
+of a ``tf.distribute`` strategy. The four layers compute in float32 whatever the global dtype
+policy (see :mod:`.precision`).
 """
 from __future__ import annotations
 
@@ -154,6 +155,13 @@ def _config_value(config: Any, name: str, value: Any) -> Any:
     return getattr(config, name) if config is not None else value
 
 
+def _float32(kwargs: dict) -> dict:
+    """Layer keyword arguments with ``dtype="float32"`` unless one is given: the four layers
+    below decode, suppress and crop boxes, which need float32 under any global dtype policy
+    (``crop_and_resize`` rejects bfloat16, and bfloat16 rounds a pixel coordinate of 1001 to 1000)."""
+    return {"dtype": "float32", **kwargs}
+
+
 ############################################################
 #  Proposal layer
 ############################################################
@@ -176,7 +184,7 @@ class ProposalLayer(KL.Layer):
     def __init__(self, proposal_count: int, nms_threshold: float, config: Any = None, *,
                  pre_nms_limit: int = 6000,
                  rpn_bbox_std_dev: Sequence[float] = (0.1, 0.1, 0.2, 0.2), **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32(kwargs))
         self.proposal_count = int(proposal_count)
         self.nms_threshold = float(nms_threshold)
         self.pre_nms_limit = int(_config_value(config, "PRE_NMS_LIMIT", pre_nms_limit))
@@ -237,7 +245,7 @@ class PyramidROIAlign(KL.Layer):
     """
 
     def __init__(self, pool_shape: Sequence[int], **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32(kwargs))
         self.pool_shape = tuple(int(v) for v in pool_shape)
 
     def get_config(self) -> dict:
@@ -384,7 +392,7 @@ class DetectionTargetLayer(KL.Layer):
                  bbox_std_dev: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
                  mask_shape: Sequence[int] = (28, 28), use_mini_mask: bool = True,
                  background_rois: bool = False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32(kwargs))
         self.train_rois_per_image = int(
             _config_value(config, "TRAIN_ROIS_PER_IMAGE", train_rois_per_image))
         self.roi_positive_ratio = float(
@@ -491,7 +499,7 @@ class DetectionLayer(KL.Layer):
                  bbox_std_dev: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
                  detection_min_confidence: float = 0.7, detection_max_instances: int = 100,
                  detection_nms_threshold: float = 0.3, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**_float32(kwargs))
         self.bbox_std_dev = [float(v) for v in np.reshape(
             _config_value(config, "BBOX_STD_DEV", bbox_std_dev), [4])]
         self.detection_min_confidence = float(

@@ -86,6 +86,7 @@ from .losses import (  # noqa: F401
     rpn_class_loss_graph,
     smooth_l1_loss,
 )
+from .precision import build_scope
 from .targets import build_detection_targets, build_rpn_targets, generate_random_rois  # noqa: F401
 from .training import LAYER_PRESETS, LOSS_NAMES, WEIGHT_DECAY_NAME, MaskRCNNTrainingModel, tensorboard_callback  # noqa: F401
 
@@ -151,21 +152,23 @@ class MaskRCNN:
 
     def build(self, mode: str, config: Any):
         """Build the Keras model of ``mode`` ("training" or "inference") for ``config``: inputs,
-        backbone and FPN, anchors, RPN and proposals, then the heads of that mode."""
+        backbone and FPN, anchors, RPN and proposals, then the heads of that mode. Keras' global
+        dtype policy is set for ``config.MIXED_PRECISION`` while it runs (see :mod:`.precision`)."""
         h, w = (int(v) for v in config.IMAGE_SHAPE[:2])
         if h % 64 or w % 64:
             raise ValueError(
                 f"config.IMAGE_SHAPE: expected height and width divisible by 64 (2**6, so the "
                 f"pyramid levels align), received {h}x{w}; use e.g. 256, 320, 384, 448, 512")
-        inputs = self._build_inputs(mode, config)
-        _, c2, c3, c4, c5 = build_backbone(inputs["input_image"], config.BACKBONE, config.TRAIN_BN)
-        rpn_feature_maps, mrcnn_feature_maps = backbone.fpn_graph([c2, c3, c4, c5], config.TOP_DOWN_PYRAMID_SIZE)
-        anchors = (self._build_anchor_constant(inputs["input_image"], config) if mode == "training"
-                   else inputs["input_anchors"])
-        rpn = self._build_rpn(rpn_feature_maps, anchors, mode, config)
-        if mode == "inference":
-            return self._build_inference_heads(inputs, rpn, mrcnn_feature_maps, config)
-        return self._build_training_heads(inputs, rpn, mrcnn_feature_maps, config)
+        with build_scope(getattr(config, "MIXED_PRECISION", None)):  # restored on return
+            inputs = self._build_inputs(mode, config)
+            _, c2, c3, c4, c5 = build_backbone(inputs["input_image"], config.BACKBONE, config.TRAIN_BN)
+            rpn_feature_maps, mrcnn_feature_maps = backbone.fpn_graph([c2, c3, c4, c5], config.TOP_DOWN_PYRAMID_SIZE)
+            anchors = (self._build_anchor_constant(inputs["input_image"], config) if mode == "training"
+                       else inputs["input_anchors"])
+            rpn = self._build_rpn(rpn_feature_maps, anchors, mode, config)
+            if mode == "inference":
+                return self._build_inference_heads(inputs, rpn, mrcnn_feature_maps, config)
+            return self._build_training_heads(inputs, rpn, mrcnn_feature_maps, config)
 
     @staticmethod
     def _build_inputs(mode: str, config: Any) -> dict[str, Any]:

@@ -12,6 +12,13 @@ hands the names to :meth:`MaskRCNNTrainingModel.configure_losses`; ``train_step`
 ``test_step`` listen on every forward pass and report each name as a running-mean metric,
 beside the losses (Keras logs, History, TensorBoard). They are not added to ``loss``. This
 module knows no name in advance, and nothing here is specific to OHEM.
+
+Mixed precision (``Config.MIXED_PRECISION``, see :mod:`.precision`): the losses and their sum
+are float32 in every policy. A model with float16 layers trains through a
+``LossScaleOptimizer`` wrapped around the SGD: ``train_step`` multiplies the loss by the loss
+scale before differentiating and divides the gradients by it before ``apply_gradients``, so
+``GRADIENT_CLIP_NORM`` clips the true (unscaled) gradients; a step whose gradients are not
+finite is skipped (weights and momentum untouched) and the scale halved.
 """
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ import tensorflow as tf
 
 from mrcnn_ohem._compat import import_tf_keras
 from mrcnn_ohem.core import auxiliary
+
+from .precision import needs_loss_scaling
 
 keras = import_tf_keras()
 KM = keras.models
@@ -80,6 +89,12 @@ class MaskRCNNTrainingModel(KM.Model):
         training step and its optimizer, reset to what a new SGD starts from (iteration and
         momentum zero, the new learning rate): the same update, without tracing the whole
         graph again (about 8 s at 64 px on 2 cores). Anything else compiles a new optimizer.
+
+        A model with float16 layers (``Config.MIXED_PRECISION = "mixed_float16"``) gets the SGD
+        wrapped in a dynamic ``LossScaleOptimizer`` (initial scale 2**15, doubled after 2000
+        finite steps, halved on every step with non-finite gradients); on the re-compile path
+        the loss scale keeps its current value (it tracks the model's gradients, not the
+        optimizer's settings).
         """
         key = (float(momentum), clipnorm, tuple(v.ref() for v in self.trainable_variables))
         optimizer = getattr(self, "optimizer", None)
@@ -91,6 +106,8 @@ class MaskRCNNTrainingModel(KM.Model):
             return
         optimizer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum,
                                          global_clipnorm=clipnorm)
+        if needs_loss_scaling(self):
+            optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
         self.compile(optimizer=optimizer)
         # Create the momentum slots now: a first step that creates variables makes tf.function
         # trace the whole training graph twice (about 8 s at 64 px on 2 cores).
@@ -136,7 +153,12 @@ class MaskRCNNTrainingModel(KM.Model):
             total = tf.add_n(list(terms.values()))
             # Gradients are summed over replicas; dividing makes the step use their mean.
             scaled = total / tf.cast(self.distribute_strategy.num_replicas_in_sync, tf.float32)
+            loss_scaled = isinstance(self.optimizer, keras.mixed_precision.LossScaleOptimizer)
+            if loss_scaled:  # float16: keep small gradients above float16's underflow
+                scaled = self.optimizer.get_scaled_loss(scaled)
         grads = tape.gradient(scaled, variables)
+        if loss_scaled:  # unscaled before apply_gradients, which clips them and skips inf/NaN steps
+            grads = self.optimizer.get_unscaled_gradients(grads)
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(grads, variables) if g is not None])
         return self._report(total, terms, recorded)
