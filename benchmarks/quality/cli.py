@@ -240,13 +240,13 @@ def _finetune_mode(args, variants, skipped, seeds, budget, out) -> int:
     print(text)
     print(f"total {time.perf_counter() - started:.0f} s; report {out / 'report.md'}; raw results {out / 'runs.json'}")
     if args.write:
-        finetune.write_summary(document, args.results.with_name(finetune.SUMMARY.name) if args.results
-                               else finetune.SUMMARY)
+        summary = args.results.with_name(finetune.SUMMARY.name) if args.results else finetune.SUMMARY
+        finetune.write_summary(document, summary)
         plot_path = args.results.with_name(PLOT.name) if args.results else PLOT
         finetune.plot_differences(document, plot_path, f"Fine-tuning from the shapes checkpoint: {len(seeds)} "
                                   f"paired seeds, {budget.steps} steps, {budget.val_images} validation images")
         write_section("quality_finetune", text, **({"path": args.results} if args.results else {}))
-        print(f"wrote {finetune.SUMMARY}, {plot_path} and the 'quality_finetune' section of {args.results or RESULTS}")
+        print(f"wrote {summary}, {plot_path} and the 'quality_finetune' section of {args.results or RESULTS}")
     return 0
 
 
