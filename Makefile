@@ -18,7 +18,7 @@ STAMP_COMPAT := $(VENV_COMPAT)/.installed
 # benchmark tests run on the main stack only).
 COMPAT_MODEL_TESTS ?= tests/test_maskrcnn_model.py tests/test_maskrcnn_weights.py
 
-.PHONY: venv lint test test-fast test-compat demo bench notebooks docs clean
+.PHONY: venv lint test test-fast test-compat demo bench bench-gpu notebooks docs clean
 
 venv: $(STAMP)
 
@@ -73,6 +73,13 @@ notebooks: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.loss_speed --write
 	$(PY) -m benchmarks.train_step --write
+
+# One command that measures a CUDA GPU (benchmarks/gpu.py): step time of five variants in float32
+# and mixed precision, GPU memory, data-path threads, detect() latency -> benchmarks/results/gpu.md.
+# Exits 2 on a machine where TensorFlow sees no GPU; BENCH_GPU_ARGS=--quick runs it tiny on the CPU.
+BENCH_GPU_ARGS ?=
+bench-gpu: $(STAMP)
+	$(PY) -m benchmarks.gpu $(BENCH_GPU_ARGS)
 
 # The API reference, rendered from the docstrings into docs/api/ (gitignored; open
 # docs/api/index.html). pdoc rather than Sphinx: one command and no conf.py or .rst tree to keep in

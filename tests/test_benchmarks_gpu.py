@@ -1,0 +1,53 @@
+"""benchmarks/gpu.py: the GPU command refuses cleanly without a GPU, and its --quick CPU run works end to end."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import gpu
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_without_a_gpu_it_says_so_and_exits_2(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(gpu, "gpu_devices", lambda: [])  # as on this machine; also where a GPU exists
+    output = tmp_path / "gpu.md"
+    assert gpu.main(["--output", str(output)]) == gpu.NO_GPU == 2
+    message = capsys.readouterr().err
+    assert "TensorFlow sees no GPU" in message and "tensorflow[and-cuda]" in message and "--quick" in message
+    assert not output.exists()
+
+
+@pytest.mark.slow
+def test_the_command_refuses_on_this_machine_when_it_has_no_gpu():
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU: the command would run the full benchmark")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "TensorFlow sees no GPU" in done.stderr
+    assert not done.stdout.strip()
+
+
+@pytest.mark.slow
+def test_quick_runs_every_measurement_on_the_cpu_and_writes_its_report(tmp_path):
+    output = tmp_path / "quick.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu", "--quick", "--variants", "ohem", "--steps", "1", "--rounds", "2",
+         "--warmup", "1", "--output", str(output)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = output.read_text(encoding="utf-8")
+    assert "**Device: CPU**" in report and "no GPU was used" in report
+    for row in ("| baseline | float32 |", "| baseline | mixed_bfloat16 |", "| ohem | float32 |",
+                "| ohem | mixed_bfloat16 |", "| plain | ", "| float32 | ", "| mixed_bfloat16 | "):
+        assert row in report, row
+    assert "| baseline | float32 | " in report and "1.000x" in report  # ratios against the same run's baseline
+    assert "n/a (CPU)" in report  # no GPU memory figure is made up on the CPU
+    assert not (REPO / "benchmarks" / "results" / "quick.md").exists()
