@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn_ohem._compat import import_tf_keras
+from mrcnn_ohem.core.thresholds import CROWD_IOU, ROI_POSITIVE_IOU
 
 from .losses import batch_pack_graph  # noqa: F401  (Matterport exposes it with the layers)
 from .utils import box_refinement_graph
@@ -324,10 +325,10 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, *,
 
     overlaps = overlaps_graph(proposals, gt_boxes)  # [N, G]
     no_crowd = tf.reduce_max(tf.concat([overlaps_graph(proposals, crowd_boxes),
-                                        tf.zeros_like(proposals[:, :1])], 1), axis=1) < 0.001
+                                        tf.zeros_like(proposals[:, :1])], 1), axis=1) < CROWD_IOU
     roi_iou_max = tf.reduce_max(tf.concat([overlaps, tf.zeros_like(proposals[:, :1])], 1), 1)
-    positive_indices = tf.where(roi_iou_max >= 0.5)[:, 0]
-    negative_indices = tf.where(tf.logical_and(roi_iou_max < 0.5, no_crowd))[:, 0]
+    positive_indices = tf.where(roi_iou_max >= ROI_POSITIVE_IOU)[:, 0]
+    negative_indices = tf.where(tf.logical_and(roi_iou_max < ROI_POSITIVE_IOU, no_crowd))[:, 0]
 
     max_positive = int(train_rois_per_image * roi_positive_ratio)
     positive_indices = tf.random.shuffle(positive_indices)[:max_positive]
