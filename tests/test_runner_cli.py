@@ -171,3 +171,12 @@ def test_a_mistake_fails_before_tensorflow_is_imported(folder, tmp_path):
     assert (loaded_tf, loaded_keras) == ("False", "False"), result.stdout
     assert "--dataset: " in result.stderr and "is not a folder" in result.stderr
     assert "--ohem-top-k needs --ohem" in result.stderr and "--model last: no run of 'coco'" in result.stderr
+
+
+def test_mixed_precision_flag_reaches_the_config_and_the_run(folder, tmp_path):
+    args = runconfig.resolve(parse("train", "--dataset", str(folder), "--mixed-precision", "bfloat16"))
+    assert train_eval.make_config(args, 4, "training").MIXED_PRECISION == "mixed_bfloat16"
+    fake_run(tmp_path, mixed_precision="float16")  # run.json keeps the flag's value
+    evaluated = runconfig.resolve(parse("evaluate", "--dataset", str(folder), "--logs", str(tmp_path)))
+    assert train_eval.make_config(evaluated, 4, "inference").MIXED_PRECISION == "mixed_float16"
+    assert train_eval.make_config(parse("train", "--dataset", "x"), 4, "training").MIXED_PRECISION is None
