@@ -435,14 +435,7 @@ class MaskRCNN:
         if self.mode != "training":
             raise ValueError(f"train() needs a model built with mode='training', this one "
                              f"has mode={self.mode!r}")
-        if layers in LAYER_PRESETS:
-            layers = LAYER_PRESETS[layers]
-        else:
-            try:
-                re.compile(layers)
-            except (re.error, TypeError) as err:
-                raise ValueError(f"layers: expected one of {list(LAYER_PRESETS)} or a regular "
-                                 f"expression over layer names, received {layers!r}") from err
+        layers = training.resolve_layers(layers)
         # The targets that belong to the losses: the functions of construction time.
         changed = [name for name, fn in self.data_functions.items() if globals()[name] is not fn]
         if changed:

@@ -23,6 +23,7 @@ finite is skipped (weights and momentum untouched) and the scale halved.
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 
 import tensorflow as tf
@@ -38,7 +39,7 @@ KM = keras.models
 logger = logging.getLogger(__name__)
 
 __all__ = ["LOSS_NAMES", "WEIGHT_DECAY_NAME", "LAYER_PRESETS", "MaskRCNNTrainingModel",
-           "default_strategy", "tensorboard_callback"]
+           "default_strategy", "tensorboard_callback", "resolve_layers"]
 
 #: The five losses, in Matterport's order; layer names, metric names and LOSS_WEIGHTS keys.
 LOSS_NAMES = ("rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
@@ -171,15 +172,25 @@ class MaskRCNNTrainingModel(KM.Model):
 
 
 def tensorboard_callback(log_dir: str) -> list:
-    """Matterport's TensorBoard callback, or nothing (with a warning) without tensorboard."""
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        logger.warning("tensorboard is not installed: training curves are not written to %s "
-                       "(pip install tensorboard)", log_dir)
-        return []
+    """Matterport's TensorBoard callback (tensorboard is an install requirement), as a list."""
     return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
                                         write_images=False)]
+
+
+def resolve_layers(layers: str) -> str:
+    """The regular expression of ``train(layers=...)``: a preset of :data:`LAYER_PRESETS`, or ``layers``.
+
+    Raises:
+        ValueError: ``layers`` is neither a preset nor a valid regular expression.
+    """
+    if layers in LAYER_PRESETS:
+        return LAYER_PRESETS[layers]
+    try:
+        re.compile(layers)
+    except (re.error, TypeError) as err:
+        raise ValueError(f"layers: expected one of {list(LAYER_PRESETS)} or a regular "
+                         f"expression over layer names, received {layers!r}") from err
+    return layers
 
 
 def default_strategy(gpu_count: int) -> tf.distribute.Strategy | None:
