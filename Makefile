@@ -63,7 +63,7 @@ test-compat: $(STAMP_COMPAT)
 	$(PY_COMPAT) -m pytest -q $(PYTEST_PARALLEL) $(COMPAT_MODEL_TESTS)
 
 demo: $(STAMP)
-	$(PY) samples/snippet_defects.py
+	$(PY) -m samples.snippet_defects
 	$(PY) -m samples.demo
 
 # Execute the walkthroughs in full mode and store them with their outputs (minutes of CPU each).

@@ -36,6 +36,7 @@ from benchmarks._results import (  # noqa: E402
     median_and_spread,
     write_section,
 )
+from benchmarks.snippet import circulated_rpn_class_loss  # noqa: E402
 from mrcnn_ohem import (  # noqa: E402
     build_rpn_targets,  # noqa: E402
     ohem_rpn_class_loss,  # noqa: E402
@@ -44,7 +45,6 @@ from mrcnn_ohem.core.boxes import compute_overlaps  # noqa: E402
 from mrcnn_ohem.maskrcnn import targets as matterport_targets  # noqa: E402
 from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors  # noqa: E402
 from mrcnn_ohem.maskrcnn.config import Config  # noqa: E402
-from samples.snippet import circulated_rpn_class_loss  # noqa: E402
 
 
 class FullSizeConfig(Config):

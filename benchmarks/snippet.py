@@ -1,7 +1,8 @@
 """The OHEM RPN loss snippet that circulates for Matterport Mask R-CNN, reproduced to compare.
 
-Do not train with it. It is here so the demo, the notebooks and the quality benchmark can show
-what it does. Written from its published description: gather the non-neutral anchors of the
+Do not train with it. It is here so the quality benchmark (its ``snippet`` variant), the demo's
+``samples/snippet_defects.py`` and the notebooks can show what it does; it is not installed.
+Written from its published description: gather the non-neutral anchors of the
 whole batch, take their cross-entropy, find the k-th largest with ``tf.nn.top_k`` where k is
 ``RPN_TRAIN_ANCHORS_PER_IMAGE``, and average every loss >= that value. Its defects:
 

@@ -1,6 +1,7 @@
 """Show the circulated OHEM snippet's four defects beside mrcnn_ohem's loss, on generated inputs.
 
-Run from the repo root: ``python samples/snippet_defects.py``. Part of ``make demo``.
+Run from the repo root: ``python -m samples.snippet_defects``. Part of ``make demo``. The snippet's
+reproduction is :mod:`benchmarks.snippet` (the quality benchmark trains with it too).
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_L
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from snippet import circulated_rpn_class_loss  # samples/snippet.py, beside this script  # noqa: E402
 
+from benchmarks.snippet import circulated_rpn_class_loss  # noqa: E402
 from mrcnn_ohem import build_rpn_targets, ohem_rpn_class_loss  # noqa: E402
 from mrcnn_ohem.maskrcnn import targets as matterport_targets  # noqa: E402
 from mrcnn_ohem.maskrcnn.anchors import compute_backbone_shapes, generate_pyramid_anchors  # noqa: E402

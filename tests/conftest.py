@@ -19,7 +19,7 @@ def _graph_optimizer_off():
     changing what they compute; the fine-tune command-line test, the notebooks and the
     multi-worker test run in subprocesses, with it on, as users run them.
     """
-    from benchmarks.quality.runs import graph_optimizations_off
+    from mrcnn_ohem._compat import graph_optimizations_off
 
     with graph_optimizations_off():  # (what --quick and the demo's --smoke use, restored after)
         yield

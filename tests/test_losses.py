@@ -17,7 +17,6 @@ from helpers import random_rpn
 
 from mrcnn_ohem import TopKCrossEntropy, make_rpn_class_loss_graph, ohem_rpn_class_loss, topk_cross_entropy
 from mrcnn_ohem._compat import import_tf_keras
-from samples.snippet import circulated_rpn_class_loss
 
 keras2 = import_tf_keras()
 
@@ -61,26 +60,6 @@ def test_exactly_k_kept_on_ties_lower_index_wins():
     np.testing.assert_array_equal(touched, [0, 1, 2])
     # d/dz of -log softmax(z)[BG] at z = (0, 0) is (0.5 - 1, 0.5) = (-0.5, 0.5); divided by 3.
     np.testing.assert_allclose(grad.numpy()[0, :3], [[-0.5 / 3, 0.5 / 3]] * 3, rtol=1e-6)
-
-
-def test_circulated_snippet_keeps_every_tie_we_keep_k():
-    match = -np.ones((1, 10, 1), np.int32)
-    logits = np.zeros((1, 10, 2), np.float32)
-    # The snippet keeps all 10 tied anchors (>= threshold); gradient mass shows it.
-    logits_var = tf.Variable(logits)
-    with tf.GradientTape() as tape:
-        loss = circulated_rpn_class_loss(match, logits_var, k=3)
-    touched = np.flatnonzero(np.abs(tape.gradient(loss, logits_var).numpy()[0]).sum(axis=1))
-    assert touched.size == 10
-
-
-def test_circulated_snippet_crashes_below_k_ours_does_not():
-    rng = np.random.default_rng(1)
-    match, logits = random_rpn(rng, 1, 20)
-    with pytest.raises(tf.errors.InvalidArgumentError):
-        circulated_rpn_class_loss(match, logits, k=256)
-    expected = reference.ohem_rpn_loss(match, logits, 256)
-    assert ohem_rpn_class_loss(match, logits, top_k=256).numpy() == pytest.approx(expected, rel=1e-5)
 
 
 # --- edge cases --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import numpy as np
 from benchmarks.quality import mining
 from benchmarks.quality.metrics import evaluate_run
 from benchmarks.quality.variants import CLASS_HEADS, COCO_CLASSES, REPO, VARIANTS, WARMUP_STEPS, Budget, make_config
+from mrcnn_ohem._compat import graph_optimizations_off  # noqa: F401  (the runs' switch; cli and demo use it)
 
 ############################################################
 #  Pieces of one run
@@ -79,7 +80,7 @@ class Installed:
         if self.variant.ohem:
             self.handle = mrcnn_ohem.patch(self.config, module=self.module)
         elif self.variant.snippet:
-            from samples.snippet import circulated_rpn_class_loss
+            from benchmarks.snippet import circulated_rpn_class_loss
 
             k = int(self.config.RPN_TRAIN_ANCHORS_PER_IMAGE)
             self._original = self.module.rpn_class_loss_graph
@@ -428,28 +429,6 @@ def worker_main(spec: dict, shared: dict[str, dict] | None = None) -> dict:
     if spec["dataset"] == "timing":
         return paired_step_times(spec, rounds=spec["rounds"])
     return run_worker(spec, shared)
-
-
-@contextlib.contextmanager
-def graph_optimizations_off(off: bool = True) -> Iterator[None]:
-    """Turn TensorFlow's graph optimizer (grappler) off inside the block (``off=False``: no-op).
-
-    For the CI-sized runs (``--quick``, the demo's ``--smoke``): each graph runs a handful of
-    steps, fewer than it takes to win back the seconds the optimizer spends on a freshly traced
-    graph (measured: 8 quick runs took 101 s instead of 128 s). The previous setting is restored
-    on exit, so later graphs in the process are optimized as usual.
-    """
-    import tensorflow as tf
-
-    if not off:
-        yield
-        return
-    previous = bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
-    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    try:
-        yield
-    finally:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
 
 
 class _NotRetracing(logging.Filter):
