@@ -237,7 +237,7 @@ def test_shapes_sample_generates_its_data(tmp_path):
             "--train-images", "3", "--val-images", "2", *TINY]
     assert shapes_script.main(argv) == 0
     assert (data / "annotations" / "instances_train2017.json").is_file()
-    (metrics_file,) = (tmp_path / "logs").glob("metrics_val2017_random_init.json")
+    (metrics_file,) = (tmp_path / "logs").glob("metrics_val2017_random_init_2img.json")
     assert json.loads(metrics_file.read_text())["num_images"] == 2
 
 
