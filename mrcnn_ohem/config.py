@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from typing import Any, NamedTuple
 
 from mrcnn_ohem.core.checks import check_bool, check_choice, check_int, check_number
@@ -196,7 +197,11 @@ class OHEMConfigMixin:
     OHEM_RPN_TOP_K = None
     # True: a budget per image. False: one pool of TOP_K * batch over the whole batch.
     OHEM_RPN_PER_IMAGE = True
-    # None: rank positives and negatives together. f in [0, 1]: at most floor(f * TOP_K) positives.
+    # None: rank positives and negatives together. f in [0, 1]: positives first, at most
+    # floor(f * TOP_K) of them, then the hardest negatives (0.5: mmdetection's OHEM sampler).
+    # None stays the default (issue 28): fine-tuning the shapes detector, None kept every positive
+    # on every step (the same counts as 0.5); from random weights the first ~5 steps kept none.
+    # Set 0.5 to train from scratch, or where positives are few among many hard negatives.
     OHEM_RPN_POSITIVE_FRACTION = None
     # None: every negative anchor stays a candidate. n: a random n negatives per image do.
     OHEM_RPN_NEGATIVE_POOL = None
@@ -230,11 +235,17 @@ class OHEMConfigMixin:
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             super().display()
-        resolved = {"OHEM_RPN_TOP_K": ohem_settings(self).top_k, "OHEM_ROI_TOP_K": ohem_roi_settings(self).top_k}
+        top_k = ohem_settings(self).top_k
+        resolved = {"OHEM_RPN_TOP_K": top_k, "OHEM_ROI_TOP_K": ohem_roi_settings(self).top_k}
+        fraction = self.OHEM_RPN_POSITIVE_FRACTION
+        cap = ("(positives and negatives ranked together)" if fraction is None else
+               f"(positives first, at most {math.floor(fraction * top_k)} of {top_k}; then the hardest negatives)")
         for line in buffer.getvalue().split("\n")[:-1]:
             name = line.split(" ", 1)[0]
             if name in _EFFECTIVE and getattr(self, name) is None:
                 line = f"{name:30} {resolved[name]} (None: {_EFFECTIVE[name]})"
+            elif name == "OHEM_RPN_POSITIVE_FRACTION":
+                line = f"{line.rstrip()} {cap}"
             print(line)
 
 

@@ -132,3 +132,16 @@ def test_small_pool_is_fine_while_roi_ohem_is_off():
         OHEM_ROI_POOL = 100
 
     Off()
+
+
+def test_display_says_what_the_positive_fraction_does(capsys):
+    # The default (None) and a cap: floor(0.5 * 256) = 128 positives first, then negatives.
+    class Capped(UserConfig):
+        OHEM_RPN_POSITIVE_FRACTION = 0.5
+
+    for config, expected in ((UserConfig(), "None (positives and negatives ranked together)"),
+                             (Capped(), "0.5 (positives first, at most 128 of 256; then the hardest negatives)")):
+        config.display()
+        lines = {line.split(" ", 1)[0]: line.split(None, 1)[1] for line in capsys.readouterr().out.splitlines()
+                 if len(line.split()) > 1}
+        assert lines["OHEM_RPN_POSITIVE_FRACTION"] == expected
