@@ -342,6 +342,12 @@ def _run(argv: Sequence[str] | None) -> int:
     started = time.perf_counter()
     key = pretrain.checkpoint_key()
     checkpoint = pretrain.find_checkpoint(key)
+    earlier = pretrain.find_earlier_checkpoint() if checkpoint is None else None
+    if earlier is not None:
+        checkpoint, made_by = earlier
+        print(f"Starting from {checkpoint.name}: the same settings, seeds and TensorFlow, trained by earlier model "
+              f"code (key {made_by}; this code's key is {key}). Its weights fit by name; "
+              f"`{sys.executable} -m benchmarks.quality.pretrain` rebuilds it for this code.\n")
     if checkpoint is None and args.smoke:
         logger.warning("no pretrained checkpoint for key %s: the smoke run starts from random weights", key)
     elif checkpoint is None:

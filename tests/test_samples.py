@@ -257,6 +257,7 @@ def test_demo_refuses_without_a_checkpoint_for_this_code_and_names_the_command(t
 
     demo = _load_script("samples/demo.py")
     monkeypatch.setattr(pretrain, "find_checkpoint", lambda key=None: None)
+    monkeypatch.setattr(pretrain, "find_earlier_checkpoint", lambda inputs=None: None)
     assert demo.main(["--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"key {pretrain.checkpoint_key()}" in err and "-m benchmarks.quality.pretrain" in err
@@ -292,3 +293,32 @@ def test_shapes_sample_defaults_are_cpu_sized():
     config = train_eval.make_config(args, num_classes=4, mode="training")
     assert config.NAME == "shapes_baseline" and tuple(config.RPN_ANCHOR_SCALES) == (32, 64, 128, 256, 512)
     assert config.TRAIN_BN is True
+
+
+def test_an_earlier_checkpoint_of_the_same_settings_is_found_and_another_setting_is_not(tmp_path, monkeypatch):
+    """The demo may start from weights that earlier model code trained with the same settings,
+    seeds and TensorFlow (it says so); a change of any setting makes them another checkpoint."""
+    from benchmarks.quality import pretrain
+
+    inputs = json.loads(json.dumps(pretrain.key_inputs(), default=str))
+    monkeypatch.setattr(pretrain, "SHIPPED_DIR", tmp_path / "shipped")
+    monkeypatch.setattr(pretrain, "CACHE_DIR", tmp_path / "cache")
+    (tmp_path / "shipped").mkdir()
+    assert pretrain.find_earlier_checkpoint(inputs) is None
+
+    def ship(key, **changes):
+        record = json.loads(json.dumps(inputs))
+        record["code"] = {name: "other" for name in record["code"]}
+        record["versions"]["mrcnn_ohem"] = "0.1.0"
+        record["config"].pop("MIXED_PRECISION", None)  # a setting added later, at its default
+        for section, values in changes.items():
+            record[section].update(values)
+        (tmp_path / "shipped" / f"shapes_{key}.json").write_text(json.dumps({"key": key, "inputs": record}))
+        (tmp_path / "shipped" / f"shapes_{key}.h5").write_bytes(b"")
+
+    ship("aaaaaaaaaaaa", config={"LEARNING_RATE": 0.5})
+    assert pretrain.find_earlier_checkpoint(inputs) is None
+    ship("bbbbbbbbbbbb")
+    path, key = pretrain.find_earlier_checkpoint(inputs)
+    assert (path.name, key) == ("shapes_bbbbbbbbbbbb.h5", "bbbbbbbbbbbb")
+

@@ -171,6 +171,37 @@ def find_checkpoint(key: str | None = None) -> Path | None:
     return None
 
 
+def find_earlier_checkpoint(inputs: dict[str, Any] | None = None) -> tuple[Path, str] | None:
+    """A shipped or cached checkpoint made with this code's settings but earlier model code.
+
+    Its recorded inputs (the ``.json`` beside it) equal this code's in everything but the code
+    digests and the package version: the same budget, config values, seeds, generator and
+    TensorFlow / tf-keras, so its weights fit this model by name, while the code that trained them
+    may have computed something else. The demo starts from it, saying so; the benchmark does not.
+
+    Returns:
+        (the ``.h5`` path, its key), the newest such file first, or None.
+    """
+    inputs = inputs or key_inputs()
+
+    def comparable(record: dict[str, Any]) -> dict[str, Any]:
+        versions = {k: v for k, v in record.get("versions", {}).items() if k != "mrcnn_ohem"}
+        # A setting added since, at None (its default, e.g. MIXED_PRECISION), changes nothing.
+        config = {k: v for k, v in record.get("config", {}).items() if v is not None}
+        rest = {k: v for k, v in record.items() if k not in ("code", "versions", "config")}
+        return {**rest, "config": config, "versions": versions}
+
+    wanted = json.loads(json.dumps(comparable(inputs), sort_keys=True, default=str))
+    found = []
+    for folder in (SHIPPED_DIR, CACHE_DIR):
+        for record_path in folder.glob("shapes_*.json"):
+            record = json.loads(record_path.read_text())
+            weights = record_path.with_suffix(".h5")
+            if weights.is_file() and comparable(record.get("inputs", {})) == wanted:
+                found.append((weights.stat().st_mtime, weights, record.get("key", weights.stem[7:])))
+    return (max(found)[1], max(found)[2]) if found else None
+
+
 def rebuild_command() -> str:
     """The command that makes the checkpoint for this code."""
     return "python -m benchmarks.quality.pretrain"
