@@ -811,6 +811,15 @@ def test_run_suite_resume_reads_back_finished_runs_of_the_same_spec(tmp_path, mo
     assert len(calls) == 4
 
 
+def test_resume_matches_a_start_checkpoint_by_name_not_folder(tmp_path):
+    from benchmarks.quality import runs as runs_module
+
+    spec = {"variant": "ohem", "seed": 0, "model_dir": str(tmp_path), "init": "/a/.cache/checkpoints/shapes_k1.h5"}
+    (tmp_path / "result.json").write_text(__import__("json").dumps({"status": "ok", "spec": spec}))
+    assert runs_module.previous_result({**spec, "init": "/b/benchmarks/checkpoints/shapes_k1.h5"}) is not None
+    assert runs_module.previous_result({**spec, "init": "/a/.cache/checkpoints/shapes_k2.h5"}) is None
+
+
 def test_finetune_section_and_difference_plot(tmp_path):
     from benchmarks.quality import finetune
 

@@ -225,9 +225,10 @@ def _finetune_mode(args, variants, skipped, seeds, budget, out) -> int:
     val_dir = out / "shapes_coco"
     write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
                       max_targets=budget.max_targets, max_distractors=budget.max_distractors)
+    # The step timing first: a design run in pieces and stopped early still has it.
+    timing = None if args.report_only else _timing(args, variants, budget, out)
     runs = run_suite("shapes", variants, seeds, budget, out, args.timeout, {"val_dir": str(val_dir), "init": str(path)},
                      in_process=args.in_process, resume=args.resume, run=not args.report_only)
-    timing = None if args.report_only else _timing(args, variants, budget, out)
     timing_file = out / "timing" / "result.json"
     if timing is None and timing_file.is_file():  # measured by an earlier piece of the design
         timing = json.loads(timing_file.read_text())

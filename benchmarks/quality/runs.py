@@ -506,7 +506,15 @@ def previous_result(spec: dict) -> dict | None:
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    return result if result.get("status") == "ok" and result.get("spec") == spec else None
+    return result if result.get("status") == "ok" and _same_spec(result.get("spec"), spec) else None
+
+
+def _same_spec(a: dict | None, b: dict) -> bool:
+    """Specs equal but for the folder of the start checkpoint (its name carries its key)."""
+    def comparable(spec: dict) -> dict:
+        return {**spec, "init": Path(spec["init"]).name} if spec.get("init") else spec
+
+    return a is not None and comparable(a) == comparable(b)
 
 
 def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: Budget, out: Path,
