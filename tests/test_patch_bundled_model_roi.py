@@ -76,7 +76,9 @@ def test_patched_model_trains_on_roi_pools_and_restore(tmp_path, dataset):
         assert ((class_ids > 0).sum(axis=1) <= int(16 * 0.33)).all()
         active = inputs[1][:, 12:]  # image_meta's active_class_ids
         expected = reference.ohem_mrcnn_class_loss(class_ids, logits.numpy(), active, 8)
-        assert loss.numpy() == pytest.approx(expected, rel=1e-4)
+        # float32 cross-entropy of near-saturated logits (values about 10) is good to ~1e-6 absolute;
+        # the pool's random RoIs sometimes give such a batch (a loss of 4e-5 was seen).
+        assert loss.numpy() == pytest.approx(expected, rel=1e-4, abs=2e-6)
         assert np.isfinite(bbox_loss.numpy()) and np.isfinite(mask_loss.numpy())
     assert not handle.active
     assert (modellib.DetectionTargetLayer, modellib.mrcnn_class_loss_graph, modellib.rpn_class_loss_graph) == plain

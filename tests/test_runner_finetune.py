@@ -137,7 +137,7 @@ def test_finetune_coco81_file_then_evaluate_last_quietly(tmp_path):
     assert evaluate.returncode == 0, evaluate.stderr
     evaluating = next(line for line in evaluate.stderr.splitlines() if f"Evaluating run {run.name} (OHEM " in line)
     assert "OHEM_RPN=True" in evaluating
-    (metrics_file,) = run.glob("metrics_val2017_mask_rcnn_coco_ohem_0001.json")
+    (metrics_file,) = run.glob("metrics_val2017_mask_rcnn_coco_ohem_0001_2img.json")
     metrics = json.loads(metrics_file.read_text())
     assert metrics["name"] == "coco_ohem" and metrics["ohem"] is True
     assert metrics["ohem_settings"]["OHEM_RPN_PER_IMAGE"] is True and metrics["num_images"] == 2
