@@ -7,6 +7,7 @@ real COCO 2017 images in ``../shared/data/coco_mini``; nothing else is changed.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -46,3 +47,23 @@ def test_the_readme_coco_flow_runs_as_written(tmp_path):
     assert (tmp_path / "predictions" / "000000000139.png").is_file()
     detections = json.loads((tmp_path / "predictions" / "detections.json").read_text())
     assert all(d["category_id"] == 1 and d["image_id"] == 139 for d in detections)
+
+
+@pytest.mark.slow
+def test_the_readme_quick_start_runs_as_written(tmp_path):
+    text = (REPO / "README.md").read_text()
+    match = re.search(r"<!-- quickstart -->\s*```python\n(.*?)```\s*<!-- /quickstart -->", text, re.S)
+    assert match, "README.md has no <!-- quickstart --> block"
+    script = tmp_path / "quickstart.py"
+    script.write_text(match.group(1))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # a user's shell (conftest sets it)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = dict(line.split(": ") for line in result.stdout.strip().splitlines())
+    assert set(printed) == {"rpn_class_loss", "ohem_rpn_kept_positives", "ohem_rpn_kept_negatives",
+                            "ohem_rpn_threshold"}, result.stdout
+    values = {name: float(value) for name, value in printed.items()}
+    assert values["ohem_rpn_kept_positives"] + values["ohem_rpn_kept_negatives"] == pytest.approx(64, abs=1e-3)
+    assert values["ohem_rpn_kept_positives"] > 0 and values["ohem_rpn_threshold"] >= 0  # (printed to 3 places)
+    assert "cuda" not in result.stderr.lower() and "cpu_feature_guard" not in result.stderr  # quiet by default
