@@ -134,3 +134,11 @@ def random_rpn(rng, batch, anchors, probs=(0.3, 0.4, 0.3), scale=3.0, dtype=np.f
     match = rng.choice([-1, 0, 1], size=(batch, anchors, 1), p=probs).astype(np.int32)
     logits = (rng.normal(size=(batch, anchors, 2)) * scale).astype(dtype)
     return match, logits
+
+
+def random_shapes(count: int, seed: int) -> RandomShapes:
+    """A prepared :class:`RandomShapes` of ``count`` images drawn with ``seed``."""
+    dataset = RandomShapes()
+    dataset.load(count, seed=seed)
+    dataset.prepare()
+    return dataset

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import RandomShapes, TinyModelConfig
+from helpers import TinyModelConfig, random_shapes
 
 import mrcnn_ohem
 from mrcnn_ohem._compat import import_tf_keras
@@ -72,10 +72,7 @@ class OHEMMixed(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
 
 @pytest.fixture(scope="module")
 def dataset():
-    ds = RandomShapes()
-    ds.load(16, seed=3)
-    ds.prepare()
-    return ds
+    return random_shapes(16, seed=3)
 
 
 def batches(dataset, config, count):
@@ -253,9 +250,7 @@ def train_float32(path: str, steps: int = 40) -> None:
     """Train the tiny float32 model ``steps`` steps on the module's dataset and save it to ``path``."""
     from mrcnn_ohem.maskrcnn import model as modellib
 
-    dataset = RandomShapes()
-    dataset.load(16, seed=3)
-    dataset.prepare()
+    dataset = random_shapes(16, seed=3)
     config = tiny(None)
     keras.utils.set_random_seed(0)
     model = modellib.MaskRCNN("training", config, str(Path(path).parent))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
-from helpers import RandomShapes, TinyModelConfig
+from helpers import TinyModelConfig, random_shapes
 
 import mrcnn_ohem
 from mrcnn_ohem._compat import import_tf_keras
@@ -22,10 +22,7 @@ class OHEMTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
 
 @pytest.fixture(scope="module")
 def dataset():
-    ds = RandomShapes()
-    ds.load(4, seed=3)
-    ds.prepare()
-    return ds
+    return random_shapes(4, seed=3)
 
 
 def batch_and_outputs(model, dataset, config):

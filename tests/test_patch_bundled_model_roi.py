@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import reference
 import tensorflow as tf
-from helpers import RandomShapes, TinyModelConfig
+from helpers import TinyModelConfig, random_shapes
 
 import mrcnn_ohem
 from mrcnn_ohem._compat import import_tf_keras
@@ -38,10 +38,7 @@ class FocalTiny(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
 
 @pytest.fixture(scope="module")
 def dataset():
-    ds = RandomShapes()
-    ds.load(4, seed=5)
-    ds.prepare()
-    return ds
+    return random_shapes(4, seed=5)
 
 
 def fixed_batch(dataset, config):

@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 import pytest
-from helpers import RandomShapes, TinyModelConfig
+from helpers import TinyModelConfig, random_shapes
 
 import mrcnn_ohem
 from mrcnn_ohem.core.matching import match_anchors
@@ -36,10 +36,7 @@ class OHEMWide(mrcnn_ohem.OHEMConfigMixin, TinyModelConfig):
 
 @pytest.fixture(scope="module")
 def dataset():
-    ds = RandomShapes()
-    ds.load(4, seed=3)
-    ds.prepare()
-    return ds
+    return random_shapes(4, seed=3)
 
 
 def _labelled(rpn_match: np.ndarray) -> np.ndarray:
