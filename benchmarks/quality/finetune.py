@@ -106,7 +106,7 @@ def power_note(summary: dict[str, dict[str, dict[str, Any]]], seeds: int, target
             if sd is None:
                 continue
             need = seeds_needed(sd, target)
-            cells.append(f"{name} sd {sd:.2f} -> MDE {metrics[name]['mde80']:.2f} at {seeds} seeds, "
+            cells.append(f"{name} sd {sd:.2f} -> MDE {metrics[name]['mde80']:.2f} at {metrics[name]['n']} seeds, "
                          f"{need if need else '>1000'} seeds for {target:g}")
         if cells:
             parts.append(f"`{variant}`: " + "; ".join(cells))
