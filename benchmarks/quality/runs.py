@@ -277,7 +277,8 @@ def _training_model(spec: dict, budget: Budget, config: Any, shared: dict[str, d
     model = shared["training"][key]
     # Built under this variant's first run's patch: take this run's functions (the same config,
     # so the same computation), or train() would warn that the module changed since the build.
-    model.data_functions = {name: getattr(modellib, name) for name in model.data_functions}
+    if hasattr(model, "data_functions"):  # the bundled MaskRCNN (not a test's stand-in)
+        model.data_functions = {name: getattr(modellib, name) for name in model.data_functions}
     seed_key = _seed_key(spec, budget, model)
     initial = shared["initial"].get(seed_key)
     if initial is None:  # not built by seed_initial_weights (or other weights): build under the seed now
