@@ -24,17 +24,19 @@ import tensorflow as tf
 from mrcnn_ohem.config import OHEMSettings, RPNLossSettings, ohem_roi_settings, ohem_settings, rpn_loss_settings
 from mrcnn_ohem.core import auxiliary
 from mrcnn_ohem.losses import focal_rpn_class_loss, ohem_rpn_class_loss
-from mrcnn_ohem.roi import ohem_mrcnn_class_loss
+from mrcnn_ohem.roi import ohem_mrcnn_class_loss, select_hard_rois
 from mrcnn_ohem.targets import ohem_rpn_targets
 
 __all__ = ["make_rpn_class_loss_graph", "make_build_rpn_targets", "build_rpn_targets",
-           "make_mrcnn_class_loss_graph", "config_anchors", "roi_target_arguments", "check_config_attributes",
-           "SELECTION_METRICS", "FIXED_SHAPE_RESIZE_MODES"]
+           "make_mrcnn_class_loss_graph", "make_select_training_rois", "config_anchors", "roi_target_arguments",
+           "check_config_attributes", "SELECTION_METRICS", "ROI_SELECTION_METRICS", "FIXED_SHAPE_RESIZE_MODES"]
 
 #: Names under which the bound loss reports its selection statistics (batch means) to a
 #: listening training loop (:mod:`mrcnn_ohem.core.auxiliary`): kept positives, kept negatives,
 #: smallest kept loss.
 SELECTION_METRICS = ("ohem_rpn_kept_positives", "ohem_rpn_kept_negatives", "ohem_rpn_threshold")
+#: The same for the RoI-head class loss (``OHEM_ROI``): kept positive and negative RoIs per image.
+ROI_SELECTION_METRICS = ("ohem_roi_kept_positives", "ohem_roi_kept_negatives")
 #: Resize modes in which every training input is exactly ``IMAGE_SHAPE`` (so one anchor set fits).
 FIXED_SHAPE_RESIZE_MODES = ("square", "crop")
 
@@ -214,7 +216,15 @@ def make_mrcnn_class_loss_graph(config: Any) -> Callable[[Any, Any, Any], tf.Ten
 
     Keeps the hardest ``OHEM_ROI_TOP_K`` RoIs per image (default ``TRAIN_ROIS_PER_IMAGE``); see
     :func:`~mrcnn_ohem.roi.ohem_mrcnn_class_loss`. The resolved settings are its
-    ``ohem_roi_settings`` attribute.
+    ``ohem_roi_settings`` attribute. Inside an :func:`mrcnn_ohem.core.auxiliary.recording` it
+    reports :data:`ROI_SELECTION_METRICS` (batch means of the kept counts per image).
+
+    Args:
+        config: a config with ``OHEM_ROI*`` settings and ``TRAIN_ROIS_PER_IMAGE``.
+
+    Raises:
+        ValueError: an ``OHEM_ROI*`` setting is invalid, or ``TRAIN_ROIS_PER_IMAGE`` is missing
+            while ``OHEM_ROI_TOP_K`` is None.
     """
     roi = ohem_roi_settings(config)
     if roi.top_k is None:
@@ -226,10 +236,42 @@ def make_mrcnn_class_loss_graph(config: Any) -> Callable[[Any, Any, Any], tf.Ten
         target_class_ids: [batch, rois] int. pred_class_logits: [batch, rois, classes].
         active_class_ids: [batch, classes].
         """
-        return ohem_mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids, top_k=roi.top_k)
+        if not auxiliary.listening():
+            return ohem_mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids, top_k=roi.top_k)
+        loss, stats = ohem_mrcnn_class_loss(target_class_ids, pred_class_logits, active_class_ids,
+                                            top_k=roi.top_k, return_stats=True)
+        for name, key in zip(ROI_SELECTION_METRICS, ("kept_positives", "kept_negatives")):
+            auxiliary.record(name, tf.reduce_mean(tf.cast(stats[key], tf.float32)))
+        return loss
 
     mrcnn_class_loss_graph.ohem_roi_settings = roi
     return mrcnn_class_loss_graph
+
+
+def make_select_training_rois(config: Any) -> Callable[..., tf.Tensor] | None:
+    """The bundled model's ``select_training_rois`` hook for the paper's RoI setting, or None.
+
+    With ``OHEM_ROI`` on and ``OHEM_ROI_RANKING = "class+box"`` or an ``OHEM_ROI_NMS_THRESHOLD``,
+    returns ``select_training_rois(target_class_ids, target_bbox, rois, pred_class_logits,
+    pred_bbox, active_class_ids)`` -> [batch, rois] int32 class ids in which the RoIs not kept
+    are padding (:func:`~mrcnn_ohem.roi.select_hard_rois`); the model hands those ids to its
+    class and box losses. Otherwise None (the class loss alone selects).
+
+    Args:
+        config: a config with ``OHEM_ROI*`` settings and ``TRAIN_ROIS_PER_IMAGE``.
+    """
+    roi = ohem_roi_settings(config)
+    if not roi.selects_for_box_loss:
+        return None
+
+    def select_training_rois(target_class_ids, target_bbox, rois, pred_class_logits, pred_bbox, active_class_ids):
+        """The OHEM paper's RoI selection (mrcnn_ohem); see ``mrcnn_ohem.roi.select_hard_rois``."""
+        return select_hard_rois(target_class_ids, target_bbox, rois, pred_class_logits, pred_bbox,
+                                active_class_ids, top_k=roi.top_k, rank_by_box=roi.ranking == "class+box",
+                                nms_threshold=roi.nms_threshold)
+
+    select_training_rois.ohem_roi_settings = roi
+    return select_training_rois
 
 
 def roi_target_arguments(config: Any) -> dict[str, Any]:

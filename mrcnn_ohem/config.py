@@ -26,10 +26,13 @@ from mrcnn_ohem.core.checks import check_bool, check_choice, check_int, check_nu
 
 # OHEMConfig is served by the module __getattr__ below.
 __all__ = ["OHEMConfigMixin", "OHEMConfig", "OHEMSettings", "ohem_settings", "validate_ohem_config",  # noqa: F822
-           "RPN_LOSSES", "RPNLossSettings", "rpn_loss_settings", "ROISettings", "ohem_roi_settings"]
+           "RPN_LOSSES", "RPNLossSettings", "rpn_loss_settings", "ROISettings", "ohem_roi_settings",
+           "ROI_RANKINGS"]
 
 #: ``OHEM_RPN_LOSS`` values: top-k mining, or the focal loss over every anchor.
 RPN_LOSSES = ("ohem", "focal")
+#: ``OHEM_ROI_RANKING`` values: the class loss alone, or class plus box loss (the OHEM paper).
+ROI_RANKINGS = ("class", "class+box")
 
 
 class OHEMSettings(NamedTuple):
@@ -61,6 +64,14 @@ class ROISettings(NamedTuple):
     top_k: int | None  # None only when disabled and the config has no TRAIN_ROIS_PER_IMAGE
     train_rois_per_image: int | None
     roi_positive_ratio: float | None
+    ranking: str = "class"  # "class" or "class+box"
+    nms_threshold: float | None = None
+
+    @property
+    def selects_for_box_loss(self) -> bool:
+        """True when the kept RoIs are chosen before the losses, for the class and box loss
+        alike (``OHEM_ROI_RANKING = "class+box"`` or an ``OHEM_ROI_NMS_THRESHOLD``)."""
+        return self.enabled and (self.ranking != "class" or self.nms_threshold is not None)
 
 
 def _get(config: Any, name: str) -> Any:
@@ -175,10 +186,13 @@ def ohem_roi_settings(config: Any) -> ROISettings:
                              hint=" when OHEM_ROI is True")
         if pool < rois:
             check_int("OHEM_ROI_POOL", pool, rois, hint=" (TRAIN_ROIS_PER_IMAGE) when OHEM_ROI is True")
+    ranking = check_choice("OHEM_ROI_RANKING", _get(config, "OHEM_ROI_RANKING"), ROI_RANKINGS)
+    nms_threshold = check_number("OHEM_ROI_NMS_THRESHOLD", _get(config, "OHEM_ROI_NMS_THRESHOLD"),
+                                 0.0, 1.0, low_open=True, allow_none=True, hint=" (None: no de-duplication)")
     if top_k is None:
         top_k = rois
     return ROISettings(enabled=enabled, pool=pool, top_k=top_k, train_rois_per_image=rois,
-                       roi_positive_ratio=ratio)
+                       roi_positive_ratio=ratio, ranking=ranking, nms_threshold=nms_threshold)
 
 
 #: Settings whose None means another attribute's value, shown resolved by ``display()``.
@@ -217,6 +231,13 @@ class OHEMConfigMixin:
     OHEM_ROI_POOL = 512
     # Hardest RoIs per image the class loss keeps; None means TRAIN_ROIS_PER_IMAGE.
     OHEM_ROI_TOP_K = None
+    # "class": rank the pool by class loss; the kept RoIs train the class loss only (box and mask
+    # losses keep Matterport's positives). "class+box": rank by class + box loss and train both
+    # on the kept RoIs, as the OHEM paper does (bundled model only: see mrcnn_ohem.roi).
+    OHEM_ROI_RANKING = "class"
+    # None: no de-duplication. t in (0, 1]: NMS among the pool's RoIs by their loss before the
+    # top-k, at IoU t (the paper: 0.7); like "class+box", it needs the bundled model.
+    OHEM_ROI_NMS_THRESHOLD = None
     # None: no de-duplication. t in (0, 1]: per image and label, drop candidates whose IoU with a
     # harder kept one is > t before the top-k (the OHEM paper uses 0.7); needs a fixed IMAGE_SHAPE.
     OHEM_RPN_NMS_THRESHOLD = None

@@ -15,6 +15,9 @@ it on:
   (and ``KL.Lambda``), they are wrapped so that the mask head and its loss see only the pool's
   first ``TRAIN_ROIS_PER_IMAGE`` rows (:mod:`mrcnn_ohem.surgery`); a module without them keeps
   its mask head on the whole pool (same loss, more work).
+  With ``OHEM_ROI_RANKING = "class+box"`` or an ``OHEM_ROI_NMS_THRESHOLD`` (the OHEM paper's
+  setting) also ``select_training_rois``, a hook only the bundled model has: its training graph
+  chooses the hard RoIs before the losses and trains the class and box losses on them.
 
 The replacements are built by :mod:`mrcnn_ohem.binding` (a config becomes arguments) and
 :mod:`mrcnn_ohem.surgery` (Keras classes and graph wrappers); this module checks the target,
@@ -57,6 +60,7 @@ from mrcnn_ohem.binding import (  # noqa: F401  (public names of this module sin
     make_build_rpn_targets,
     make_mrcnn_class_loss_graph,
     make_rpn_class_loss_graph,
+    make_select_training_rois,
 )
 from mrcnn_ohem.config import OHEMSettings, RPNLossSettings, ohem_roi_settings, ohem_settings, rpn_loss_settings
 from mrcnn_ohem.surgery import add_selection_metrics, make_detection_target_layer, make_mask_head_trim
@@ -77,6 +81,8 @@ _ROI_TARGETS = {"mrcnn_class_loss_graph": 3}
 _ROI_LAYERS = ("DetectionTargetLayer",)
 #: Optional with ``OHEM_ROI``: wrapped by :func:`make_mask_head_trim` when all are present.
 _ROI_MASK_TARGETS = {"build_fpn_mask_graph": 5, "mrcnn_mask_loss_graph": 3}
+#: With the paper's RoI setting: the bundled model's hook (None there until patched).
+_ROI_SELECTION_HOOK = "select_training_rois"
 _LOCK = threading.Lock()
 _ACTIVE: dict[str, PatchHandle] = {}
 
@@ -203,6 +209,17 @@ def _check_layer(module: ModuleType, name: str) -> None:
         )
 
 
+def _check_selection_hook(module: ModuleType) -> None:
+    """Raise ValueError unless ``module`` builds its RoI losses through ``select_training_rois``."""
+    if not hasattr(module, _ROI_SELECTION_HOOK):
+        raise ValueError(
+            f"OHEM_ROI_RANKING = 'class+box' and OHEM_ROI_NMS_THRESHOLD need a model whose training graph "
+            f"chooses the RoIs before its class and box losses (the bundled mrcnn_ohem.maskrcnn.model, through "
+            f"{_ROI_SELECTION_HOOK}); received module {module.__name__}, which has no {_ROI_SELECTION_HOOK}: "
+            f"its box loss cannot see which RoIs were kept. Use OHEM_ROI_RANKING = 'class' and "
+            f"OHEM_ROI_NMS_THRESHOLD = None with it.")
+
+
 def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
     """Install what the config turns on (RPN OHEM or focal, RoI OHEM) on a Matterport-style module.
 
@@ -220,7 +237,9 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
 
     Raises:
         ValueError: an ``OHEM_*`` setting is invalid, or ``OHEM_RPN_NMS_THRESHOLD`` is set while
-            ``IMAGE_RESIZE_MODE`` gives no fixed image shape.
+            ``IMAGE_RESIZE_MODE`` gives no fixed image shape, or the paper's RoI setting
+            (``OHEM_ROI_RANKING = "class+box"``, ``OHEM_ROI_NMS_THRESHOLD``) meets a module
+            without the ``select_training_rois`` hook (a Matterport fork).
         AttributeError: ``config`` lacks a Matterport attribute that a switched-on part reads.
         ValueError: the module was built against Keras 3 (a fork imported without
             ``TF_USE_LEGACY_KERAS=1`` on TensorFlow 2.16+), on which its graph cannot run.
@@ -242,6 +261,9 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
     for name in layers:
         _check_layer(target_module, name)
     names = [*functions, *layers]
+    if roi.selects_for_box_loss:
+        _check_selection_hook(target_module)
+        names.append(_ROI_SELECTION_HOOK)
     lambda_layer = getattr(getattr(target_module, "KL", None), "Lambda", None)
     trim_mask = roi.enabled and lambda_layer is not None and _has_targets(target_module, _ROI_MASK_TARGETS)
     if trim_mask:
@@ -261,6 +283,8 @@ def patch(config: Any, module: ModuleType | str = "mrcnn.model") -> PatchHandle:
             replacements["mrcnn_class_loss_graph"] = make_mrcnn_class_loss_graph(config)
             replacements["DetectionTargetLayer"] = make_detection_target_layer(
                 config, originals["DetectionTargetLayer"])
+        if roi.selects_for_box_loss:
+            replacements[_ROI_SELECTION_HOOK] = make_select_training_rois(config)
         if trim_mask:
             replacements["build_fpn_mask_graph"], replacements["mrcnn_mask_loss_graph"] = make_mask_head_trim(
                 replacements["DetectionTargetLayer"], roi.train_rois_per_image, lambda_layer,
@@ -286,5 +310,6 @@ def _describe(settings: OHEMSettings, loss: RPNLossSettings, roi: Any) -> str:
         parts.append("OHEM RPN " + " ".join(f"{key}={value}" for key, value in settings._asdict().items()
                                             if key != "enabled"))
     if roi.enabled:
-        parts.append(f"OHEM RoI pool={roi.pool} top_k={roi.top_k}")
+        parts.append(f"OHEM RoI pool={roi.pool} top_k={roi.top_k} ranking={roi.ranking} "
+                     f"nms_threshold={roi.nms_threshold}")
     return "; ".join(parts)

@@ -13,6 +13,12 @@ Two steps, each a plain function of tensors that never sees a Config (the patch 
    pool RoI is ranked with its gradient stopped and only the ``top_k`` hardest per image are
    averaged, mmdetection's ``OHEMSampler`` idea in a single network (the paper runs a second,
    read-only copy of the head to rank; here the training forward pass ranks).
+3. **The paper's setting** (:func:`select_hard_rois`, ``OHEM_ROI_RANKING = "class+box"`` or
+   ``OHEM_ROI_NMS_THRESHOLD``). The RoIs are ranked by class plus box loss, de-duplicated by NMS
+   among themselves, and the kept ones train the class *and* the box loss. Matterport's graph
+   hands the two losses separate inputs, so only a model that chooses the RoIs before both
+   losses can do this: the bundled model's ``select_training_rois`` hook. The mask loss keeps
+   Matterport's positives.
 
 Shapes follow Matterport: boxes ``(y1, x1, y2, x2)`` normalised to [0, 1], zero padded.
 
@@ -36,7 +42,7 @@ from mrcnn_ohem.core.checks import check_int, check_number
 from mrcnn_ohem.core.thresholds import CROWD_IOU, ROI_POSITIVE_IOU
 from mrcnn_ohem.losses import _float_logits
 
-__all__ = ["ohem_mrcnn_class_loss", "ohem_roi_targets", "PADDING_CLASS_ID"]
+__all__ = ["ohem_mrcnn_class_loss", "ohem_roi_targets", "select_hard_rois", "PADDING_CLASS_ID"]
 
 #: Target class id of a pool's padding rows (all-zero RoIs); never a candidate of the class loss.
 PADDING_CLASS_ID = -1
@@ -204,13 +210,51 @@ def _class_loss_inputs(
     return tf.cast(targets, tf.int32), logits, tf.cast(active, tf.float32)
 
 
+def _per_roi_class_losses(targets: tf.Tensor, logits: tf.Tensor, active: tf.Tensor
+                          ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Per-RoI class loss, its ``pred_active`` weight and the real-row mask.
+
+    Args:
+        targets: [batch, rois] int32 class ids, negative for padding.
+        logits: [batch, rois, classes] float32.
+        active: [batch, classes] float32.
+
+    Returns:
+        losses [batch, rois] (cross-entropy times ``pred_active``, 0 on padding),
+        pred_active [batch, rois] float32 (0 on padding), real [batch, rois] bool.
+    """
+    real = targets >= 0  # [batch, rois]
+    pred_class_ids = tf.argmax(logits, axis=2, output_type=tf.int32)  # [batch, rois]
+    pred_active = tf.gather(active, pred_class_ids, batch_dims=1)  # [batch, rois], each image's row
+    pred_active = tf.where(real, pred_active, 0.0)
+    # Padding rows get label 0 only to keep the op in range; they are never candidates.
+    losses = pred_active * tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.maximum(targets, 0), logits=logits)  # [batch, rois]
+    return losses, pred_active, real
+
+
+def _kept_counts(targets: tf.Tensor, kept: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Kept positives and negatives per image: targets [batch, rois] int32, kept [batch, rois] bool."""
+    def count(mask: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.cast(kept & mask, tf.int32), axis=1)
+
+    return {"kept_positives": count(targets > 0), "kept_negatives": count(tf.equal(targets, 0))}
+
+
+def _as_row_mask(indices: tf.Tensor, keep: tf.Tensor, width: Any) -> tf.Tensor:
+    """[batch, width] bool, True at the ``indices`` [batch, k] whose ``keep`` [batch, k] is True."""
+    hit = tf.equal(indices[:, :, tf.newaxis], tf.range(width, dtype=indices.dtype)[tf.newaxis, tf.newaxis, :])
+    return tf.reduce_any(hit & keep[:, :, tf.newaxis], axis=1)
+
+
 def ohem_mrcnn_class_loss(
     target_class_ids: Any,
     pred_class_logits: Any,
     active_class_ids: Any,
     *,
     top_k: int,
-) -> tf.Tensor:
+    return_stats: bool = False,
+) -> tf.Tensor | tuple[tf.Tensor, dict[str, tf.Tensor]]:
     """The classifier-head loss over the hardest ``top_k`` real RoIs of each image.
 
     Rows whose target id is negative (:data:`PADDING_CLASS_ID`, the pool's padding) are never
@@ -232,9 +276,12 @@ def ohem_mrcnn_class_loss(
             in float32.
         active_class_ids: [batch, classes] 1 for classes of the image's dataset, else 0.
         top_k: RoIs kept per image (>= 1).
+        return_stats: also return the kept counts.
 
     Returns:
-        Scalar float32; 0.0 with a zero gradient when nothing kept is active.
+        Scalar float32; 0.0 with a zero gradient when nothing kept is active. With
+        ``return_stats``, ``(loss, {"kept_positives": [batch] int32, "kept_negatives": [batch]
+        int32})``.
 
     Raises:
         ValueError: ``top_k`` < 1 or a tensor of the wrong rank.
@@ -242,14 +289,109 @@ def ohem_mrcnn_class_loss(
     """
     top_k = check_int("top_k", top_k, 1)
     targets, logits, active = _class_loss_inputs(target_class_ids, pred_class_logits, active_class_ids)
-    real = targets >= 0  # [batch, rois]
-    pred_class_ids = tf.argmax(logits, axis=2, output_type=tf.int32)  # [batch, rois]
-    pred_active = tf.gather(active, pred_class_ids, batch_dims=1)  # [batch, rois], each image's row
-    pred_active = tf.where(real, pred_active, 0.0)
-    # Padding rows get label 0 only to keep the op in range; they are no candidates below.
-    losses = pred_active * tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.maximum(targets, 0), logits=logits)  # [batch, rois]
+    losses, pred_active, real = _per_roi_class_losses(targets, logits, active)
     indices, keep = selection.hardest(losses, real, top_k)
     kept_losses = tf.where(keep, tf.gather(losses, indices, batch_dims=1), 0.0)
     kept_active = tf.where(keep, tf.gather(pred_active, indices, batch_dims=1), 0.0)
-    return tf.reduce_sum(kept_losses) / tf.maximum(tf.reduce_sum(kept_active), 1.0)
+    loss = tf.reduce_sum(kept_losses) / tf.maximum(tf.reduce_sum(kept_active), 1.0)
+    if not return_stats:
+        return loss
+    return loss, _kept_counts(targets, _as_row_mask(indices, keep, tf.shape(targets)[1]))
+
+
+# --- choosing the RoIs before the losses (the paper's setting) -----------------------------------
+
+def _per_roi_box_losses(targets: tf.Tensor, target_bbox: Any, pred_bbox: Any) -> tf.Tensor:
+    """Smooth-L1 summed over the 4 deltas of each positive RoI's own class; 0 elsewhere.
+
+    Args:
+        targets: [batch, rois] int32 class ids.
+        target_bbox: [batch, rois, 4] target deltas.
+        pred_bbox: [batch, rois, classes, 4] predicted deltas.
+
+    Returns:
+        [batch, rois] float32.
+    """
+    pred_bbox = tf.cast(tf.convert_to_tensor(pred_bbox), tf.float32)
+    if pred_bbox.shape.rank is not None and pred_bbox.shape.rank != 4:
+        raise ValueError("pred_bbox must have shape [batch, rois, classes, 4]; "
+                         f"received shape {pred_bbox.shape.as_list()}")
+    target_bbox = tf.cast(tf.convert_to_tensor(target_bbox), tf.float32)
+    if target_bbox.shape.rank is not None and target_bbox.shape.rank != 3:
+        raise ValueError("target_bbox must have shape [batch, rois, 4]; "
+                         f"received shape {target_bbox.shape.as_list()}")
+    own = tf.gather(pred_bbox, tf.maximum(targets, 0), batch_dims=2)  # [batch, rois, 4]
+    diff = tf.abs(target_bbox - own)
+    smooth_l1 = tf.where(diff < 1.0, 0.5 * tf.square(diff), diff - 0.5)
+    return tf.where(targets > 0, tf.reduce_sum(smooth_l1, axis=2), 0.0)
+
+
+def select_hard_rois(
+    target_class_ids: Any,
+    target_bbox: Any,
+    rois: Any,
+    pred_class_logits: Any,
+    pred_bbox: Any,
+    active_class_ids: Any,
+    *,
+    top_k: int,
+    rank_by_box: bool = True,
+    nms_threshold: float | None = None,
+    return_stats: bool = False,
+) -> tf.Tensor | tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """Choose each image's hard RoIs before the losses, for the class and box loss alike.
+
+    The OHEM paper's selection (Shrivastava et al., 2016, section 3): every RoI of the pool is
+    scored by its loss with the gradient stopped, the class loss of
+    :func:`ohem_mrcnn_class_loss` plus, with ``rank_by_box``, the Smooth-L1 box loss summed
+    over the 4 deltas of its own class (positives only; background has no box loss). With
+    ``nms_threshold`` the RoIs are visited from the hardest down and one is dropped when its
+    IoU with a kept one is > ``nms_threshold`` (the paper: 0.7), so near-copies of one hard
+    region do not fill the budget. Per image the ``min(top_k, survivors)`` hardest are kept.
+
+    The result is ``target_class_ids`` with every real RoI that was not kept relabelled
+    :data:`PADDING_CLASS_ID` (-1). Handed to the class loss (:func:`ohem_mrcnn_class_loss`,
+    whose ``top_k`` then keeps them all) and to the box loss (which reads ``ids > 0`` only),
+    both losses train on the kept RoIs, as the paper's single backward pass does.
+
+    Args:
+        target_class_ids: [batch, rois] int class ids: 0 background, > 0 a class, negative
+            padding (never kept).
+        target_bbox: [batch, rois, (dy, dx, log(dh), log(dw))] target deltas, divided by
+            ``BBOX_STD_DEV`` as Matterport's targets are.
+        rois: [batch, rois, (y1, x1, y2, x2)] the RoIs, normalised (read only with NMS).
+        pred_class_logits: [batch, rois, classes] float logits.
+        pred_bbox: [batch, rois, classes, 4] predicted deltas.
+        active_class_ids: [batch, classes] 1 for classes of the image's dataset, else 0.
+        top_k: RoIs kept per image (>= 1).
+        rank_by_box: add the box loss to the ranking score.
+        nms_threshold: None (no de-duplication) or an IoU in (0, 1].
+        return_stats: also return the kept counts.
+
+    Returns:
+        [batch, rois] int32 class ids; with ``return_stats``, ``(ids, {"kept_positives": [batch]
+        int32, "kept_negatives": [batch] int32})``.
+
+    Raises:
+        ValueError: ``top_k`` < 1, ``nms_threshold`` out of range, or a tensor of the wrong rank.
+        TypeError: ``pred_class_logits`` is not floating point.
+    """
+    top_k = check_int("top_k", top_k, 1)
+    nms_threshold = check_number("nms_threshold", nms_threshold, 0.0, 1.0, low_open=True, allow_none=True)
+    targets, logits, active = _class_loss_inputs(target_class_ids, pred_class_logits, active_class_ids)
+    scores, _, real = _per_roi_class_losses(targets, logits, active)
+    if rank_by_box:
+        scores += _per_roi_box_losses(targets, target_bbox, pred_bbox)
+    scores = tf.stop_gradient(scores)
+    if nms_threshold is None:
+        indices, keep = selection.hardest(scores, real, top_k)
+        kept = _as_row_mask(indices, keep, tf.shape(targets)[1])
+    else:
+        rois = tf.stop_gradient(tf.cast(tf.convert_to_tensor(rois), tf.float32))
+        if rois.shape.rank is not None and rois.shape.rank != 3:
+            raise ValueError(f"rois must have shape [batch, rois, 4]; received shape {rois.shape.as_list()}")
+        kept = selection.first_survivors(scores, real, rois, nms_threshold, top_k)
+    ids = tf.where(kept, targets, PADDING_CLASS_ID)
+    if not return_stats:
+        return ids
+    return ids, _kept_counts(targets, kept)

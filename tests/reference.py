@@ -343,3 +343,54 @@ def topk_ce_dense_sgd_step(x, labels, kernel, bias, top_k, learning_rate):
     grad_kernel = x[kept].T @ residual[kept] / len(kept)
     grad_bias = residual[kept].sum(axis=0) / len(kept)
     return kernel - learning_rate * grad_kernel, bias - learning_rate * grad_bias
+
+
+def select_hard_rois(target_class_ids, target_bbox, rois, logits, pred_bbox, active_class_ids, top_k,
+                     rank_by_box=True, nms_threshold=None):
+    """The OHEM paper's RoI selection, one image at a time, in float64.
+
+    Score of a real RoI (target id >= 0): cross-entropy times ``pred_active`` (its image's own
+    active row), plus, with ``rank_by_box`` and a positive id, the Smooth-L1 of its own class's
+    deltas summed over the 4 coordinates. Visited hardest first (ties: lower index); with
+    ``nms_threshold`` one is dropped when its IoU with a kept one is > the threshold; the first
+    ``top_k`` are kept. Returns the ids with every real row not kept set to -1, and the kept
+    positives and negatives per image."""
+    targets = np.asarray(target_class_ids)
+    logits = np.asarray(logits, dtype=np.float64)
+    target_bbox = np.asarray(target_bbox, dtype=np.float64)
+    pred_bbox = np.asarray(pred_bbox, dtype=np.float64)
+    active = np.asarray(active_class_ids, dtype=np.float64)
+    out = np.full_like(targets, -1)
+    positives, negatives = [], []
+    for image in range(targets.shape[0]):
+        real = np.flatnonzero(targets[image] >= 0)
+        pred_active = active[image][np.argmax(logits[image][real], axis=1)]
+        scores = np.zeros(targets.shape[1])
+        scores[real] = softmax_cross_entropy(logits[image][real], targets[image][real]) * pred_active
+        if rank_by_box:
+            for i in real:
+                if targets[image, i] > 0:
+                    diff = np.abs(target_bbox[image, i] - pred_bbox[image, i, targets[image, i]])
+                    scores[i] += np.where(diff < 1.0, 0.5 * diff ** 2, diff - 0.5).sum()
+        order = _hardest_first(real, scores)
+        if nms_threshold is not None:
+            order = greedy_nms(order, np.asarray(rois[image], dtype=np.float64), nms_threshold)
+        kept = order[:top_k]
+        out[image, kept] = targets[image, kept]
+        positives.append(int(np.sum(targets[image, kept] > 0)))
+        negatives.append(int(np.sum(targets[image, kept] == 0)))
+    return out, positives, negatives
+
+
+def matterport_bbox_loss(target_bbox, target_class_ids, pred_bbox) -> float:
+    """Matterport's box-head loss: Smooth-L1 of each positive RoI's own class deltas, the mean
+    over the positives' 4 coordinates; 0.0 without positives."""
+    ids = np.asarray(target_class_ids).reshape(-1)
+    target = np.asarray(target_bbox, dtype=np.float64).reshape(-1, 4)
+    pred = np.asarray(pred_bbox, dtype=np.float64)
+    pred = pred.reshape(-1, pred.shape[-2], 4)
+    positive = np.flatnonzero(ids > 0)
+    if not len(positive):
+        return 0.0
+    diff = np.abs(target[positive] - pred[positive, ids[positive]])
+    return float(np.where(diff < 1.0, 0.5 * diff ** 2, diff - 0.5).mean())

@@ -50,6 +50,8 @@ def test_display_shows_ohem_settings(capsys):
          r"OHEM_RPN_POSITIVE_FRACTION must be None or a number in \[0, 1\]; received True"),
         ("OHEM_RPN_NEGATIVE_POOL", 0,
          r"OHEM_RPN_NEGATIVE_POOL must be None or an integer >= 1 \(None: keep every negative\); received 0"),
+        ("OHEM_ROI_RANKING", "box", r"OHEM_ROI_RANKING must be one of .*class.*class\+box.*; received 'box'"),
+        ("OHEM_ROI_NMS_THRESHOLD", 0, r"OHEM_ROI_NMS_THRESHOLD must be None or a number in \(0, 1\]"),
     ],
 )
 def test_invalid_settings_raise_in_init(attribute, value, message):
@@ -88,7 +90,14 @@ def test_roi_top_k_and_pool_resolve():
         OHEM_ROI_POOL = 256
         OHEM_ROI_TOP_K = 32
 
-    assert ohem_roi_settings(Roi()) == (True, 256, 32, 64, 0.33)
+    assert ohem_roi_settings(Roi()) == (True, 256, 32, 64, 0.33, "class", None)
+    assert not ohem_roi_settings(Roi()).selects_for_box_loss
+
+    class Paper(Roi):
+        OHEM_ROI_RANKING = "class+box"
+        OHEM_ROI_NMS_THRESHOLD = 0.7
+
+    assert ohem_roi_settings(Paper())[5:] == ("class+box", 0.7) and ohem_roi_settings(Paper()).selects_for_box_loss
 
 
 def test_display_shows_effective_values(capsys):

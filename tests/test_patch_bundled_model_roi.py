@@ -141,3 +141,55 @@ def test_short_run_lowers_the_patched_loss(tmp_path, dataset, config_class, name
         inputs = fixed_batch(dataset, config)
     history = train_on_fixed_batch(model, inputs, steps=24, learning_rate=0.01)
     assert_lowered(history, name)
+
+
+class RoiPaper(RoiGivenRois):
+    """The OHEM paper's setting: rank by class + box loss, NMS 0.7 among the RoIs, both losses."""
+    OHEM_ROI_RANKING = "class+box"
+    OHEM_ROI_NMS_THRESHOLD = 0.7
+    # Random weights give confident wrong logits, so negatives are the hardest RoIs; a budget of
+    # 20 of the 40 lets a few positives in (and the box loss something to read).
+    OHEM_ROI_TOP_K = 20
+
+
+@pytest.mark.slow
+def test_paper_setting_trains_class_and_box_loss_on_the_kept_rois(tmp_path, dataset):
+    config = RoiPaper()
+    with mrcnn_ohem.patch(config, module=modellib) as handle:
+        assert "select_training_rois" in handle.originals and modellib.select_training_rois is not None
+        keras.utils.set_random_seed(0)
+        model = modellib.MaskRCNN("training", config, str(tmp_path))
+        np.random.seed(0)
+        inputs, _ = DataGenerator(dataset, config, shuffle=False, random_rois=config.POST_NMS_ROIS_TRAINING)[0]
+    assert modellib.select_training_rois is None  # restored
+    targets, kept_ids, logits, pred_bbox, class_loss, bbox_loss = probe(model, [
+        "proposal_targets", "ohem_roi_selection", "mrcnn_class_logits", "mrcnn_bbox", "mrcnn_class_loss",
+        "mrcnn_bbox_loss"])(inputs)
+    rois, class_ids, target_bbox = targets[0].numpy(), targets[1].numpy(), targets[2].numpy()
+    active = inputs[1][:, 12:]
+    expected, positives, negatives = reference.select_hard_rois(
+        class_ids, target_bbox, rois, logits.numpy(), pred_bbox.numpy(), active, 20, nms_threshold=0.7)
+    np.testing.assert_array_equal(kept_ids.numpy(), expected)
+    kept = (expected >= 0).sum(axis=1)
+    assert sum(positives) >= 1 and (kept <= 20).all() and (kept < (class_ids >= 0).sum(axis=1)).all()
+    # Both losses read the kept ids: the class loss averages the kept RoIs, the box loss their positives.
+    assert class_loss.numpy() == pytest.approx(
+        reference.ohem_mrcnn_class_loss(expected, logits.numpy(), active, 20), rel=1e-4, abs=2e-6)
+    assert bbox_loss.numpy() == pytest.approx(
+        reference.matterport_bbox_loss(target_bbox, expected, pred_bbox.numpy()), rel=1e-4, abs=1e-6)
+    assert bbox_loss.numpy() != pytest.approx(reference.matterport_bbox_loss(target_bbox, class_ids, pred_bbox.numpy()))
+    # train(): the kept counts reach the Keras logs.
+    history = train_on_fixed_batch(model, inputs, steps=2, learning_rate=0.001)
+    assert 0 < history[-1]["ohem_roi_kept_positives"] + history[-1]["ohem_roi_kept_negatives"] <= 20
+
+
+def test_paper_setting_refuses_a_module_without_the_selection_hook():
+    import types
+
+    fork = types.ModuleType("fork_model")
+    for name in ("rpn_class_loss_graph", "build_rpn_targets", "mrcnn_class_loss_graph", "DetectionTargetLayer"):
+        setattr(fork, name, getattr(modellib, name))
+    fork.KL = keras.layers
+    with pytest.raises(ValueError, match="OHEM_ROI_RANKING = 'class\\+box' and OHEM_ROI_NMS_THRESHOLD need"):
+        mrcnn_ohem.patch(RoiPaper(), module=fork)
+    assert fork.mrcnn_class_loss_graph is modellib.mrcnn_class_loss_graph  # nothing changed

@@ -129,7 +129,8 @@ def first_survivors(scores: tf.Tensor, candidates: tf.Tensor, boxes: tf.Tensor, 
     Args:
         scores: [rows, n] float32 ranking scores (higher is harder); no gradient flows.
         candidates: [rows, n] bool.
-        boxes: [n, (y1, x1, y2, x2)] float, shared by every row (any units).
+        boxes: [n, (y1, x1, y2, x2)] float shared by every row (anchors), or [rows, n, 4] a
+            set per row (RoIs); any units.
         iou_threshold: float or float32 scalar in (0, 1].
         count: int or int32 scalar tensor >= 0, survivors wanted per row.
         prefilter: int or int32 scalar, candidates suppressed in the first pass (default
@@ -144,6 +145,10 @@ def first_survivors(scores: tf.Tensor, candidates: tf.Tensor, boxes: tf.Tensor, 
     count = tf.cast(count, tf.int32)
     prefilter = tf.maximum(8 * count, 2048) if prefilter is None else tf.cast(prefilter, tf.int32)
     iou_threshold = tf.cast(iou_threshold, tf.float32)
+    if boxes.shape.rank == 3:
+        return tf.map_fn(
+            lambda row: _first_survivors_of_row(row[0], row[1], row[2], iou_threshold, count, prefilter),
+            (scores, candidates, boxes), fn_output_signature=tf.TensorSpec([None], tf.bool))
     return tf.map_fn(
         lambda row: _first_survivors_of_row(row[0], row[1], boxes, iou_threshold, count, prefilter),
         (scores, candidates), fn_output_signature=tf.TensorSpec([None], tf.bool))

@@ -102,6 +102,14 @@ BINDS_DATA_FUNCTIONS_AT_BUILD = True
 
 IMAGENET_WEIGHTS_FILE = weights.IMAGENET_WEIGHTS_FILE
 
+#: Hook for choosing the RoIs the class and box losses train on, looked up when the training
+#: graph is built: None (Matterport: both losses see the sampled RoIs) until ``mrcnn_ohem.patch``
+#: installs the OHEM paper's selection (``OHEM_ROI_RANKING = "class+box"`` or
+#: ``OHEM_ROI_NMS_THRESHOLD``). Called as ``select_training_rois(target_class_ids, target_bbox,
+#: rois, mrcnn_class_logits, mrcnn_bbox, active_class_ids)``, it returns the class ids the two
+#: losses read, [batch, rois] int32.
+select_training_rois = None
+
 
 ############################################################
 #  MaskRCNN
@@ -263,14 +271,22 @@ class MaskRCNN:
             rois, mrcnn_feature_maps, image_meta, config.MASK_POOL_SIZE, config.NUM_CLASSES,
             train_bn=config.TRAIN_BN, filters=config.MASK_HEAD_FILTERS)
         output_rois = KL.Lambda(lambda t: t * 1, name="output_rois")(rois)
+        # The class and box losses read loss_class_ids: Matterport's targets, unless a patch
+        # installed select_training_rois (the OHEM paper's RoI setting), which marks the RoIs
+        # it did not keep as padding (-1) so that both losses train on the kept ones.
+        loss_class_ids = target_class_ids
+        select = globals()["select_training_rois"]
+        if select is not None:
+            loss_class_ids = KL.Lambda(lambda t: select(*t), name="ohem_roi_selection")(
+                [target_class_ids, target_bbox, rois, mrcnn_class_logits, mrcnn_bbox, active_class_ids])
         # Listening while the loss layers are built tells the training model which auxiliary
         # metrics (e.g. a patched loss's selection statistics) they report.
         with auxiliary.recording() as reported:
             losses = self._build_losses(config, {
                 "rpn_class_loss": [inputs["input_rpn_match"], rpn_class_logits],
                 "rpn_bbox_loss": [inputs["input_rpn_bbox"], inputs["input_rpn_match"], rpn_bbox],
-                "mrcnn_class_loss": [target_class_ids, mrcnn_class_logits, active_class_ids],
-                "mrcnn_bbox_loss": [target_bbox, target_class_ids, mrcnn_bbox],
+                "mrcnn_class_loss": [loss_class_ids, mrcnn_class_logits, active_class_ids],
+                "mrcnn_bbox_loss": [target_bbox, loss_class_ids, mrcnn_bbox],
                 "mrcnn_mask_loss": [target_mask, target_class_ids, mrcnn_mask]})
         outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class, mrcnn_bbox, mrcnn_mask,
                    rpn_rois, output_rois, *losses]
