@@ -48,6 +48,28 @@ def test_distractor_false_positives_excludes_proposals_that_also_cover_an_object
     assert metrics.distractor_false_positives(proposals, np.zeros((0, 4)), distractors) == 1
 
 
+def test_detection_quality_by_hand():
+    # Image 1: two objects of class 1 and one of class 2. Detections, by score: 0.9 on object A
+    # (true), 0.8 a copy of A (false: A is taken), 0.7 on object C but class 1 (false: wrong
+    # class), 0.3 on object B (true, but under 0.5 so not counted for recall). Image 2: no
+    # object, one detection 0.6 (false).
+    ground_truth = {1: [(1, [0, 0, 10, 10]), (1, [50, 50, 10, 10]), (2, [20, 20, 10, 10])], 2: []}
+    detections = [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 11], "score": 0.8},
+        {"image_id": 1, "category_id": 1, "bbox": [20, 20, 10, 10], "score": 0.7},
+        {"image_id": 1, "category_id": 1, "bbox": [50, 50, 10, 10], "score": 0.3},
+        {"image_id": 2, "category_id": 2, "bbox": [0, 0, 5, 5], "score": 0.6},
+    ]
+    q = metrics.detection_quality(ground_truth, detections)
+    assert q["det_recall50"] == pytest.approx(1 / 3) and q["detections"] == 5
+    # bins: 0.9 -> [0.9, 1.0) one true: |1 - 0.9|; 0.8: |0 - 0.8|; 0.7: |0 - 0.7|; 0.6: |0 - 0.6|;
+    # 0.3: |1 - 0.3|; each weighs 1/5.
+    assert q["calibration_error"] == pytest.approx((0.1 + 0.8 + 0.7 + 0.6 + 0.7) / 5)
+    assert q["mean_score_tp"] == pytest.approx(0.6) and q["mean_score_fp"] == pytest.approx(0.7)
+    assert metrics.detection_quality({1: []}, [])["detections"] == 0
+
+
 def test_distractor_false_positives_empty_inputs():
     assert metrics.distractor_false_positives(np.zeros((0, 4)), np.zeros((0, 4)), np.ones((1, 4))) == 0
     assert metrics.distractor_false_positives(np.ones((3, 4)), np.zeros((0, 4)), np.zeros((0, 4))) == 0
@@ -331,7 +353,10 @@ def test_make_config_uses_the_runner_config_per_variant():
 
 def test_registry_names_the_issue_variants_and_skips_what_has_not_landed(monkeypatch):
     assert list(variants.VARIANTS) == ["baseline", "ohem", "ohem_nms07", "ohem_neg3", "ohem_pos50", "ohem_pooled",
-                                       "roi_ohem", "rpn_roi_ohem", "focal_rpn", "snippet"]
+                                       "roi_ohem", "roi_ohem_paper", "rpn_roi_ohem", "focal_rpn", "snippet"]
+    paper = variants.make_config("roi_ohem_paper", variants.QUICK, 4, "training")
+    assert (paper.OHEM_ROI, paper.OHEM_RPN, paper.OHEM_ROI_RANKING, paper.OHEM_ROI_NMS_THRESHOLD) == (
+        True, False, "class+box", 0.7)
     from mrcnn_ohem.config import OHEMConfigMixin
 
     monkeypatch.delattr(OHEMConfigMixin, "OHEM_RPN_POSITIVE_FRACTION")

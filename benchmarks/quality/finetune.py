@@ -40,8 +40,15 @@ SUMMARY_METRICS = (("AP50", "bbox_AP50", 100.0), ("AP", "bbox_AP", 100.0), ("AR@
                    ("FP_distractors", "fp_distractors", 1.0))
 #: The minimum detectable difference the design aims at, in points, for AP50 and AR@100.
 TARGET_MDE = 2.0
+#: What the detections of a run are like (issue 28 item 4): recall of the confident detections at
+#: IoU 0.5 and the expected calibration error of their scores (points), confident detections on
+#: distractors (per image). Same layout as SUMMARY_METRICS.
+DETECTION_METRICS = (("det_recall50", "det_recall50", 100.0), ("calibration_error", "calibration_error", 100.0),
+                     ("FP_detections_distractors", "fp_detections_distractors", 1.0))
 #: Training-log keys of the RPN selection counts (OHEM variants record them per step).
 KEPT_KEYS = ("ohem_rpn_kept_positives", "ohem_rpn_kept_negatives")
+#: The same for the RoI-head class loss (``OHEM_ROI`` variants).
+ROI_KEPT_KEYS = ("ohem_roi_kept_positives", "ohem_roi_kept_negatives")
 
 
 ############################################################
@@ -49,14 +56,15 @@ KEPT_KEYS = ("ohem_rpn_kept_positives", "ohem_rpn_kept_negatives")
 ############################################################
 
 
-def power_summary(runs: Sequence[dict], variants: Sequence[str], reference: str = "baseline"
-                  ) -> dict[str, dict[str, dict[str, Any]]]:
+def power_summary(runs: Sequence[dict], variants: Sequence[str], reference: str = "baseline",
+                  metrics: Sequence[tuple[str, str, float]] = SUMMARY_METRICS) -> dict[str, dict[str, dict[str, Any]]]:
     """Paired difference, 95% interval, SD and 80%-power MDE per variant and metric.
 
     Args:
         runs: finished and failed runs (``{"variant", "seed", "status", "metrics"}``).
         variants: variants to summarize; ``reference`` itself is left out.
         reference: the variant every other one is compared with, seed by seed.
+        metrics: (name, run metric key, scale) triples; runs without a key are left out.
 
     Returns:
         ``{variant: {metric: {"diff", "ci": [lo, hi], "sd", "mde80", "n", "wins"}}}`` in points for
@@ -68,7 +76,7 @@ def power_summary(runs: Sequence[dict], variants: Sequence[str], reference: str 
         if variant == reference:
             continue
         out[variant] = {}
-        for name, key, scale in SUMMARY_METRICS:
+        for name, key, scale in metrics:
             d = paired_by_seed(runs, variant, key, reference)
             mde = minimum_detectable_difference(d["std"], d["n"]) if d["n"] >= 2 else math.nan
             out[variant][name] = {"diff": _num(scale * d["mean"]),
@@ -118,8 +126,10 @@ def power_note(summary: dict[str, dict[str, dict[str, Any]]], seeds: int, target
 ############################################################
 
 
-def kept_counts(runs: Sequence[dict], variants: Sequence[str], early: int = 20) -> dict[str, dict[str, float]]:
-    """RPN anchors kept per image and step, from the training logs (OHEM variants only).
+def kept_counts(runs: Sequence[dict], variants: Sequence[str], early: int = 20,
+                keys: tuple[str, str] = KEPT_KEYS) -> dict[str, dict[str, float]]:
+    """RPN anchors (or, with ``keys=ROI_KEPT_KEYS``, RoIs) kept per image and step, from the
+    training logs (OHEM variants only).
 
     Returns:
         ``{variant: {"positives_early", "positives", "negatives", "zero_positive_steps"}}``:
@@ -130,11 +140,11 @@ def kept_counts(runs: Sequence[dict], variants: Sequence[str], early: int = 20) 
     out = {}
     for variant in variants:
         histories = [r.get("history") or [] for r in runs if r["variant"] == variant and r.get("status") == "ok"]
-        histories = [h for h in histories if h and KEPT_KEYS[0] in h[0]]
+        histories = [h for h in histories if h and keys[0] in h[0]]
         if not histories:
             continue
-        pos = [np.array([row[KEPT_KEYS[0]] for row in h], dtype=float) for h in histories]
-        neg = [np.array([row.get(KEPT_KEYS[1], np.nan) for row in h], dtype=float) for h in histories]
+        pos = [np.array([row[keys[0]] for row in h], dtype=float) for h in histories]
+        neg = [np.array([row.get(keys[1], np.nan) for row in h], dtype=float) for h in histories]
         out[variant] = {"positives_early": float(np.mean([p[:early].mean() for p in pos])),
                         "positives": float(np.mean([p.mean() for p in pos])),
                         "negatives": float(np.mean([n.mean() for n in neg])),
@@ -189,10 +199,52 @@ def summary_document(runs: Sequence[dict], variants: Sequence[str], budget: Budg
             "verdicts": {v: {m: verdict(e) for m, e in metrics.items()} for v, metrics in summary.items()},
             "power_note": power_note(summary, len(seeds)),
             "kept_per_image_and_step": kept_counts(runs, variants),
+            "roi_kept_per_image_and_step": kept_counts(runs, variants, keys=ROI_KEPT_KEYS),
+            "detection_details": power_summary(runs, variants, metrics=DETECTION_METRICS),
+            "detection_means": detection_means(runs, variants),
             "units": "AP, AP50, AR@100 in points (x100); FP_distractors in proposals per image (top 100)",
             "test": "paired by seed; ci: 95% Student t; mde80: (t(0.975, n-1) + t(0.8, n-1)) * sd / sqrt(n)",
             "budget": asdict(budget), "checkpoint": checkpoint,
             "made": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def detection_means(runs: Sequence[dict], variants: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """Mean over a variant's finished seeds of each :data:`DETECTION_METRICS` key and the mean
+    scores of true and false positives (points for recall, calibration error and scores)."""
+    keys = [(key, scale) for _, key, scale in DETECTION_METRICS] + [("mean_score_tp", 100.0),
+                                                                      ("mean_score_fp", 100.0)]
+    out = {}
+    for variant in ("baseline", *[v for v in variants if v != "baseline"]):
+        done = [r["metrics"] for r in runs if r["variant"] == variant and r.get("status") == "ok"]
+        values = {key: [m[key] for m in done if m.get(key) is not None and not math.isnan(m[key])]
+                  for key, _ in keys}
+        if any(values.values()):
+            out[variant] = {key: _num(scale * float(np.mean(values[key]))) if values[key] else None
+                            for key, scale in keys}
+    return out
+
+
+def detection_table(document: dict[str, Any]) -> str:
+    """Markdown: each variant's detection recall, calibration error and mean TP / FP scores, with
+    the paired difference from the baseline of the first three."""
+    means, details = document.get("detection_means") or {}, document.get("detection_details") or {}
+    lines = ["| variant | recall of detections >= 0.5 at IoU 0.5 | calibration error (ECE) | "
+             "confident detections on distractors / image | mean score, true / false positives |",
+             "|" + " --- |" * 5]
+
+    def cell(variant: str, name: str, key: str) -> str:
+        mean = means[variant].get(key)
+        text = "-" if mean is None else f"{mean:.2f}" if name.startswith("FP") else f"{mean:.1f}"
+        e = details.get(variant, {}).get(name)
+        if e and e["ci"][0] is not None:
+            text += f" (Δ {e['diff']:+.2f} [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}])"
+        return text
+
+    for variant, m in means.items():
+        scores = "/".join("-" if m.get(k) is None else f"{m[k]:.0f}" for k in ("mean_score_tp", "mean_score_fp"))
+        lines.append(f"| {variant} | " + " | ".join(cell(variant, name, key) for name, key, _ in DETECTION_METRICS)
+                     + f" | {scores} |")
+    return "\n".join(lines)
 
 
 def write_summary(document: dict[str, Any], path: Path = SUMMARY) -> None:
@@ -265,6 +317,15 @@ def section(document: dict[str, Any], runs: Sequence[dict], budget: Budget, vari
                   + (f"; Matterport's random 256 (`baseline`, `snippet`) keeps every positive anchor, {reference:.1f} "
                      "per image on average (first 50 training images of seed 0)" if reference else "") + ":", "",
                   kept_table(document["kept_per_image_and_step"])]
+    if document.get("roi_kept_per_image_and_step"):
+        cap = int(budget.train_rois * 0.33)
+        parts += ["", "RoIs the RoI-OHEM variants kept per image and step (training logs, mean over seeds; "
+                  f"Matterport's sample is {budget.train_rois} RoIs, at most {cap} of them positive):", "",
+                  kept_table(document["roi_kept_per_image_and_step"])]
+    if document.get("detection_means"):
+        parts += ["", "Detections (score >= 0.5 for recall and on distractors; every detection for the calibration "
+                  "error, 10 score bins; points, mean over seeds, paired difference from the baseline with its 95% "
+                  "interval):", "", detection_table(document)]
     if timing and timing.get("status") == "ok":
         parts += ["", f"Step time side by side (one process, pre-built batches, graph only, {timing['rounds']} "
                   "rounds of one step per variant in rotating order):", "", rep.timing_table(timing)]

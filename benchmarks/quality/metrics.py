@@ -1,4 +1,5 @@
-"""Scoring one trained run: COCOeval AP/AR and false-positive proposals on distractors.
+"""Scoring one trained run: COCOeval AP/AR, false-positive proposals on distractors, and the
+recall and score calibration of the detections.
 
 Detections and proposals come from :func:`mrcnn_ohem.datasets.coco_eval.detect_dataset` (the
 one detect-and-pad loop, shared with ``evaluate_coco``); AP comes from ``score_results`` and
@@ -40,6 +41,74 @@ def distractor_false_positives(proposals: np.ndarray, gt_boxes: np.ndarray, dist
     return int(on_distractor.sum())
 
 
+def _xywh_to_yxyx(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 1] + boxes[:, 3], boxes[:, 0] + boxes[:, 2]], axis=1)
+
+
+def detection_quality(ground_truth: dict[int, list[tuple[int, list[float]]]], detections: list[dict],
+                      iou: float = 0.5, min_score: float = 0.5, bins: int = 10) -> dict[str, float]:
+    """Recall of the confident detections, and how well the scores match their precision.
+
+    Each image's detections are matched greedily, highest score first, to an unmatched ground-truth
+    box of the same category at IoU >= ``iou`` (COCO's rule at one threshold): a match is a true
+    positive. Calibration: the detections are put into ``bins`` equal score bins over [0, 1]; the
+    expected calibration error is the detection-weighted mean over bins of |fraction true
+    positive - mean score| (0: a score of s means the detection is right with probability s).
+
+    Args:
+        ground_truth: ``{image_id: [(category_id, [x, y, w, h]), ...]}`` in pixels.
+        detections: COCO results, ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``.
+        iou: the IoU a true positive needs.
+        min_score: the score from which a detection counts for ``recall``.
+        bins: score bins of the calibration error.
+
+    Returns:
+        ``{"det_recall50": fraction of ground-truth objects found by a detection with score >=
+        min_score, "calibration_error": the expected calibration error, "mean_score_tp",
+        "mean_score_fp": mean scores of true and false positives (NaN when there are none),
+        "detections": count}``.
+    """
+    from mrcnn_ohem.core.boxes import compute_overlaps
+
+    scores, correct = [], []
+    found = total = 0
+    by_image: dict[int, list[dict]] = {}
+    for d in detections:
+        by_image.setdefault(int(d["image_id"]), []).append(d)
+    for image_id, objects in ground_truth.items():
+        total += len(objects)
+        candidates = sorted(by_image.get(image_id, []), key=lambda d: -float(d["score"]))
+        used = np.zeros(len(objects), bool)
+        gt_boxes = _xywh_to_yxyx([box for _, box in objects]) if objects else np.zeros((0, 4))
+        gt_classes = np.array([category for category, _ in objects], dtype=np.int64)
+        for d in candidates:
+            hit = False
+            if len(objects):
+                overlaps = compute_overlaps(_xywh_to_yxyx(d["bbox"]), gt_boxes)[0]
+                overlaps[(gt_classes != int(d["category_id"])) | used] = -1.0
+                best = int(np.argmax(overlaps))
+                hit = bool(overlaps[best] >= iou)
+                if hit:
+                    used[best] = True
+                    found += float(d["score"]) >= min_score
+            scores.append(float(d["score"]))
+            correct.append(hit)
+    scores_arr, correct_arr = np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=bool)
+    error = 0.0
+    if len(scores_arr):
+        index = np.minimum((scores_arr * bins).astype(int), bins - 1)
+        for b in range(bins):
+            in_bin = index == b
+            if in_bin.any():
+                error += in_bin.mean() * abs(correct_arr[in_bin].mean() - scores_arr[in_bin].mean())
+    return {"det_recall50": found / total if total else float("nan"),
+            "calibration_error": error if len(scores_arr) else float("nan"),
+            "mean_score_tp": float(scores_arr[correct_arr].mean()) if correct_arr.any() else float("nan"),
+            "mean_score_fp": float(scores_arr[~correct_arr].mean()) if (~correct_arr).any() else float("nan"),
+            "detections": len(scores_arr)}
+
+
 def scene_boxes(scene: Any) -> tuple[np.ndarray, np.ndarray]:
     """Target and distractor boxes of a :class:`~mrcnn_ohem.datasets.shapes.SceneSpec`.
 
@@ -77,7 +146,9 @@ def evaluate_run(model: Any, dataset: Any, coco: Any, budget: Any, distractors: 
 
     Returns:
         ``{"bbox_AP", "bbox_AP50", "segm_AP", "segm_AP50", "AR100", "AR1000", "fp_distractors",
-        "fp_detections_distractors", "proposals_per_image", "eval_images"}``.
+        "fp_detections_distractors", "proposals_per_image", "eval_images", "det_recall50",
+        "calibration_error", "mean_score_tp", "mean_score_fp"}`` (the last four from
+        :func:`detection_quality`).
     """
     from mrcnn_ohem.datasets.coco_eval import (
         build_coco_results,
@@ -107,6 +178,9 @@ def evaluate_run(model: Any, dataset: Any, coco: Any, budget: Any, distractors: 
     category_ids = [int(c["id"]) for c in dataset.class_info if c["source"] == "coco"]
     scores = score_results(coco, coco_ids, category_ids, detections, props100)
     recall = proposal_recall(coco, coco_ids, props1000)
+    ground_truth = {i: [(int(a["category_id"]), a["bbox"]) for a in coco.loadAnns(coco.getAnnIds(imgIds=[i]))
+                        if int(a["category_id"]) in category_ids and not a.get("iscrowd", 0)] for i in coco_ids}
+    quality = detection_quality(ground_truth, detections)
     return {
         "bbox_AP": scores["bbox"]["AP"], "bbox_AP50": scores["bbox"]["AP50"],
         "segm_AP": scores["segm"]["AP"], "segm_AP50": scores["segm"]["AP50"],
@@ -115,4 +189,6 @@ def evaluate_run(model: Any, dataset: Any, coco: Any, budget: Any, distractors: 
         "fp_detections_distractors": float(np.mean(fp_detections)) if fp_detections else None,
         "proposals_per_image": float(np.mean(num_proposals)) if num_proposals else 0.0,
         "eval_images": len(coco_ids),
+        "det_recall50": quality["det_recall50"], "calibration_error": quality["calibration_error"],
+        "mean_score_tp": quality["mean_score_tp"], "mean_score_fp": quality["mean_score_fp"],
     }

@@ -117,6 +117,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
             settings={"OHEM_RPN_PER_IMAGE": False}),
     Variant("roi_ohem", "OHEM on the RoI heads only (Matterport RPN)", ohem=True,
             settings={"OHEM_RPN": False, "OHEM_ROI": True}, issue="issue 12"),
+    Variant("roi_ohem_paper", "RoI OHEM as the OHEM paper: ranked by class + box loss, NMS 0.7 among the "
+            "RoIs, both losses on the kept ones (Matterport RPN)", ohem=True,
+            settings={"OHEM_RPN": False, "OHEM_ROI": True, "OHEM_ROI_RANKING": "class+box",
+                      "OHEM_ROI_NMS_THRESHOLD": 0.7}, issue="issue 28"),
     Variant("rpn_roi_ohem", "OHEM on the RPN and the RoI heads", ohem=True,
             settings={"OHEM_ROI": True}, issue="issue 12"),
     Variant("focal_rpn", "focal loss on the RPN objectness over every anchor (OHEM_RPN_LOSS='focal')",
