@@ -55,6 +55,11 @@ def recording() -> Iterator[Recording]:
 def record(name: str, value: Any) -> bool:
     """Report a scalar ``value`` (a tensor or a number) under ``name``.
 
+    Args:
+        name: the key the listening loop reads it under (converted with ``str``); a second
+            record of a name replaces the first.
+        value: a scalar: a shape [] tensor (any dtype) or a Python number, stored as given.
+
     Returns:
         True if an open :func:`recording` received it, False if nobody listens.
     """

@@ -15,7 +15,14 @@ NEUTRAL = 0
 
 
 def box_areas(boxes: np.ndarray) -> np.ndarray:
-    """Areas of ``boxes`` [N, (y1, x1, y2, x2)] -> [N] float."""
+    """Areas of boxes, ``(y2 - y1) * (x2 - x1)``.
+
+    Args:
+        boxes: [N, (y1, x1, y2, x2)] float or int.
+
+    Returns:
+        [N] areas, of the dtype of ``boxes``.
+    """
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
@@ -104,6 +111,9 @@ class SortedBoxes:
     outside every range, have IoU 0 with the query box (it is not computed). For 261,888
     Matterport anchors and a 150-pixel GT box the ranges hold about a fifth of the anchors.
 
+    Args:
+        boxes: [N, (y1, x1, y2, x2)] float or int (converted to float64), e.g. the anchors.
+
     Attributes:
         ids: [M] int64, the input index of each kept box in sorted order; positions in the
             sorted order (``0..M-1``) are what :meth:`ranges` and :meth:`iou_into` use.
@@ -129,7 +139,15 @@ class SortedBoxes:
 
     def ranges(self, box: np.ndarray) -> list[tuple[int, int]]:
         """Disjoint ``(start, stop)`` ranges of sorted positions holding every box that may
-        overlap ``box`` (y1, x1, y2, x2); each may also hold boxes that do not."""
+        overlap ``box``; each may also hold boxes that do not.
+
+        Args:
+            box: [(y1, x1, y2, x2)] the query box.
+
+        Returns:
+            ``(start, stop)`` pairs of sorted positions (``stop`` exclusive), at most one per
+            height group; empty when no box can overlap ``box``.
+        """
         y1 = self._columns[0]
         found = []
         for start, stop, reach in self._groups:
@@ -145,6 +163,13 @@ class SortedBoxes:
         The arithmetic is :func:`compute_overlaps`'s (0 where the union is not positive).
         ``out`` and the two ``scratch`` buffers are [size] float64 arrays of the caller, so one
         instance can serve several threads.
+
+        Args:
+            box: [(y1, x1, y2, x2)] float64, the query box.
+            start: first sorted position to compute (a range from :meth:`ranges`).
+            stop: one past the last sorted position to compute.
+            out: [size] float64; ``out[start:stop]`` receives the IoU, the rest is untouched.
+            scratch: two [size] float64 work buffers; their ``start:stop`` parts are overwritten.
         """
         cut = slice(start, stop)
         columns = tuple(c[cut] for c in self._columns)

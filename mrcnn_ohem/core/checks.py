@@ -17,23 +17,55 @@ __all__ = ["is_int", "is_real", "fail", "check_int", "check_number", "check_bool
 
 
 def is_int(value: Any) -> bool:
-    """True for Python and NumPy integers, False for bools."""
+    """True for Python and NumPy integers, False for bools.
+
+    Args:
+        value: any object.
+    """
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def is_real(value: Any) -> bool:
-    """True for finite-or-not real numbers (ints included), False for bools."""
+    """True for finite-or-not real numbers (ints included), False for bools.
+
+    Args:
+        value: any object.
+    """
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def fail(name: str, expected: str, value: Any) -> None:
-    """Raise the one ``ValueError`` wording of this package."""
+    """Raise the one ``ValueError`` wording of this package.
+
+    Args:
+        name: the argument's name, as the caller knows it (e.g. ``"OHEM_TOP_K"``).
+        expected: what is allowed, worded to follow "must be" (e.g. ``"an integer >= 1"``).
+        value: what was received; the message shows its ``repr``.
+
+    Raises:
+        ValueError: always, worded ``"{name} must be {expected}; received {value!r}"``.
+    """
     raise ValueError(f"{name} must be {expected}; received {value!r}")
 
 
 def check_int(name: str, value: Any, minimum: int = 0, *, maximum: int | None = None,
               allow_none: bool = False, hint: str = "") -> int | None:
-    """``value`` as an int in ``[minimum, maximum]`` (None passes through when allowed)."""
+    """``value`` as an int in ``[minimum, maximum]`` (None passes through when allowed).
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check: a Python or NumPy integer (not a bool).
+        minimum: the smallest allowed value (inclusive).
+        maximum: the largest allowed value (inclusive); None for no upper bound.
+        allow_none: accept None (and return it).
+        hint: text appended to the "must be" part of the message (e.g. ``" (None: no ratio)"``).
+
+    Returns:
+        ``int(value)``, or None when ``value`` is None and ``allow_none``.
+
+    Raises:
+        ValueError: ``value`` is not an integer in range (see :func:`fail`).
+    """
     if value is None and allow_none:
         return None
     within = is_int(value) and value >= minimum and (maximum is None or value <= maximum)
@@ -46,7 +78,25 @@ def check_int(name: str, value: Any, minimum: int = 0, *, maximum: int | None = 
 def check_number(name: str, value: Any, low: float = -math.inf, high: float = math.inf, *,
                  low_open: bool = False, high_open: bool = False, allow_none: bool = False,
                  hint: str = "") -> float | None:
-    """``value`` as a finite float in the interval ``low..high`` (open ends as asked)."""
+    """``value`` as a finite float in the interval ``low..high`` (open ends as asked).
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check: a real number (ints included, bools not); NaN and
+            infinities are refused.
+        low: the lower bound (default: none).
+        high: the upper bound (default: none).
+        low_open: exclude ``low`` itself (``value > low`` instead of ``>=``).
+        high_open: exclude ``high`` itself (``value < high`` instead of ``<=``).
+        allow_none: accept None (and return it).
+        hint: text appended to the "must be" part of the message.
+
+    Returns:
+        ``float(value)``, or None when ``value`` is None and ``allow_none``.
+
+    Raises:
+        ValueError: ``value`` is not a finite number in the interval (see :func:`fail`).
+    """
     if value is None and allow_none:
         return None
     ok = is_real(value) and math.isfinite(value)
@@ -62,14 +112,37 @@ def check_number(name: str, value: Any, low: float = -math.inf, high: float = ma
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """``value`` if it is exactly True or False."""
+    """``value`` if it is exactly True or False.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check: a Python or NumPy bool (0 and 1 are refused).
+
+    Returns:
+        ``bool(value)``.
+
+    Raises:
+        ValueError: ``value`` is not a bool.
+    """
     if not isinstance(value, (bool, np.bool_)):
         fail(name, "True or False", value)
     return bool(value)
 
 
 def check_choice(name: str, value: Any, choices: Collection[Any]) -> Any:
-    """``value`` if it is one of ``choices``."""
+    """``value`` if it is one of ``choices``.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value to check.
+        choices: the allowed values (compared with ``in``; the message lists them).
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ValueError: ``value`` is not in ``choices``.
+    """
     if value not in choices:
         fail(name, f"one of {list(choices)}", value)
     return value
