@@ -25,8 +25,10 @@ Speed: the IoU of a GT box is computed only over the anchors that can overlap it
 data generator passes the same anchors for every image), and labels are accumulated a GT box
 at a time, never as a [num_gt, num_anchors] matrix.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` in this module: it would turn the field types of
+# AnchorMatch into strings, which the constructor typing.NamedTuple generates (defined outside
+# this module) cannot resolve, so pdoc and typing.get_type_hints(AnchorMatch.__new__) fail on
+# "np.ndarray". Every annotation here is valid at runtime on Python 3.10+.
 import threading
 from typing import NamedTuple
 
