@@ -537,7 +537,16 @@ def _patch_problems(module: ModuleType, *, roi: bool) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrcnn_ohem.diagnose MODULE...``: print each report; 0 when all are fine."""
+    """``python -m mrcnn_ohem.diagnose MODULE...``: print each report; 0 when all are fine.
+
+    Args:
+        argv: the command-line arguments (``sys.argv[1:]`` when None): one or more dotted
+            module names or paths to ``model.py``, and ``-v``/``--verbose`` to show
+            TensorFlow's C++ log lines.
+
+    Returns:
+        The exit status: 0 when every module's report is fine, else 1.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m mrcnn_ohem.diagnose",
         description="Check a Matterport-style model module (e.g. mrcnn.model of a fork) for "

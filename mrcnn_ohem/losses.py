@@ -419,7 +419,16 @@ class TopKCrossEntropy(keras.losses.Loss):
         self.from_logits = bool(from_logits)
 
     def call(self, y_true, y_pred):
-        """Cross-entropies of the kept examples: [k] float32, hardest first."""
+        """Cross-entropies of the kept examples, hardest first (``Loss.__call__`` reduces them).
+
+        Args:
+            y_true: [...] int class ids, or [..., num_classes] float one-hot/probabilities.
+            y_pred: [..., num_classes] float logits (probabilities when ``from_logits=False``).
+
+        Returns:
+            [k] float32, ``k`` as in :func:`topk_cross_entropy` (capped at the number of
+            examples; [0] for an empty batch).
+        """
         return _kept_cross_entropies(y_true, y_pred, self.top_k, self.from_logits)
 
     def __call__(self, y_true, y_pred, sample_weight=None):

@@ -94,17 +94,32 @@ _REQUIRED = {
 
 
 def annotation_path(dataset_dir: str | Path, subset: str, year: str = "2017") -> Path:
-    """``<dataset_dir>/annotations/instances_<subset><year>.json``."""
+    """``<dataset_dir>/annotations/instances_<subset><year>.json``.
+
+    Args:
+        dataset_dir: COCO root folder.
+        subset: ``"train"``, ``"val"``, ``"minival"``, ... as in the annotation file name.
+        year: ``"2017"``, ``"2014"``, ...
+    """
     return Path(dataset_dir) / "annotations" / f"instances_{subset}{year}.json"
 
 
 def image_folder(dataset_dir: str | Path, subset: str, year: str = "2017") -> Path:
-    """``<dataset_dir>/<subset><year>`` (``val<year>`` for ``minival``/``valminusminival``)."""
+    """``<dataset_dir>/<subset><year>`` (``val<year>`` for ``minival``/``valminusminival``).
+
+    Args:
+        dataset_dir: COCO root folder.
+        subset: ``"train"``, ``"val"``, ``"minival"``, ...
+        year: ``"2017"``, ``"2014"``, ...
+    """
     return Path(dataset_dir) / f"{IMAGE_FOLDER_ALIASES.get(subset, subset)}{year}"
 
 
 def load_coco_json(path: str | Path) -> COCO:
     """Read and check a COCO instances file; return an indexed ``pycocotools`` ``COCO``.
+
+    Args:
+        path: the ``instances_*.json`` file.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message shows the COCO layout).
@@ -173,6 +188,10 @@ def ann_to_rle(ann: dict, height: int, width: int) -> dict:
 def ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
     """Decode an annotation to a binary mask.
 
+    Args:
+        ann: COCO annotation with a ``segmentation`` entry (polygons or RLE).
+        height, width: size of the image the annotation belongs to.
+
     Returns:
         [mask_height, mask_width] uint8 in {0, 1}; normally (height, width), but an RLE carries
         its own ``size``.
@@ -181,7 +200,13 @@ def ann_to_mask(ann: dict, height: int, width: int) -> np.ndarray:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as [height, width, 3] uint8 RGB (grey is expanded, alpha dropped).
+    """Read an image file as RGB (grey is expanded, alpha dropped).
+
+    Args:
+        path: the image file (any format scikit-image reads).
+
+    Returns:
+        [height, width, 3] uint8.
 
     Raises:
         CorruptImageError: the file is missing or cannot be decoded.
@@ -256,6 +281,9 @@ def check_annotation(ann: dict, height: int, width: int, category_ids: Sequence[
 
 class CocoDataset(utils.Dataset):
     """A COCO-format dataset (source name ``"coco"``).
+
+    Args:
+        class_map: accepted for Matterport compatibility and unused, as upstream.
 
     Attributes:
         skip_corrupt: when True (default), an unreadable image is replaced by the next readable one
@@ -382,11 +410,34 @@ class CocoDataset(utils.Dataset):
     # ---- images -------------------------------------------------------------------------
 
     def read_image(self, image_id: int) -> np.ndarray:
-        """Read image ``image_id`` strictly: [height, width, 3] uint8, or CorruptImageError."""
+        """Read image ``image_id`` strictly: no substitute for an unreadable file.
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+
+        Returns:
+            [height, width, 3] uint8 RGB.
+
+        Raises:
+            CorruptImageError: the file is missing or cannot be decoded.
+        """
         return read_image(self.image_info[image_id]["path"])
 
     def load_image(self, image_id: int) -> np.ndarray:
-        """[height, width, 3] uint8 RGB; an unreadable file is replaced (see the module docstring)."""
+        """The image, or the next readable one if its file is unreadable (see the module docstring).
+
+        Images of another source are read by :meth:`Dataset.load_image`.
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+
+        Returns:
+            [height, width, 3] uint8 RGB.
+
+        Raises:
+            CorruptImageError: the file is unreadable and ``skip_corrupt`` is False, or no
+                readable image is left in the dataset.
+        """
         if self.image_info[image_id]["source"] != SOURCE:
             return super().load_image(image_id)
         candidate = self._substitutes.get(image_id, image_id)
@@ -424,6 +475,10 @@ class CocoDataset(utils.Dataset):
         Annotations whose mask decodes empty are dropped; crowd annotations get negative class
         ids (Matterport's convention: the model ignores them as positives and negatives).
 
+        Args:
+            image_id: internal image id; when :meth:`load_image` substituted another image for
+                it, that image's masks are returned.
+
         Returns:
             masks: [height, width, instances] bool.
             class_ids: [instances] int32; negative for crowd regions. An image without any
@@ -452,17 +507,37 @@ class CocoDataset(utils.Dataset):
         return np.stack(masks, axis=-1), np.array(class_ids, dtype=np.int32)
 
     def annToRLE(self, ann: dict, height: int, width: int) -> dict:  # noqa: N802 (Matterport name)
-        """Matterport-compatible alias of :func:`ann_to_rle`."""
+        """Matterport-compatible alias of :func:`ann_to_rle`.
+
+        Args:
+            ann: COCO annotation with a ``segmentation`` entry.
+            height, width: size of the image the annotation belongs to.
+
+        Returns:
+            A compressed RLE dict (``size``, ``counts``).
+        """
         return ann_to_rle(ann, height, width)
 
     def annToMask(self, ann: dict, height: int, width: int) -> np.ndarray:  # noqa: N802
-        """Matterport-compatible alias of :func:`ann_to_mask`."""
+        """Matterport-compatible alias of :func:`ann_to_mask`.
+
+        Args:
+            ann: COCO annotation with a ``segmentation`` entry.
+            height, width: size of the image the annotation belongs to.
+
+        Returns:
+            [mask_height, mask_width] uint8 in {0, 1} (see :func:`ann_to_mask`).
+        """
         return ann_to_mask(ann, height, width)
 
     # ---- ids ----------------------------------------------------------------------------
 
     def image_reference(self, image_id: int) -> str:
-        """The image's coco.org URL when known, else its file path."""
+        """The image's coco.org URL when known, else its file path.
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+        """
         info = self.image_info[image_id]
         if info["source"] != SOURCE:
             return super().image_reference(image_id)
@@ -473,7 +548,16 @@ class CocoDataset(utils.Dataset):
             raise RuntimeError("call dataset.prepare() before mapping class ids.")
 
     def get_coco_category_id(self, class_id: int) -> int:
-        """COCO category id of contiguous class id ``class_id`` (>= 1; negative crowd ids allowed)."""
+        """COCO category id of a contiguous class id (needs ``prepare()``).
+
+        Args:
+            class_id: contiguous class id >= 1 of a COCO class; a negative (crowd) id maps as its
+                absolute value.
+
+        Raises:
+            RuntimeError: ``prepare()`` has not run.
+            ValueError: ``class_id`` is not a COCO class of this dataset.
+        """
         self._require_prepared()
         index = abs(int(class_id))
         if not 1 <= index < len(self.class_info) or self.class_info[index]["source"] != SOURCE:
@@ -482,7 +566,15 @@ class CocoDataset(utils.Dataset):
         return int(self.class_info[index]["id"])
 
     def get_class_id(self, category_id: int) -> int:
-        """Contiguous class id of COCO category ``category_id``."""
+        """Contiguous class id of a COCO category (needs ``prepare()``).
+
+        Args:
+            category_id: a COCO category id this dataset loaded (e.g. 18 for "dog").
+
+        Raises:
+            RuntimeError: ``prepare()`` has not run.
+            ValueError: the category was not loaded.
+        """
         self._require_prepared()
         key = f"{SOURCE}.{int(category_id)}"
         if key not in self.class_from_source_map:
@@ -579,6 +671,9 @@ def _apply_edits(coco: COCO, edits: dict[int, dict | None]) -> None:
 
 def split_class_tokens(tokens: Sequence[str | int]) -> tuple[list[int], list[str]]:
     """Split command-line ``--classes`` tokens into category ids (all digits) and names.
+
+    Args:
+        tokens: the tokens (ints or strings; surrounding blanks are stripped, empty ones dropped).
 
     Returns:
         (class_ids, class_names) for :meth:`CocoDataset.load_coco`.

@@ -125,7 +125,14 @@ def proposal_results(image_id: int, boxes: np.ndarray, max_proposals: int = 100)
 
 
 def restrict_coco(coco: COCO, image_ids: Sequence[int], category_ids: Sequence[int]) -> COCO:
-    """A deep-copied ``COCO`` holding only the given images, categories and their annotations."""
+    """A deep-copied ``COCO`` holding only the given images, categories and their annotations.
+
+    Args:
+        coco: the ground truth to copy from (not modified).
+        image_ids: COCO image ids to keep; each must be in ``coco``.
+        category_ids: COCO category ids to keep; each must be in ``coco``. Annotations of the
+            kept images in these categories are kept, crowd annotations included.
+    """
     image_ids = [int(i) for i in image_ids]
     category_ids = [int(c) for c in category_ids]
     anns = coco.loadAnns(coco.getAnnIds(imgIds=image_ids, catIds=category_ids, iscrowd=None))

@@ -64,13 +64,25 @@ class SkippedRecord:
 
 
 def count_skips(records: Sequence[SkippedRecord]) -> dict[str, int]:
-    """``{"image": n, "annotation": n, "polygon": n}`` for a run summary (zeros included)."""
+    """``{"image": n, "annotation": n, "polygon": n}`` for a run summary (zeros included).
+
+    Args:
+        records: the skipped records to count by ``kind``.
+    """
     counts = Counter(record.kind for record in records)
     return {kind: int(counts.get(kind, 0)) for kind in SKIP_KINDS}
 
 
 def format_skips(records: Sequence[SkippedRecord], limit: int = 20) -> str:
-    """The first ``limit`` records, one per line, then ``... and N more`` when there are more."""
+    """The first ``limit`` records, one per line, then ``... and N more`` when there are more.
+
+    Args:
+        records: the skipped records, in the order to show them.
+        limit: how many to show in full.
+
+    Returns:
+        The lines, each indented by two spaces, joined by newlines.
+    """
     lines = [f"  {record}" for record in records[:limit]]
     if len(records) > limit:
         lines.append(f"  ... and {len(records) - limit} more")
@@ -78,7 +90,12 @@ def format_skips(records: Sequence[SkippedRecord], limit: int = 20) -> str:
 
 
 def polygon_problem(polygon: Any) -> str | None:
-    """Why ``polygon`` (a flat ``[x1, y1, x2, y2, ...]`` list) cannot be rasterised, or None."""
+    """Why a polygon cannot be rasterised, or None.
+
+    Args:
+        polygon: one polygon of a COCO segmentation, a flat ``[x1, y1, x2, y2, ...]`` list (or
+            tuple) of finite numbers, at least 3 points.
+    """
     if not isinstance(polygon, (list, tuple)):
         return f"is a {type(polygon).__name__}, not a list of coordinates"
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon):
@@ -91,7 +108,14 @@ def polygon_problem(polygon: Any) -> str | None:
 
 
 def bbox_problem(bbox: Any, height: int, width: int) -> str | None:
-    """Why a COCO ``bbox`` ``[x, y, width, height]`` is unusable for an image of that size, or None."""
+    """Why a COCO ``bbox`` is unusable for an image of that size, or None.
+
+    Args:
+        bbox: ``[x, y, width, height]`` in pixels, as COCO writes it: 4 finite numbers, positive
+            width and height, at least partly inside the image.
+        height: the image's height in pixels.
+        width: the image's width in pixels.
+    """
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox):
         return f"bbox must be 4 finite numbers [x, y, width, height]; received {str(bbox)[:60]}"
@@ -108,6 +132,12 @@ def check_image_file(path: str | Path, height: Any, width: Any, decode: bool = F
 
     Reads the header only (Pillow's ``Image.open`` does not decode the pixels) unless
     ``decode``, which also decodes the pixels and so finds truncated files.
+
+    Args:
+        path: the image file.
+        height: the image's height as the JSON gives it (must be a positive integer).
+        width: the image's width as the JSON gives it (must be a positive integer).
+        decode: also decode the pixels (slower; finds truncated files).
     """
     if not all(isinstance(v, (int, float, np.integer)) and not isinstance(v, bool) and v > 0
                and float(v).is_integer() for v in (height, width)):

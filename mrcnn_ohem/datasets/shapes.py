@@ -237,8 +237,16 @@ def _local_coords(spec: ShapeSpec, shape: tuple[int, int], offset: float = 0.0) 
 def shape_mask(spec: ShapeSpec, height: int, width: int) -> np.ndarray:
     """Rasterise one shape.
 
+    Args:
+        spec: the shape (its ``kind`` picks the drawing).
+        height: image height in pixels.
+        width: image width in pixels.
+
     Returns:
         [height, width] bool: the shape's pixels.
+
+    Raises:
+        ValueError: ``spec.kind`` is not a known kind.
     """
     shape = (height, width)
     kind = spec.kind
@@ -304,6 +312,10 @@ def _background(scene: SceneSpec, rng: np.random.Generator) -> np.ndarray:
 def render_scene(scene: SceneSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw a scene.
 
+    Args:
+        scene: the scene (size, background, shapes in drawing order, noise seed); the same
+            scene always draws the same pixels.
+
     Returns:
         image: [height, width, 3] uint8 RGB.
         masks: [height, width, num_targets] bool, one channel per labelled shape.
@@ -368,14 +380,29 @@ class ShapesDataset(utils.Dataset):
             )
 
     def load_image(self, image_id: int) -> np.ndarray:
-        """[height, width, 3] uint8 RGB image."""
+        """The generated image (images of another source are read by :meth:`Dataset.load_image`).
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+
+        Returns:
+            [height, width, 3] uint8 RGB.
+        """
         info = self.image_info[image_id]
         if info["source"] != SOURCE:
             return super().load_image(image_id)
         return render_scene(info["scene"])[0]
 
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
-        """Instance masks [height, width, instances] bool and class ids [instances] int32."""
+        """Instance masks of a generated image: one per labelled shape (distractors have none).
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+
+        Returns:
+            masks: [height, width, instances] bool.
+            class_ids: [instances] int32 in 1..len(CLASS_NAMES).
+        """
         info = self.image_info[image_id]
         if info["source"] != SOURCE:
             return super().load_mask(image_id)
@@ -383,7 +410,11 @@ class ShapesDataset(utils.Dataset):
         return masks, class_ids
 
     def image_reference(self, image_id: int) -> str:
-        """``shapes(seed=S, index=I)``: enough to regenerate the image."""
+        """``shapes(seed=S, index=I)``: enough to regenerate the image.
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+        """
         info = self.image_info[image_id]
         if info["source"] != SOURCE:
             return super().image_reference(image_id)
@@ -518,6 +549,16 @@ def ensure_coco_folder(
 
     The annotation file's ``info`` records ``count``, ``size``, ``seed`` (and
     ``background_images`` when not 0); a folder written with other values is regenerated.
+
+    Args:
+        root: dataset folder (created if missing).
+        subset: e.g. ``"train"`` or ``"val"``.
+        count: number of scenes with targets.
+        size: height and width of the square images, in pixels.
+        seed: scene seed, as in :meth:`ShapesDataset.load_shapes`.
+        year: appended to the subset name, as COCO does.
+        background_images: background-only scenes after the ``count`` ones (see
+            :func:`write_coco_folder`).
 
     Returns:
         Path of the annotation JSON.
