@@ -34,6 +34,16 @@ class BatchNorm(KL.BatchNormalization):
     """
 
     def call(self, inputs, training=None):
+        """Normalise ``inputs`` with batch statistics or the moving ones, as ``training`` says.
+
+        Args:
+            inputs: [batch, height, width, channels] feature map.
+            training: True (batch statistics, moving ones updated), False (moving statistics)
+                or None (follow the Keras learning phase).
+
+        Returns:
+            A tensor of the shape of ``inputs``, in the layer's compute dtype.
+        """
         return super().call(inputs, training=training)
 
 
@@ -69,14 +79,43 @@ def _block(input_tensor, kernel_size: int, filters: Sequence[int], stage: int, b
 
 def identity_block(input_tensor: Any, kernel_size: int, filters: Sequence[int], stage: int,
                    block: str, use_bias: bool = True, train_bn: bool | None = True) -> Any:
-    """Bottleneck block whose shortcut is the input itself (Matterport's ``identity_block``)."""
+    """Bottleneck block whose shortcut is the input itself (Matterport's ``identity_block``).
+
+    Args:
+        input_tensor: [batch, height, width, filters[2]] Keras tensor (the shortcut is added
+            unchanged, so its depth must equal the block's output depth).
+        kernel_size: size of the middle convolution's square kernel (3 in ResNet).
+        filters: ``(f1, f2, f3)`` channels of the 1x1, kxk and 1x1 convolutions.
+        stage: stage number (2..5), in the layer names ``res{stage}{block}_branch2a``...
+        block: block letter (``"b"``, ``"c"``, ...), in the layer names.
+        use_bias: whether the convolutions have a bias.
+        train_bn: ``training`` flag of the batch-norm layers (``Config.TRAIN_BN``).
+
+    Returns:
+        [batch, height, width, f3] Keras tensor (output layer ``res{stage}{block}_out``).
+    """
     return _block(input_tensor, kernel_size, filters, stage, block, 1, False, use_bias, train_bn)
 
 
 def conv_block(input_tensor: Any, kernel_size: int, filters: Sequence[int], stage: int,
                block: str, strides: tuple[int, int] = (2, 2), use_bias: bool = True,
                train_bn: bool | None = True) -> Any:
-    """Bottleneck block with a strided 1x1 convolution on the shortcut (``res*_branch1``)."""
+    """Bottleneck block with a strided 1x1 convolution on the shortcut (``res*_branch1``).
+
+    Args:
+        input_tensor: [batch, height, width, channels] Keras tensor.
+        kernel_size: size of the middle convolution's square kernel (3 in ResNet).
+        filters: ``(f1, f2, f3)`` channels of the 1x1, kxk and 1x1 convolutions.
+        stage: stage number (2..5), in the layer names ``res{stage}{block}_branch2a``...
+        block: block letter (``"a"`` in ResNet), in the layer names.
+        strides: strides of the first 1x1 convolution and of the shortcut's.
+        use_bias: whether the convolutions have a bias.
+        train_bn: ``training`` flag of the batch-norm layers (``Config.TRAIN_BN``).
+
+    Returns:
+        [batch, height / strides[0], width / strides[1], f3] Keras tensor (output layer
+        ``res{stage}{block}_out``).
+    """
     return _block(input_tensor, kernel_size, filters, stage, block, strides, True, use_bias,
                   train_bn)
 
@@ -131,8 +170,15 @@ def tiny_graph(input_image: Any, stage5: bool = True, train_bn: bool | None = Tr
     like ResNet's. Layers are named ``conv1``/``bn_conv1`` and ``res{k}a_tiny``/``bn{k}a_tiny``
     so the ``3+``/``4+``/``5+`` training presets select stages as they do for ResNet.
 
+    Args:
+        input_image: [batch, height, width, 3] Keras tensor.
+        stage5: build stage 5 (C5); Mask R-CNN always does.
+        train_bn: ``training`` flag of the batch-norm layers (``Config.TRAIN_BN``).
+        filters: channels of stages 1..5.
+
     Returns:
-        [C1, C2, C3, C4, C5] Keras tensors; C5 is None when ``stage5`` is False.
+        [C1, C2, C3, C4, C5] Keras tensors, C{k} [batch, height / 2^k, width / 2^k, filters[k-1]]
+        (rounded up); C5 is None when ``stage5`` is False.
     """
     training = _bn_flag(train_bn)
     x = KL.Conv2D(filters[0], (3, 3), strides=2, padding="same", name="conv1")(input_image)
@@ -190,11 +236,26 @@ SMALL_BACKBONES = {"tiny": tiny_graph, "compact": compact_graph}
 
 def build_backbone(input_image: Any, backbone: str | Callable[..., Any],
                    train_bn: bool | None) -> list:
-    """C1..C5 for ``Config.BACKBONE``: a name from :data:`BACKBONES` or a callable taking
-    ``(input_image, stage5=True, train_bn=...)`` (Matterport's contract).
+    """C1..C5 for ``Config.BACKBONE``, a name or a callable (Matterport's contract).
 
     Inside :meth:`MaskRCNN.build <mrcnn_ohem.maskrcnn.model.MaskRCNN.build>` its layers compute in
-    ``Config.MIXED_PRECISION`` (:func:`~.precision.compute_scope`), a callable's as well."""
+    ``Config.MIXED_PRECISION`` (:func:`~.precision.compute_scope`), a callable's as well.
+
+    Args:
+        input_image: [batch, height, width, 3] Keras tensor.
+        backbone: a name from :data:`BACKBONES` (``"resnet50"``, ``"resnet101"``, ``"tiny"``,
+            ``"compact"``), or a callable taking ``(input_image, stage5=True, train_bn=...)``
+            and returning [C1, C2, C3, C4, C5].
+        train_bn: ``training`` flag of the batch-norm layers (``Config.TRAIN_BN``).
+
+    Returns:
+        [C1, C2, C3, C4, C5] Keras tensors; C2..C5 are [batch, height / 2^k, width / 2^k,
+        depth_k] (strides 4, 8, 16, 32); C1 has stride 4 in ResNet, 2 in ``"tiny"`` and
+        ``"compact"``.
+
+    Raises:
+        ValueError: ``backbone`` is an unknown name.
+    """
     with compute_scope():
         if callable(backbone):
             return backbone(input_image, stage5=True, train_bn=train_bn)

@@ -22,6 +22,14 @@ IMAGENET_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 def find_last(model_dir: str, key: str) -> str:
     """Path of the last checkpoint of the newest run directory ``model_dir/<key>*``.
 
+    Args:
+        model_dir: the folder that holds the run directories (``MaskRCNN.model_dir``).
+        key: the run directories' name prefix (the config's ``NAME`` in lower case); the last
+            of the matching names in sorted order, i.e. the newest timestamp, is the newest run.
+
+    Returns:
+        The path of its last ``mask_rcnn*`` file in sorted order (the highest epoch).
+
     Raises:
         FileNotFoundError: no run directory, or no checkpoint in the newest one.
     """
@@ -39,6 +47,9 @@ def find_last(model_dir: str, key: str) -> str:
 
 def parse_checkpoint_path(path: str) -> tuple[datetime.datetime | None, int]:
     """Start time and epoch of a checkpoint ``.../<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch>.h5``.
+
+    Args:
+        path: the checkpoint's path (``/`` or ``\\`` separators); ``<epoch>`` has four digits.
 
     Returns:
         (the run directory's start time, the file's 1-based epoch, which is the next 0-based
@@ -59,6 +70,10 @@ def default_imagenet_path() -> str:
 
 def imagenet_weights_path(path: str | None = None) -> str:
     """``path``, or :func:`default_imagenet_path`, when the file is there.
+
+    Args:
+        path: the ResNet-50 ImageNet weight file; None (or empty) for
+            :func:`default_imagenet_path`.
 
     Raises:
         FileNotFoundError: it is not; says which file and where it goes (nothing is downloaded).

@@ -57,17 +57,33 @@ MASK_AUGMENTERS = ("Sequential", "SomeOf", "OneOf", "Sometimes", "Fliplr", "Flip
 ############################################################
 
 def mold_image(images: np.ndarray, config: Any) -> np.ndarray:
-    """Subtract ``config.MEAN_PIXEL`` from RGB image(s) [..., channels]; returns float32.
+    """Subtract ``config.MEAN_PIXEL`` from RGB image(s), the network's input format.
 
     As Matterport: the mean is subtracted in float64 (``MEAN_PIXEL`` is a float64 array there)
     and the result rounded once to float32, the value its network sees. Subtracting in float32
     would round the mean first and leave many pixels one ulp off.
+
+    Args:
+        images: [..., channels] one image [height, width, channels] or a batch
+            [batch, height, width, channels], any numeric dtype (usually uint8).
+        config: anything with ``MEAN_PIXEL``, [channels].
+
+    Returns:
+        [..., channels] float32, the shape of ``images``.
     """
     return (images.astype(np.float32) - np.asarray(config.MEAN_PIXEL, dtype=np.float64)).astype(np.float32)
 
 
 def unmold_image(normalized_images: np.ndarray, config: Any) -> np.ndarray:
-    """Inverse of :func:`mold_image`: add the mean pixel back; returns uint8."""
+    """Inverse of :func:`mold_image`: add the mean pixel back, round and clip to 0..255.
+
+    Args:
+        normalized_images: [..., channels] float, molded image(s).
+        config: anything with ``MEAN_PIXEL``, [channels].
+
+    Returns:
+        [..., channels] uint8, the shape of ``normalized_images``.
+    """
     images = normalized_images + np.asarray(config.MEAN_PIXEL, dtype=np.float32)
     return np.clip(np.round(images), 0, 255).astype(np.uint8)
 
@@ -94,7 +110,11 @@ def compose_image_meta(image_id: int, original_image_shape: Sequence[int],
 
 
 def parse_image_meta(meta: np.ndarray) -> dict[str, np.ndarray]:
-    """Split [batch, IMAGE_META_SIZE] rows from :func:`compose_image_meta` into named parts.
+    """Split rows from :func:`compose_image_meta` into named parts.
+
+    Args:
+        meta: [batch, IMAGE_META_SIZE] image meta rows (``IMAGE_META_SIZE`` is
+            12 + NUM_CLASSES).
 
     Returns:
         ``image_id`` [batch] int32, ``original_image_shape`` [batch, 3] int32,
@@ -463,6 +483,13 @@ def pipeline_function(name: str) -> Callable[..., Any]:
     Matterport's generator calls ``load_image_gt`` and ``build_rpn_targets`` as globals of
     ``mrcnn/model.py``; the bundled model keeps them on its ``model`` module, which imports this
     one, so the lookup happens when an image is loaded rather than at import.
+
+    Args:
+        name: the attribute of :mod:`mrcnn_ohem.maskrcnn.model`, e.g. ``"load_image_gt"`` or
+            ``"build_rpn_targets"``.
+
+    Raises:
+        AttributeError: the model module has no attribute ``name``.
     """
     return getattr(importlib.import_module(f"{__package__}.model"), name)
 
@@ -479,6 +506,25 @@ def data_generator(dataset: Any, config: Any, shuffle: bool = True, augment: boo
     and every random draw repeat, as in :class:`DataGenerator`. Yields ``(inputs, outputs)`` as
     ``DataGenerator`` does, built with the model module's ``load_image_gt`` and
     ``build_rpn_targets`` of the moment each image is loaded.
+
+    Args:
+        dataset: a prepared Dataset.
+        config: the model Config.
+        shuffle: reshuffle the image order every epoch.
+        augment: flip images left-right at random (only when ``augmentation`` is None).
+        augmentation: see :func:`load_image_gt`.
+        random_rois: if > 0, also yield that many random ROIs per image.
+        batch_size: images per batch (Matterport's default 1).
+        detection_targets: with ``random_rois``, also yield head targets.
+        no_augmentation_sources: sources whose images are never augmented.
+        seed: seed of the shuffling and of every image's random draws; None draws from the
+            global generators, as upstream.
+
+    Yields:
+        ``(inputs, outputs)`` without end, epoch after epoch, as :class:`DataGenerator` returns
+        them: inputs start with batch_images [batch, height, width, channels] float32,
+        batch_image_meta [batch, IMAGE_META_SIZE], batch_rpn_match [batch, num_anchors, 1] and
+        batch_rpn_bbox [batch, RPN_TRAIN_ANCHORS_PER_IMAGE, 4]; see the class for the rest.
     """
     if augment and augmentation is None:
         logger.warning("'augment' is deprecated; use 'augmentation' instead.")

@@ -24,6 +24,9 @@ class Dataset:
     overrides :meth:`load_mask` (and :meth:`load_image` if images are not files), then calls
     :meth:`prepare`. Internal ids are consecutive integers; class 0 is the background ``BG``.
     Several sources (e.g. ``"coco"`` and ``"shapes"``) can live in one dataset.
+
+    Args:
+        class_map: accepted for Matterport compatibility and unused, as upstream.
     """
 
     def __init__(self, class_map: Any = None) -> None:
@@ -34,6 +37,11 @@ class Dataset:
 
     def add_class(self, source: str, class_id: int, class_name: str) -> None:
         """Register class ``class_id`` of ``source``; a repeated (source, id) is ignored.
+
+        Args:
+            source: the name of the data source, e.g. ``"coco"`` (no ``.``).
+            class_id: the class's id in that source (e.g. a COCO category id).
+            class_name: its display name (:meth:`prepare` keeps the part before a comma).
 
         Raises:
             ValueError: ``source`` contains a dot (ids are keyed ``"source.id"``).
@@ -46,13 +54,29 @@ class Dataset:
         self.class_info.append({"source": source, "id": class_id, "name": class_name})
 
     def add_image(self, source: str, image_id: Any, path: str | None, **kwargs: Any) -> None:
-        """Register an image; extra keyword arguments are stored in its ``image_info`` dict."""
+        """Register an image; extra keyword arguments are stored in its ``image_info`` dict.
+
+        Args:
+            source: the name of the data source, e.g. ``"coco"``.
+            image_id: the image's id in that source (e.g. a COCO image id).
+            path: the image file, read by :meth:`load_image`; None when a subclass's
+                :meth:`load_image` does not read files.
+            **kwargs: more entries of the image's ``image_info`` dict (e.g. ``height``,
+                ``width``, ``annotations``).
+        """
         info = {"id": image_id, "source": source, "path": path}
         info.update(kwargs)
         self.image_info.append(info)
 
     def image_reference(self, image_id: int) -> str:
-        """A link or description of the image for debugging; override in subclasses."""
+        """A link or description of the image for debugging; override in subclasses.
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+
+        Returns:
+            The link or description; this base version returns ``""``.
+        """
         return ""
 
     def prepare(self, class_map: Any = None) -> None:
@@ -61,8 +85,10 @@ class Dataset:
         Sets ``num_classes``, ``class_ids``, ``class_names``, ``num_images``, ``image_ids``,
         ``class_from_source_map`` (``"source.id" -> class id``), ``image_from_source_map``
         (``"source.id" -> image id``), ``sources`` and ``source_class_ids`` (``source ->
-        [class ids]``, the background included for every source). ``class_map`` is accepted
-        for Matterport compatibility and unused, as upstream.
+        [class ids]``, the background included for every source).
+
+        Args:
+            class_map: accepted for Matterport compatibility and unused, as upstream.
         """
         self.num_classes = len(self.class_info)
         self.class_ids = np.arange(self.num_classes)
@@ -84,6 +110,10 @@ class Dataset:
     def map_source_class_id(self, source_class_id: str) -> int:
         """Internal class id of ``"source.id"``, e.g. ``"coco.12" -> 11``.
 
+        Args:
+            source_class_id: ``"<source>.<id in that source>"``, as registered with
+                :meth:`add_class` (needs :meth:`prepare`).
+
         Raises:
             KeyError: unknown id; the message lists a few known ones.
         """
@@ -96,6 +126,10 @@ class Dataset:
 
     def get_source_class_id(self, class_id: int, source: str) -> Any:
         """The id that ``source`` uses for internal class ``class_id``.
+
+        Args:
+            class_id: internal class id (an index of ``class_info``).
+            source: the data source the class must belong to, e.g. ``"coco"``.
 
         Raises:
             ValueError: the class does not belong to ``source``.
@@ -112,11 +146,18 @@ class Dataset:
         return self._image_ids
 
     def source_image_link(self, image_id: int) -> str:
-        """Path or URL of the image."""
+        """Path or URL of the image.
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+        """
         return self.image_info[image_id]["path"]
 
     def load_image(self, image_id: int) -> np.ndarray:
         """Read the image file; always returns RGB.
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
 
         Returns:
             [height, width, 3] uint8 (grayscale expanded to RGB, alpha dropped).
@@ -133,9 +174,15 @@ class Dataset:
     def load_mask(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Instance masks of an image; this base version has none and warns.
 
-        Override it to return:
-            masks: [height, width, instances] bool, one binary mask per instance.
-            class_ids: [instances] int32 internal class ids (negative for crowds).
+        Override it in a subclass.
+
+        Args:
+            image_id: internal image id (an index of ``image_info``).
+
+        Returns:
+            ``(masks, class_ids)``. An override returns masks [height, width, instances] bool,
+            one binary mask per instance, and class_ids [instances] int32 internal class ids
+            (negative for crowds); this base version returns masks [0, 0, 0] and class_ids [0].
         """
         logger.warning("Dataset.load_mask() was called for image %s and returns no "
                        "instances; override load_mask() in your Dataset subclass.", image_id)

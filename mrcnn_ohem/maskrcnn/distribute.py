@@ -40,6 +40,9 @@ _STRATEGY: Any = None
 def tf_config_task_count(environ: Mapping[str, str] | None = None) -> int:
     """Number of training tasks (``chief`` + ``worker``) that ``TF_CONFIG`` names; 0 without it.
 
+    Args:
+        environ: the environment to read ``TF_CONFIG`` from (``os.environ`` when None).
+
     Raises:
         ValueError: ``TF_CONFIG`` is set but is not a JSON object with a ``cluster`` dict.
     """
@@ -62,6 +65,12 @@ def strategy_from_tf_config(environ: Mapping[str, str] | None = None) -> Any:
 
     TensorFlow allows one such strategy per process (its collectives are configured once, at
     start-up, before other TensorFlow work), so it is created on the first call and reused.
+
+    Args:
+        environ: the environment to read ``TF_CONFIG`` from (``os.environ`` when None).
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is set but malformed (see :func:`tf_config_task_count`).
     """
     global _STRATEGY
     if tf_config_task_count(environ) <= 1:
@@ -76,7 +85,11 @@ def strategy_from_tf_config(environ: Mapping[str, str] | None = None) -> Any:
 
 
 def is_multi_worker(strategy: Any) -> bool:
-    """True for a ``MultiWorkerMirroredStrategy`` whose cluster has more than one task."""
+    """True for a ``MultiWorkerMirroredStrategy`` whose cluster has more than one task.
+
+    Args:
+        strategy: a ``tf.distribute.Strategy``, or None (False).
+    """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return False
     spec = strategy.cluster_resolver.cluster_spec().as_dict()
@@ -84,19 +97,29 @@ def is_multi_worker(strategy: Any) -> bool:
 
 
 def is_chief(strategy: Any) -> bool:
-    """Whether this process writes checkpoints and logs (always, without a strategy)."""
+    """Whether this process writes checkpoints and logs (always, without a strategy).
+
+    Args:
+        strategy: a ``tf.distribute.Strategy``, or None (True).
+    """
     return strategy is None or bool(strategy.extended.should_checkpoint)
 
 
 def input_signature(config: Any) -> tuple[tf.TensorSpec, ...]:
     """``tf.TensorSpec`` of the seven training inputs ``DataGenerator`` yields for ``config``.
 
+    Args:
+        config: the model config (``IMAGE_SHAPE``, ``IMAGE_META_SIZE``,
+            ``RPN_TRAIN_ANCHORS_PER_IMAGE``, ``MAX_GT_INSTANCES``, ``USE_MINI_MASK``,
+            ``MINI_MASK_SHAPE``).
+
     Returns:
         Specs of images [batch, height, width, channels] float32, image_meta [batch,
         IMAGE_META_SIZE] float64, rpn_match [batch, anchors, 1] int32, rpn_bbox [batch,
         RPN_TRAIN_ANCHORS_PER_IMAGE, 4] float32, gt_class_ids [batch, MAX_GT_INSTANCES] int32,
         gt_boxes [batch, MAX_GT_INSTANCES, 4] int32, gt_masks [batch, height, width,
-        MAX_GT_INSTANCES] bool.
+        MAX_GT_INSTANCES] bool (height and width are ``MINI_MASK_SHAPE`` with
+        ``USE_MINI_MASK``); batch and anchors are left unknown (None).
     """
     h, w, c = (int(v) for v in config.IMAGE_SHAPE)
     mask_hw = tuple(config.MINI_MASK_SHAPE if config.USE_MINI_MASK else (h, w))
@@ -118,6 +141,14 @@ def sequence_dataset(sequence: Any, signature: tuple[tf.TensorSpec, ...], worker
 
     Batches are built by tf-keras' ``OrderedEnqueuer`` in ``workers`` threads, in order, with
     ``sequence.on_epoch_end()`` between passes (what ``fit`` does with a ``Sequence``).
+
+    Args:
+        sequence: a Keras ``Sequence`` whose items are ``(inputs, outputs)``, such as
+            ``DataGenerator``; ``outputs`` are dropped.
+        signature: the specs of the first ``len(signature)`` arrays of ``inputs`` (see
+            :func:`input_signature`); later inputs are dropped.
+        workers: threads that build batches (at least 1).
+        max_queue_size: batches built ahead at most.
     """
     def batches() -> Iterator[tuple[tuple[np.ndarray, ...]]]:
         enqueuer = keras.utils.OrderedEnqueuer(sequence, use_multiprocessing=False)

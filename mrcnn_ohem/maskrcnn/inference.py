@@ -17,7 +17,13 @@ __all__ = ["log", "mold_inputs", "unmold_detections"]
 
 
 def log(text: str, array: np.ndarray | None = None) -> None:
-    """Print ``text``, and with ``array`` its shape, min, max and dtype (Matterport's helper)."""
+    """Print ``text``, and with ``array`` its shape, min, max and dtype (Matterport's helper).
+
+    Args:
+        text: the label, padded to 25 characters when an array follows.
+        array: [...] an array-like of any shape (converted with ``np.asarray``), or None to print
+            ``text`` alone; min and max are left blank for an empty array.
+    """
     if array is not None:
         array = np.asarray(array)
         text = text.ljust(25) + f"shape: {str(array.shape):20}  "

@@ -34,7 +34,14 @@ KL = keras.layers
 ############################################################
 
 def log2_graph(x: tf.Tensor) -> tf.Tensor:
-    """Base-2 logarithm of ``x``."""
+    """Base-2 logarithm of ``x``, element-wise.
+
+    Args:
+        x: [...] float tensor of any shape (positive values for a finite result).
+
+    Returns:
+        [...] the shape and dtype of ``x``.
+    """
     return tf.math.log(x) / tf.math.log(2.0)
 
 
@@ -60,7 +67,15 @@ def apply_box_deltas_graph(boxes: tf.Tensor, deltas: tf.Tensor) -> tf.Tensor:
 
 
 def clip_boxes_graph(boxes: tf.Tensor, window: Any) -> tf.Tensor:
-    """Clip ``boxes`` [N, (y1, x1, y2, x2)] to ``window`` [4] ``(y1, x1, y2, x2)``."""
+    """Clip boxes to a window: each coordinate is limited to the window's range.
+
+    Args:
+        boxes: [N, (y1, x1, y2, x2)] float.
+        window: [(y1, x1, y2, x2)] in the coordinates of ``boxes`` (cast to their dtype).
+
+    Returns:
+        [N, (y1, x1, y2, x2)] of the dtype of ``boxes``.
+    """
     window = tf.cast(window, boxes.dtype)
     low = tf.stack([window[0], window[1], window[0], window[1]])
     high = tf.stack([window[2], window[3], window[2], window[3]])
@@ -68,9 +83,16 @@ def clip_boxes_graph(boxes: tf.Tensor, window: Any) -> tf.Tensor:
 
 
 def overlaps_graph(boxes1: tf.Tensor, boxes2: tf.Tensor) -> tf.Tensor:
-    """IoU of every box in ``boxes1`` [N1, 4] with every box in ``boxes2`` [N2, 4] -> [N1, N2].
+    """IoU of every box in ``boxes1`` with every box in ``boxes2``.
 
     A pair whose union is empty gets 0.
+
+    Args:
+        boxes1: [N1, (y1, x1, y2, x2)] float.
+        boxes2: [N2, (y1, x1, y2, x2)] float, same dtype.
+
+    Returns:
+        [N1, N2] IoU, of the dtype of the boxes.
     """
     b1 = boxes1[:, tf.newaxis, :]  # [N1, 1, 4]
     b2 = boxes2[tf.newaxis, :, :]  # [1, N2, 4]
@@ -85,7 +107,11 @@ def overlaps_graph(boxes1: tf.Tensor, boxes2: tf.Tensor) -> tf.Tensor:
 
 
 def trim_zeros_graph(boxes: tf.Tensor, name: str = "trim_zeros") -> tuple[tf.Tensor, tf.Tensor]:
-    """Drop all-zero (padding) rows of ``boxes`` [N, 4].
+    """Drop all-zero (padding) rows of boxes.
+
+    Args:
+        boxes: [N, 4] float, zero padded.
+        name: name of the ``tf.boolean_mask`` operation.
 
     Returns:
         (boxes [M, 4], non_zeros [N] bool marking the rows kept).
@@ -114,7 +140,15 @@ def norm_boxes_graph(boxes: tf.Tensor, shape: Any) -> tf.Tensor:
 
 
 def denorm_boxes_graph(boxes: tf.Tensor, shape: Any) -> tf.Tensor:
-    """Normalised boxes -> int32 pixel boxes; inverse of :func:`norm_boxes_graph`."""
+    """Normalised boxes -> int32 pixel boxes; inverse of :func:`norm_boxes_graph`.
+
+    Args:
+        boxes: [..., (y1, x1, y2, x2)] float32 normalised.
+        shape: [(height, width)] in pixels.
+
+    Returns:
+        [..., (y1, x1, y2, x2)] int32 in pixels (rounded).
+    """
     h, w = tf.split(tf.cast(shape, tf.float32), 2)
     scale = tf.concat([h, w, h, w], axis=-1) - 1.0
     shift = tf.constant([0.0, 0.0, 1.0, 1.0])
@@ -122,12 +156,15 @@ def denorm_boxes_graph(boxes: tf.Tensor, shape: Any) -> tf.Tensor:
 
 
 def parse_image_meta_graph(meta: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Split image metadata [batch, 12 + num_classes] into its parts (see ``compose_image_meta``).
+    """Split image metadata into its parts (see ``compose_image_meta``).
+
+    Args:
+        meta: [batch, 12 + num_classes] image meta rows.
 
     Returns:
         dict of ``image_id`` [batch], ``original_image_shape`` [batch, 3], ``image_shape``
         [batch, 3], ``window`` [batch, (y1, x1, y2, x2)] in pixels, ``scale`` [batch],
-        ``active_class_ids`` [batch, num_classes].
+        ``active_class_ids`` [batch, num_classes], all slices of ``meta`` (its dtype).
     """
     return {
         "image_id": meta[:, 0],
@@ -146,8 +183,12 @@ def map_images(
 
     Args:
         fn: takes one slice of each tensor in ``inputs``, returns tensors of fixed shapes.
-        inputs: tensors sharing the leading batch axis.
+        inputs: tensors [batch, ...] sharing the leading batch axis.
         signature: ``tf.TensorSpec`` (or a tuple of them) of one image's result.
+
+    Returns:
+        A tensor [batch, ...] per ``signature`` entry: ``fn``'s results stacked along a new
+        leading batch axis (a tuple when ``signature`` is one).
     """
     return tf.map_fn(lambda args: fn(*args), tuple(inputs), fn_output_signature=signature)
 
@@ -172,6 +213,17 @@ class ProposalLayer(KL.Layer):
 
     Keeps the ``pre_nms_limit`` best-scored anchors, applies their deltas, clips to [0, 1] and
     runs non-maximum suppression. Proposals carry no gradient (they are inputs to the heads).
+
+    Args:
+        proposal_count: proposals kept per image after NMS (Matterport passes
+            ``POST_NMS_ROIS_TRAINING`` or ``POST_NMS_ROIS_INFERENCE``).
+        nms_threshold: IoU above which NMS drops the lower-scored proposal
+            (``RPN_NMS_THRESHOLD``).
+        config: for Matterport code: when given, ``PRE_NMS_LIMIT`` and ``RPN_BBOX_STD_DEV`` are
+            read from it instead of the two keywords below.
+        pre_nms_limit: best-scored anchors kept before the deltas are applied and NMS runs.
+        rpn_bbox_std_dev: [4] the deltas are multiplied by it (``RPN_BBOX_STD_DEV``).
+        **kwargs: Keras ``Layer`` arguments (``name``, ...); ``dtype`` defaults to float32.
 
     Inputs:
         rpn_probs: [batch, num_anchors, (bg prob, fg prob)]
@@ -198,6 +250,17 @@ class ProposalLayer(KL.Layer):
                 "rpn_bbox_std_dev": self.rpn_bbox_std_dev}
 
     def call(self, inputs):
+        """Proposals of each image of the batch.
+
+        Args:
+            inputs: ``[rpn_probs, rpn_bbox, anchors]``, the three tensors of the class
+                docstring: [batch, num_anchors, 2], [batch, num_anchors, 4] and
+                [batch, num_anchors, 4] normalised.
+
+        Returns:
+            [batch, proposal_count, (y1, x1, y2, x2)] float32 normalised, best score first,
+            zero padded, with the gradient stopped.
+        """
         scores = inputs[0][:, :, 1]  # [batch, num_anchors] foreground probability
         deltas = inputs[1] * tf.constant(self.rpn_bbox_std_dev, tf.float32)
         anchors = inputs[2]
@@ -236,6 +299,11 @@ class PyramidROIAlign(KL.Layer):
     paper, equation 1, in normalised coordinates); pooling is ``tf.image.crop_and_resize``
     (one bilinear sample per bin, as Matterport).
 
+    Args:
+        pool_shape: ``(pool_height, pool_width)`` of each pooled box (Matterport:
+            ``(POOL_SIZE, POOL_SIZE)`` or ``(MASK_POOL_SIZE, MASK_POOL_SIZE)``).
+        **kwargs: Keras ``Layer`` arguments (``name``, ...); ``dtype`` defaults to float32.
+
     Inputs:
         boxes: [batch, num_boxes, (y1, x1, y2, x2)] normalised, possibly zero padded.
         image_meta: [batch, meta length], see ``compose_image_meta``.
@@ -253,6 +321,18 @@ class PyramidROIAlign(KL.Layer):
         return {**super().get_config(), "pool_shape": list(self.pool_shape)}
 
     def call(self, inputs):
+        """Pool every box from its pyramid level.
+
+        Args:
+            inputs: ``[boxes, image_meta, P2, P3, P4, P5]``: boxes [batch, num_boxes, 4]
+                normalised, image_meta [batch, meta length] (the image area is read from the
+                first row; every image of a batch has the same shape), and the feature maps,
+                each [batch, height, width, channels].
+
+        Returns:
+            [batch, num_boxes, pool_height, pool_width, channels] float32; the boxes carry no
+            gradient, the feature maps do.
+        """
         boxes, image_meta, feature_maps = inputs[0], inputs[1], inputs[2:]
         boxes = tf.stop_gradient(boxes)
         image_shape = parse_image_meta_graph(image_meta)["image_shape"][0]
@@ -307,10 +387,21 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, *,
         gt_class_ids: [MAX_GT_INSTANCES] int, zero padded.
         gt_boxes: [MAX_GT_INSTANCES, (y1, x1, y2, x2)] normalised, zero padded.
         gt_masks: [height, width, MAX_GT_INSTANCES] bool (mini masks if ``use_mini_mask``).
+        train_rois_per_image: T, the number of rows of every output (``TRAIN_ROIS_PER_IMAGE``).
+        roi_positive_ratio: positives are at most ``int(T * roi_positive_ratio)``, and make up
+            this fraction of the sampled ROIs (``ROI_POSITIVE_RATIO``).
+        bbox_std_dev: [4] the box deltas are divided by it (``BBOX_STD_DEV``).
+        mask_shape: ``(mask_h, mask_w)`` of the mask targets (``MASK_SHAPE``).
+        use_mini_mask: ``gt_masks`` are mini masks, each covering its GT box
+            (``USE_MINI_MASK``).
+        background_rois: an image without instances gets ``T - int(T * roi_positive_ratio)``
+            negatives instead of none (``TRAIN_BACKGROUND_IMAGES``).
 
     Returns:
-        rois [T, 4], class_ids [T] int32, deltas [T, 4], masks [T, mask_h, mask_w]; T =
-        ``train_rois_per_image``; zero padded.
+        rois [T, (y1, x1, y2, x2)] float32 normalised, class_ids [T] int32, deltas
+        [T, (dy, dx, log(dh), log(dw))] float32, masks [T, mask_h, mask_w] float32 of 0/1;
+        positives first, then negatives (class id 0, zero deltas and masks), then zero
+        padding.
     """
     proposals, _ = trim_zeros_graph(tf.stop_gradient(proposals), name="trim_proposals")
     gt_boxes, non_zeros = trim_zeros_graph(gt_boxes, name="trim_gt_boxes")
@@ -377,6 +468,19 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, *,
 class DetectionTargetLayer(KL.Layer):
     """Sample proposals and build the heads' training targets, image by image.
 
+    Args:
+        config: for Matterport code: when given, ``TRAIN_ROIS_PER_IMAGE``,
+            ``ROI_POSITIVE_RATIO``, ``BBOX_STD_DEV``, ``MASK_SHAPE``, ``USE_MINI_MASK`` and
+            (when it has one) ``TRAIN_BACKGROUND_IMAGES`` are read from it instead of the
+            keywords below.
+        train_rois_per_image: T (see :func:`detection_targets_graph` for this and the rest).
+        roi_positive_ratio: the positive share of the sampled ROIs.
+        bbox_std_dev: [4] the box deltas are divided by it.
+        mask_shape: ``(mask_h, mask_w)`` of the mask targets.
+        use_mini_mask: ``gt_masks`` are mini masks.
+        background_rois: give images without instances negative ROIs.
+        **kwargs: Keras ``Layer`` arguments (``name``, ...); ``dtype`` defaults to float32.
+
     Inputs:
         proposals: [batch, N, (y1, x1, y2, x2)] normalised, zero padded.
         gt_class_ids: [batch, MAX_GT_INSTANCES] int.
@@ -412,6 +516,18 @@ class DetectionTargetLayer(KL.Layer):
                 "background_rois": self.background_rois}
 
     def call(self, inputs):
+        """Targets of each image of the batch (:func:`detection_targets_graph`).
+
+        Args:
+            inputs: ``[proposals, gt_class_ids, gt_boxes, gt_masks]``, the four tensors of the
+                class docstring ([batch, N, 4], [batch, MAX_GT_INSTANCES],
+                [batch, MAX_GT_INSTANCES, 4], [batch, height, width, MAX_GT_INSTANCES]).
+
+        Returns:
+            ``[rois, target_class_ids, target_bbox, target_mask]``: [batch, T, 4] float32,
+            [batch, T] int32, [batch, T, 4] float32 and [batch, T, mask_h, mask_w] float32,
+            with the gradient stopped.
+        """
         t = self.train_rois_per_image
         signature = (tf.TensorSpec([t, 4], tf.float32), tf.TensorSpec([t], tf.int32),
                      tf.TensorSpec([t, 4], tf.float32), tf.TensorSpec([t, *self.mask_shape],
@@ -455,9 +571,16 @@ def refine_detections_graph(rois, probs, deltas, window, *, bbox_std_dev: Sequen
         probs: [N, num_classes] class probabilities.
         deltas: [N, num_classes, (dy, dx, log(dh), log(dw))] class-specific deltas.
         window: [(y1, x1, y2, x2)] normalised image area without padding.
+        bbox_std_dev: [4] the deltas are multiplied by it (``BBOX_STD_DEV``).
+        min_confidence: detections scored below it are dropped; 0 keeps every score
+            (``DETECTION_MIN_CONFIDENCE``).
+        max_instances: detections kept, the highest scores (``DETECTION_MAX_INSTANCES``).
+        nms_threshold: IoU above which the per-class NMS drops the lower-scored box
+            (``DETECTION_NMS_THRESHOLD``).
 
     Returns:
-        [max_instances, (y1, x1, y2, x2, class_id, score)] normalised, zero padded.
+        [max_instances, (y1, x1, y2, x2, class_id, score)] normalised, best score first, zero
+        padded; ROIs classified as background never appear.
     """
     class_ids = tf.argmax(probs, axis=1, output_type=tf.int32)
     class_scores = tf.gather(probs, class_ids, batch_dims=1)
@@ -485,6 +608,16 @@ def refine_detections_graph(rois, probs, deltas, window, *, bbox_std_dev: Sequen
 
 class DetectionLayer(KL.Layer):
     """Classified proposals -> final detections (inference).
+
+    Args:
+        config: for Matterport code: when given, ``BBOX_STD_DEV``,
+            ``DETECTION_MIN_CONFIDENCE``, ``DETECTION_MAX_INSTANCES`` and
+            ``DETECTION_NMS_THRESHOLD`` are read from it instead of the keywords below.
+        bbox_std_dev: [4] the deltas are multiplied by it.
+        detection_min_confidence: detections scored below it are dropped (0 keeps all).
+        detection_max_instances: detections per image (the highest scores).
+        detection_nms_threshold: IoU threshold of the per-class NMS.
+        **kwargs: Keras ``Layer`` arguments (``name``, ...); ``dtype`` defaults to float32.
 
     Inputs:
         rois: [batch, N, (y1, x1, y2, x2)] normalised.
@@ -517,6 +650,18 @@ class DetectionLayer(KL.Layer):
                 "detection_nms_threshold": self.detection_nms_threshold}
 
     def call(self, inputs):
+        """Detections of each image of the batch (:func:`refine_detections_graph`).
+
+        Args:
+            inputs: ``[rois, mrcnn_class, mrcnn_bbox, image_meta]``, the four tensors of the
+                class docstring ([batch, N, 4], [batch, N, num_classes],
+                [batch, N, num_classes, 4], [batch, meta length]); each image's window comes
+                from its meta row, normalised by the first image's shape.
+
+        Returns:
+            [batch, DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] float32
+            normalised, zero padded.
+        """
         rois, mrcnn_class, mrcnn_bbox, image_meta = inputs
         meta = parse_image_meta_graph(image_meta)
         window = norm_boxes_graph(meta["window"], meta["image_shape"][0][:2])  # [batch, 4]

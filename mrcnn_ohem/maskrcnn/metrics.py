@@ -15,7 +15,13 @@ __all__ = ["trim_zeros", "compute_overlaps_masks", "compute_matches", "compute_a
 
 
 def trim_zeros(x: np.ndarray) -> np.ndarray:
-    """Drop the all-zero rows (padding) of [rows, columns] ``x``.
+    """Drop the all-zero rows (padding) of a 2-D array.
+
+    Args:
+        x: [rows, columns] any dtype.
+
+    Returns:
+        [kept_rows, columns] the rows with a non-zero value, in order.
 
     Raises:
         ValueError: ``x`` is not 2-D.
@@ -57,6 +63,18 @@ def compute_matches(gt_boxes: np.ndarray, gt_class_ids: np.ndarray, gt_masks: np
     ``iou_threshold``. Unlike Matterport (which tests ``gt_match > 0``), a GT instance at
     index 0 cannot be matched twice. Zero-padded rows of the boxes are trimmed first.
 
+    Args:
+        gt_boxes: [num_gt, (y1, x1, y2, x2)], zero padded (padding rows are trimmed).
+        gt_class_ids: [num_gt] int class ids.
+        gt_masks: [height, width, num_gt] masks (values > 0.5 count as inside).
+        pred_boxes: [num_pred, (y1, x1, y2, x2)], zero padded (padding rows are trimmed).
+        pred_class_ids: [num_pred] int class ids.
+        pred_scores: [num_pred] float confidence scores.
+        pred_masks: [height, width, num_pred] masks (values > 0.5 count as inside).
+        iou_threshold: the lowest mask IoU that counts as a match.
+        score_threshold: GT instances whose mask IoU with the prediction is below it are not
+            considered at all (Matterport's name: it filters IoUs, not scores).
+
     Returns:
         gt_match: [num_gt] float, index of the matching prediction (in score order) or -1.
         pred_match: [num_pred] float, index of the matched GT instance or -1, predictions
@@ -95,6 +113,16 @@ def compute_ap(gt_boxes: np.ndarray, gt_class_ids: np.ndarray, gt_masks: np.ndar
                ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """VOC-style average precision (all points, monotone precision envelope) of one image.
 
+    Args:
+        gt_boxes: [num_gt, (y1, x1, y2, x2)], zero padded (padding rows are trimmed).
+        gt_class_ids: [num_gt] int class ids.
+        gt_masks: [height, width, num_gt] masks (values > 0.5 count as inside).
+        pred_boxes: [num_pred, (y1, x1, y2, x2)], zero padded (padding rows are trimmed).
+        pred_class_ids: [num_pred] int class ids.
+        pred_scores: [num_pred] float confidence scores.
+        pred_masks: [height, width, num_pred] masks (values > 0.5 count as inside).
+        iou_threshold: the lowest mask IoU that counts as a match.
+
     Returns:
         mAP: the area under the precision/recall curve.
         precisions: [num_pred + 2] the precision envelope, padded with 0 at both ends.
@@ -120,7 +148,22 @@ def compute_ap_range(gt_box: np.ndarray, gt_class_id: np.ndarray, gt_mask: np.nd
                      pred_box: np.ndarray, pred_class_id: np.ndarray, pred_score: np.ndarray,
                      pred_mask: np.ndarray, iou_thresholds: Sequence[float] | None = None,
                      verbose: int = 1) -> float:
-    """Mean of :func:`compute_ap` over IoU thresholds (default 0.5, 0.55, ..., 0.95)."""
+    """Mean of :func:`compute_ap` over IoU thresholds (default 0.5, 0.55, ..., 0.95).
+
+    Args:
+        gt_box: [num_gt, (y1, x1, y2, x2)], zero padded.
+        gt_class_id: [num_gt] int class ids.
+        gt_mask: [height, width, num_gt] masks.
+        pred_box: [num_pred, (y1, x1, y2, x2)], zero padded.
+        pred_class_id: [num_pred] int class ids.
+        pred_score: [num_pred] float confidence scores.
+        pred_mask: [height, width, num_pred] masks.
+        iou_thresholds: the IoU thresholds; None for 0.5, 0.55, ..., 0.95.
+        verbose: print the AP at each threshold and the mean when non-zero.
+
+    Returns:
+        The mean AP over the thresholds.
+    """
     if iou_thresholds is None:
         iou_thresholds = np.arange(0.5, 1.0, 0.05)
     aps = []
@@ -139,6 +182,12 @@ def compute_ap_range(gt_box: np.ndarray, gt_class_id: np.ndarray, gt_mask: np.nd
 def compute_recall(pred_boxes: np.ndarray, gt_boxes: np.ndarray,
                    iou: float) -> tuple[float, np.ndarray]:
     """Fraction of GT boxes that some prediction overlaps with IoU >= ``iou``.
+
+    Args:
+        pred_boxes: [num_pred, (y1, x1, y2, x2)].
+        gt_boxes: [num_gt, (y1, x1, y2, x2)].
+        iou: the lowest box IoU that counts; a GT box counts when it is the best match of a
+            prediction at that IoU.
 
     Returns:
         recall: matched GT boxes / all GT boxes.

@@ -108,5 +108,8 @@ def needs_loss_scaling(keras_model) -> bool:
 
     float16 gradients underflow below 6e-8 and overflow above 65504, so such a model trains
     through a ``LossScaleOptimizer``; bfloat16 has float32's range and needs none.
+
+    Args:
+        keras_model: a built Keras model (its ``submodules`` are searched).
     """
     return any(getattr(module, "compute_dtype", None) == "float16" for module in keras_model.submodules)

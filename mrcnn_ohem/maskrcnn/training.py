@@ -96,6 +96,12 @@ class MaskRCNNTrainingModel(KM.Model):
         finite steps, halved on every step with non-finite gradients); on the re-compile path
         the loss scale keeps its current value (it tracks the model's gradients, not the
         optimizer's settings).
+
+        Args:
+            learning_rate: SGD's learning rate (``LEARNING_RATE``, or ``train``'s argument).
+            momentum: SGD's momentum (``LEARNING_MOMENTUM``).
+            clipnorm: the global gradient norm to clip to (``GRADIENT_CLIP_NORM``); None for no
+                clipping.
         """
         key = (float(momentum), clipnorm, tuple(v.ref() for v in self.trainable_variables))
         optimizer = getattr(self, "optimizer", None)
@@ -146,6 +152,23 @@ class MaskRCNNTrainingModel(KM.Model):
         return {tracker.name: tracker.result() for tracker in self.metrics}
 
     def train_step(self, data):
+        """One SGD step on the weighted sum of the loss outputs plus weight decay.
+
+        Args:
+            data: the batch as ``fit`` passes it: the model inputs, optionally with targets and
+                sample weights, which are ignored (the targets are inputs). For the bundled
+                training model the inputs are those of
+                :class:`~mrcnn_ohem.maskrcnn.data.DataGenerator`: images
+                [batch, height, width, channels] float32, image_meta [batch, IMAGE_META_SIZE],
+                rpn_match [batch, num_anchors, 1], rpn_bbox
+                [batch, RPN_TRAIN_ANCHORS_PER_IMAGE, 4], gt_class_ids [batch, MAX_GT_INSTANCES],
+                gt_boxes [batch, MAX_GT_INSTANCES, 4], gt_masks [batch, height, width,
+                MAX_GT_INSTANCES].
+
+        Returns:
+            Metric name -> running mean, a scalar float32 tensor each: ``loss``, the five
+            losses, ``weight_decay_loss`` and the auxiliary names.
+        """
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
@@ -165,6 +188,14 @@ class MaskRCNNTrainingModel(KM.Model):
         return self._report(total, terms, recorded)
 
     def test_step(self, data):
+        """The losses of one batch in inference mode, without a weight update.
+
+        Args:
+            data: the batch, as for :meth:`train_step`.
+
+        Returns:
+            Metric name -> running mean, a scalar float32 tensor each, as :meth:`train_step`.
+        """
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         outputs, recorded = self._forward(x, training=False)
         terms = self._loss_terms(outputs)
@@ -172,13 +203,21 @@ class MaskRCNNTrainingModel(KM.Model):
 
 
 def tensorboard_callback(log_dir: str) -> list:
-    """Matterport's TensorBoard callback (tensorboard is an install requirement), as a list."""
+    """Matterport's TensorBoard callback (tensorboard is an install requirement), as a list.
+
+    Args:
+        log_dir: the folder the event files are written to (the run folder).
+    """
     return [keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False,
                                         write_images=False)]
 
 
 def resolve_layers(layers: str) -> str:
     """The regular expression of ``train(layers=...)``: a preset of :data:`LAYER_PRESETS`, or ``layers``.
+
+    Args:
+        layers: a preset name (``"heads"``, ``"3+"``, ``"4+"``, ``"5+"``, ``"all"``) or a regular
+            expression over layer names.
 
     Raises:
         ValueError: ``layers`` is neither a preset nor a valid regular expression.
@@ -196,6 +235,9 @@ def resolve_layers(layers: str) -> str:
 def default_strategy(gpu_count: int) -> tf.distribute.Strategy | None:
     """``MirroredStrategy`` over the first ``gpu_count`` GPUs (``Config.GPU_COUNT``), or None
     for a single device.
+
+    Args:
+        gpu_count: how many GPUs to train on; 1 (or less) means a single device.
 
     Raises:
         ValueError: fewer than ``gpu_count`` GPUs are visible.

@@ -46,7 +46,26 @@ def resize(image: np.ndarray, output_shape: Sequence[int], order: int = 1,
            mode: str = "constant", cval: float = 0, clip: bool = True,
            preserve_range: bool = False, anti_aliasing: bool = False,
            anti_aliasing_sigma: Any = None) -> np.ndarray:
-    """``skimage.transform.resize`` with Matterport's default of no anti-aliasing."""
+    """``skimage.transform.resize`` with Matterport's default of no anti-aliasing.
+
+    Every argument is passed on to ``skimage.transform.resize`` unchanged.
+
+    Args:
+        image: [height, width] or [height, width, channels] any dtype.
+        output_shape: ``(new_height, new_width)``, or with the channels.
+        order: spline interpolation order (1: bilinear, 0: nearest neighbour).
+        mode: how points outside the image are filled (``"constant"``, ``"edge"``, ...).
+        cval: the fill value of ``mode="constant"``.
+        clip: clip the output to the input's range.
+        preserve_range: keep the input's value range instead of scikit-image's conversion
+            (an integer image becomes float in [0, 1] otherwise).
+        anti_aliasing: blur before downscaling.
+        anti_aliasing_sigma: the blur's standard deviation (None: scikit-image's default).
+
+    Returns:
+        [new_height, new_width, ...] float (scikit-image's output dtype), the trailing axes
+        of ``image`` kept.
+    """
     return skimage.transform.resize(
         image, output_shape, order=order, mode=mode, cval=cval, clip=clip,
         preserve_range=preserve_range, anti_aliasing=anti_aliasing,
@@ -344,7 +363,13 @@ def extract_bboxes(mask: np.ndarray) -> np.ndarray:
 
 def compute_iou(box: np.ndarray, boxes: np.ndarray, box_area: float,
                 boxes_area: np.ndarray) -> np.ndarray:
-    """IoU of one box [4] with each of ``boxes`` [N, 4], given precomputed areas.
+    """IoU of one box with each of many boxes, given precomputed areas.
+
+    Args:
+        box: [(y1, x1, y2, x2)] one box.
+        boxes: [N, (y1, x1, y2, x2)].
+        box_area: the area of ``box``.
+        boxes_area: [N] the areas of ``boxes``.
 
     Returns:
         [N] float IoU.
@@ -363,6 +388,11 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray,
                         threshold: float) -> np.ndarray:
     """Greedy NMS: keep the best box, drop boxes with IoU > ``threshold`` with it, repeat.
 
+    Args:
+        boxes: [N, (y1, x1, y2, x2)] (computed in float32).
+        scores: [N] the boxes' scores; higher is better.
+        threshold: IoU above which the lower-scored box is dropped.
+
     Returns:
         [kept] int32 indices into ``boxes``, highest score first.
     """
@@ -379,8 +409,11 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray,
 
 
 def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-    """Apply [N, (dy, dx, log(dh), log(dw))] to [N, (y1, x1, y2, x2)]; inverse of
-    :func:`box_refinement`.
+    """Move and scale boxes by deltas; inverse of :func:`box_refinement`.
+
+    Args:
+        boxes: [N, (y1, x1, y2, x2)] (computed in float32).
+        deltas: [N, (dy, dx, log(dh), log(dw))], row for row.
 
     Returns:
         [N, (y1, x1, y2, x2)] float32.
@@ -399,7 +432,15 @@ def apply_box_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
 
 
 def box_refinement_graph(box: Any, gt_box: Any) -> Any:
-    """TensorFlow twin of :func:`box_refinement`: [N, 4] boxes -> [N, (dy, dx, dh, dw)]."""
+    """TensorFlow twin of :func:`box_refinement`: the deltas that turn ``box`` into ``gt_box``.
+
+    Args:
+        box: [N, (y1, x1, y2, x2)] tensor or array (cast to float32).
+        gt_box: [N, (y1, x1, y2, x2)] the matched ground truth, row for row.
+
+    Returns:
+        [N, (dy, dx, log(dh), log(dw))] float32 tensor.
+    """
     import tensorflow as tf
 
     box = tf.cast(box, tf.float32)
@@ -432,7 +473,15 @@ def norm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def denorm_boxes(boxes: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Inverse of :func:`norm_boxes`: [N, 4] normalised -> [N, 4] int32 pixels."""
+    """Inverse of :func:`norm_boxes`: normalised boxes -> pixel boxes.
+
+    Args:
+        boxes: [N, (y1, x1, y2, x2)] normalised, (y2, x2) inclusive.
+        shape: (height, width) in pixels.
+
+    Returns:
+        [N, (y1, x1, y2, x2)] int32 in pixels, rounded, (y2, x2) exclusive.
+    """
     h, w = shape[:2]
     scale = np.array([h - 1, w - 1, h - 1, w - 1], dtype=np.float64)
     shift = np.array([0, 0, 1, 1], dtype=np.float64)

@@ -38,6 +38,9 @@ CLASS_HEADS = {"mrcnn_class_logits": 1, "mrcnn_bbox_fc": 4, "mrcnn_mask": 1}
 def read_class_head_rows(filepath: str) -> int | None:
     """Number of classes of the class-specific heads in a weight file, reading shapes only.
 
+    Args:
+        filepath: a Keras 2 ``.h5`` weight file.
+
     Returns:
         The row count (81 for Matterport's ``mask_rcnn_coco.h5``), or None without such heads.
 
@@ -59,7 +62,15 @@ def _weights_group(f: Any) -> Any:
 
 
 def read_h5_weights(filepath: str) -> OrderedDict[str, list[np.ndarray]]:
-    """``{layer name: [weight arrays]}`` of a Keras 2 ``.h5`` file, in the file's layer order.
+    """The weights of a Keras 2 ``.h5`` file, by layer, in the file's layer order.
+
+    Args:
+        filepath: a file written by tf-keras ``save_weights`` or ``model.save``.
+
+    Returns:
+        ``{layer name: [weight arrays]}``: each array with its shape in the file (e.g. a
+        convolution's kernel [kernel_h, kernel_w, in_channels, out_channels] and bias
+        [out_channels]), in the layer's weight order; layers without weights are left out.
 
     Raises:
         FileNotFoundError: ``filepath`` does not exist.
@@ -102,7 +113,7 @@ def select_class_rows(values: Sequence[np.ndarray], class_indices: Sequence[int]
         per_class: values per class on the last axis (4 for the bbox head).
 
     Returns:
-        The arrays with last axis ``len(class_indices) * per_class``.
+        The arrays, each [..., len(class_indices) * per_class]: the leading axes unchanged.
     """
     out = []
     for value in values:
@@ -144,6 +155,18 @@ def load_h5_weights(keras_model: Any, filepath: str, *, by_name: bool = False,
                     exclude: Sequence[str] | None = None,
                     class_indices: Sequence[int] | None = None) -> None:
     """Load ``filepath`` into ``keras_model``; see ``MaskRCNN.load_weights`` for the rules.
+
+    Every shape is checked before any weight is set.
+
+    Args:
+        keras_model: the Keras model to load into.
+        filepath: a Keras 2 ``.h5`` weight file.
+        by_name: match layers by name (a ``keras.applications`` ResNet file's names are
+            translated with :func:`matterport_backbone_name`); else the file must hold exactly
+            the model's weighted layers, in order. ``exclude`` and ``class_indices`` imply it.
+        exclude: names of layers not to load.
+        class_indices: [model_classes] the file's row of the class-specific heads for each
+            class of the model, background first (see :func:`select_class_rows`).
 
     Raises:
         FileNotFoundError: ``filepath`` does not exist.
@@ -203,6 +226,9 @@ def matterport_backbone_name(name: str) -> str | None:
     block letter, part 0 to ``branch1`` (the shortcut) and parts 1-3 to ``branch2a``-``branch2c``.
 
     Examples: ``conv1_conv -> conv1``, ``conv4_block23_3_bn -> bn4w_branch2c``.
+
+    Args:
+        name: a layer name from a weight file.
     """
     if name in ("conv1_conv", "conv1_bn"):
         return "conv1" if name.endswith("conv") else "bn_conv1"
