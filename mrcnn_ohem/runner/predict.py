@@ -39,6 +39,10 @@ def class_table(args: argparse.Namespace) -> Any:
     ``--dataset``'s annotation file (all of them, or ``--classes``), in ascending COCO id order
     as :class:`~mrcnn_ohem.datasets.coco.CocoDataset` numbers them.
 
+    Args:
+        args: the ``predict`` options after :func:`~.runconfig.resolve` (``run``, ``model``,
+            ``dataset``, ``year``, ``classes``).
+
     Raises:
         ValueError: no run and no ``--dataset``, or a class of ``--classes`` the file lacks.
         FileNotFoundError: ``--dataset`` has no annotation file.
@@ -83,6 +87,10 @@ def _dataset_classes(args: argparse.Namespace) -> list[tuple[int, str]]:
 
 def predict(args: argparse.Namespace) -> dict[str, Any]:
     """Detect on ``--images`` with ``--model``; write the drawings and ``detections.json`` to ``--out``.
+
+    Args:
+        args: the parsed ``predict`` options (:func:`~mrcnn_ohem.runner.cli.build_parser`);
+            resolved in place first (:func:`~.runconfig.resolve`).
 
     Returns:
         ``{"images": n, "detections": n, "out": folder, "results": path of detections.json}``.

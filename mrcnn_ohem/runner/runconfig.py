@@ -52,6 +52,14 @@ _MATTERPORT_MASK_HEAD_FILTERS = 256
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Check and complete ``args`` in place (see the module docstring); idempotent.
 
+    Args:
+        args: the options :func:`~mrcnn_ohem.runner.cli.build_parser` parsed, for any command
+            (``args.command``: ``"train"``, ``"evaluate"`` or ``"predict"``); gains
+            ``weights_path``, ``run`` and ``resolved``.
+
+    Returns:
+        ``args`` itself.
+
     Raises:
         ValueError: contradicting or out-of-range options.
         FileNotFoundError: a path, or the run ``--model last`` names, does not exist.
@@ -82,6 +90,13 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
     the CPU backbones and 256 (Matterport's) on the ResNets; BatchNorm trains on the CPU
     backbones and whenever training starts from random weights (frozen initial statistics do
     not learn), and is frozen otherwise, as Matterport freezes it for its pretrained ResNets.
+
+    Args:
+        args: parsed options, or any namespace with at least ``command``; attributes it lacks
+            are added with their defaults.
+
+    Returns:
+        ``args`` itself.
     """
     defaults = getattr(args, "sample_defaults", {}) or {}
     for name in ("image_size", "backbone"):
@@ -114,18 +129,30 @@ def fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def rpn_patched(args: argparse.Namespace) -> bool:
-    """Whether the run patches the RPN: ``--ohem``, or ``--rpn-loss focal`` (which needs the patch)."""
+    """Whether the run patches the RPN: ``--ohem``, or ``--rpn-loss focal`` (which needs the patch).
+
+    Args:
+        args: parsed options (``ohem``, ``rpn_loss``; missing ones count as off).
+    """
     return bool(getattr(args, "ohem", False)) or getattr(args, "rpn_loss", "ohem") == "focal"
 
 
 def uses_patch(args: argparse.Namespace) -> bool:
-    """Whether the run applies ``mrcnn_ohem.patch`` at all (RPN and/or RoI head)."""
+    """Whether the run applies ``mrcnn_ohem.patch`` at all (RPN and/or RoI head).
+
+    Args:
+        args: parsed options (``ohem``, ``rpn_loss``, ``ohem_roi``; missing ones count as off).
+    """
     return rpn_patched(args) or bool(getattr(args, "ohem_roi", False))
 
 
 def run_name(args: argparse.Namespace) -> str:
     """The config NAME: ``--name``, or ``<prefix>_`` + ``ohem`` / ``focal`` / ``baseline`` for the
-    RPN, with ``_roi`` appended for RoI OHEM (``<prefix>_roi`` when only the RoI head mines)."""
+    RPN, with ``_roi`` appended for RoI OHEM (``<prefix>_roi`` when only the RoI head mines).
+
+    Args:
+        args: parsed options (``name``, ``prefix`` and the OHEM switches).
+    """
     if args.name:
         return args.name
     rpn = ("focal" if getattr(args, "rpn_loss", "ohem") == "focal" else "ohem") if rpn_patched(args) else None
@@ -140,6 +167,10 @@ def find_last_run(logs: str | Path, prefix: str) -> str:
     Looks in the ``<logs>/<prefix>_*`` run folders (Matterport's layout, ``<name>YYYYmmddTHHMM``:
     ``_ohem``, ``_baseline``, ``_focal``, ``_roi`` ...) and takes the run whose newest checkpoint
     was written last.
+
+    Args:
+        logs: the folder holding the run folders (``--logs``).
+        prefix: the run name prefix (``--prefix``, e.g. ``"coco"``).
 
     Raises:
         FileNotFoundError: no run of ``prefix`` with a checkpoint under ``logs``.
@@ -156,7 +187,14 @@ def find_last_run(logs: str | Path, prefix: str) -> str:
 
 def read_run(weights: str | None) -> dict[str, Any] | None:
     """What training wrote next to ``weights``: ``run.json`` (or, for runs older than it, the
-    ``ohem`` flag of ``history.json``); None for a file outside a run folder."""
+    ``ohem`` flag of ``history.json``); None for a file outside a run folder.
+
+    Args:
+        weights: a checkpoint path; None or empty gives None.
+
+    Returns:
+        The run's dict with ``"path"`` (the file it came from) added, or None.
+    """
     if not weights:
         return None
     folder = Path(weights).parent
@@ -219,6 +257,8 @@ def _check_ohem_values(args: argparse.Namespace) -> None:
         OHEM_RPN_NMS_THRESHOLD=args.ohem_nms, OHEM_RPN_MAX_NEGATIVES_PER_POSITIVE=args.ohem_max_neg_per_pos,
         OHEM_RPN_MIN_NEGATIVES=args.ohem_min_negatives or 0, OHEM_RPN_LOSS=args.rpn_loss,
         OHEM_ROI=bool(args.ohem_roi), OHEM_ROI_TOP_K=args.ohem_roi_top_k, RPN_TRAIN_ANCHORS_PER_IMAGE=256,
+        OHEM_ROI_RANKING=getattr(args, "ohem_roi_ranking", None) or "class",
+        OHEM_ROI_NMS_THRESHOLD=getattr(args, "ohem_roi_nms", None),
         TRAIN_ROIS_PER_IMAGE=args.train_rois or (CPU_SETTINGS["TRAIN_ROIS_PER_IMAGE"] if args.backbone in CPU_BACKBONES
                                                  else 200), ROI_POSITIVE_RATIO=0.33,
         **({"OHEM_ROI_POOL": args.ohem_roi_pool} if args.ohem_roi_pool is not None else {}))
@@ -226,7 +266,7 @@ def _check_ohem_values(args: argparse.Namespace) -> None:
              "OHEM_RPN_NEGATIVE_POOL": "--ohem-negative-pool", "OHEM_RPN_NMS_THRESHOLD": "--ohem-nms",
              "OHEM_RPN_MAX_NEGATIVES_PER_POSITIVE": "--ohem-max-neg-per-pos",
              "OHEM_RPN_MIN_NEGATIVES": "--ohem-min-negatives", "OHEM_ROI_POOL": "--ohem-roi-pool",
-             "OHEM_ROI_TOP_K": "--ohem-roi-top-k"}
+             "OHEM_ROI_TOP_K": "--ohem-roi-top-k", "OHEM_ROI_NMS_THRESHOLD": "--ohem-roi-nms"}
     try:
         validate_ohem_config(values)
     except ValueError as err:

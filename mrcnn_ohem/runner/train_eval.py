@@ -66,7 +66,15 @@ keras = import_tf_keras()
 logger = logging.getLogger(__name__)
 
 def class_tokens(classes: Sequence[str] | None) -> tuple[list[int] | None, list[str] | None]:
-    """``--classes`` values (space- or comma-separated) -> (class_ids, class_names) for ``load_coco``."""
+    """``--classes`` values (space- or comma-separated) -> (class_ids, class_names) for ``load_coco``.
+
+    Args:
+        classes: the ``--classes`` values, each a COCO category id or name, or several joined
+            by commas; None or empty for every class.
+
+    Returns:
+        ``(class_ids, class_names)``, each None when it would be empty.
+    """
     if not classes:
         return None, None
     from mrcnn_ohem.datasets.coco import split_class_tokens
@@ -140,7 +148,9 @@ def make_config(args: argparse.Namespace, num_classes: int, mode: str) -> Any:
                 pool = max(min(mrcnn_ohem.OHEMConfig.OHEM_ROI_POOL, settings.get(
                     "POST_NMS_ROIS_TRAINING", Config.POST_NMS_ROIS_TRAINING)), settings.get(
                     "TRAIN_ROIS_PER_IMAGE", Config.TRAIN_ROIS_PER_IMAGE))
-            settings.update(OHEM_ROI=True, OHEM_ROI_POOL=pool, OHEM_ROI_TOP_K=args.ohem_roi_top_k)
+            settings.update(OHEM_ROI=True, OHEM_ROI_POOL=pool, OHEM_ROI_TOP_K=args.ohem_roi_top_k,
+                            OHEM_ROI_RANKING=getattr(args, "ohem_roi_ranking", None) or "class",
+                            OHEM_ROI_NMS_THRESHOLD=getattr(args, "ohem_roi_nms", None))
     return type("RunConfig", bases, settings)()
 
 
@@ -150,6 +160,12 @@ def load_dataset(args: argparse.Namespace, subset: str, empty_images: int = 0) -
     ``empty_images`` (training: ``--empty-images``) adds up to that many images with none of
     the classes (see ``CocoDataset.load_coco``). Damaged records are skipped with a warning
     (``dataset.skipped``), or with ``--strict`` raise a ``ValueError`` before any model is built.
+
+    Args:
+        args: parsed options (``dataset``, ``year``, ``classes``, ``limit``, ``strict``,
+            ``no_progress``).
+        subset: e.g. ``"train"`` or ``"val"``.
+        empty_images: images without any of the classes to add (0 for none).
 
     Returns:
         (CocoDataset, pycocotools COCO)
@@ -219,6 +235,15 @@ def build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace,
 
     With ``dataset``, the class heads follow :func:`class_head_plan` (``--exclude``).
 
+    Args:
+        modellib: the model module whose ``MaskRCNN`` is built (the bundled
+            :mod:`mrcnn_ohem.maskrcnn.model`, patched or not).
+        mode: ``"training"`` or ``"inference"``.
+        config: the model config (:func:`make_config`).
+        args: resolved options (``logs``, ``weights_path``, ``exclude``).
+        dataset: the prepared dataset whose classes the heads must fit; None loads every layer
+            of the file by name.
+
     Returns:
         The model and the weights path it loaded (None: random initialisation).
     """
@@ -235,7 +260,13 @@ def build_model(modellib: Any, mode: str, config: Any, args: argparse.Namespace,
 def run_settings(config: Any, args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     """What a training run writes to ``run.json``: its name, classes (names, with BG first, and
     COCO ids), the model options ``evaluate`` and ``predict`` read back, the OHEM settings and
-    the damaged records skipped."""
+    the damaged records skipped.
+
+    Args:
+        config: the run's config (its ``NAME`` and ``OHEM_*`` attributes).
+        args: resolved options (the :data:`~.settings.RUN_OPTIONS` and ``model``).
+        dataset: the prepared training dataset (its classes and skipped records).
+    """
     ohem = bool(getattr(config, "OHEM_RPN", False) or getattr(config, "OHEM_ROI", False))
     return {
         "name": config.NAME,
@@ -251,7 +282,11 @@ def run_settings(config: Any, args: argparse.Namespace, dataset: Any) -> dict[st
 
 
 def skip_summary(dataset: Any) -> dict[str, Any]:
-    """The damaged records ``dataset`` skipped so far: counts by kind and the records themselves."""
+    """The damaged records ``dataset`` skipped so far: counts by kind and the records themselves.
+
+    Args:
+        dataset: a dataset; one without a ``skipped`` list counts as having skipped nothing.
+    """
     from mrcnn_ohem.datasets.errors import count_skips
 
     records = getattr(dataset, "skipped", [])
@@ -260,6 +295,10 @@ def skip_summary(dataset: Any) -> dict[str, Any]:
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train per the parsed options; return the run summary (also stored in ``history.json``).
+
+    Args:
+        args: the parsed ``train`` options (:func:`~mrcnn_ohem.runner.cli.build_parser`);
+            resolved in place first (:func:`~.runconfig.resolve`).
 
     Returns:
         ``{"name", "log_dir", "checkpoint", "epochs", "steps", "seconds_per_step", "history",
@@ -345,6 +384,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     The model options and classes come from the evaluated run (:func:`~.runconfig.resolve`). The
     metrics file is named by what was scored, ``metrics_<subset><year>_<checkpoint>_<N>img.json``,
     so evaluations of other subsets, checkpoints or image counts never overwrite each other.
+
+    Args:
+        args: the parsed ``evaluate`` options (:func:`~mrcnn_ohem.runner.cli.build_parser`);
+            resolved in place first (:func:`~.runconfig.resolve`).
 
     Returns:
         :func:`~mrcnn_ohem.datasets.coco_eval.evaluate_coco`'s dict plus ``"weights"``,
