@@ -85,8 +85,10 @@ bench-gpu: $(STAMP)
 # docs/api/index.html). pdoc rather than Sphinx: one command and no conf.py or .rst tree to keep in
 # step with the code; it reads our Google-style docstrings as written and imports the package as a
 # user does. docs/check_docstrings.py first fails on any public module, function, class or method
-# without a docstring, then renders, and fails on pdoc's warnings. TensorFlow's start-up lines are
-# kept quiet by mrcnn_ohem.quiet_tensorflow, as in the command lines. Not part of make test.
+# without a docstring, then on any whose Args: section leaves out a parameter or an annotated
+# array's shape (printed as path:line: name: problem), then renders, and fails on any warning of
+# pdoc's. TensorFlow's start-up lines are kept quiet by mrcnn_ohem.quiet_tensorflow, as in the
+# command lines. Not part of make test.
 DOCS_STAMP := $(VENV)/.docs-installed
 
 $(DOCS_STAMP): $(STAMP)
