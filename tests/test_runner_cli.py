@@ -63,6 +63,8 @@ def test_each_subcommand_help_lists_its_own_options(capsys):
     (["--ohem-nms", "0.7", "--ohem-pooled"], "ohem", "--ohem on: implied by --ohem-pooled, --ohem-nms"),
     (["--ohem-min-negatives", "8"], "ohem", "--ohem on: implied by --ohem-min-negatives"),
     (["--ohem-roi-pool", "256"], "ohem_roi", "--ohem-roi on: implied by --ohem-roi-pool"),
+    (["--ohem-roi-ranking", "class+box", "--ohem-roi-nms", "0.7"], "ohem_roi",
+     "--ohem-roi on: implied by --ohem-roi-ranking, --ohem-roi-nms"),
 ])
 def test_ohem_options_imply_their_switch(folder, caplog, flags, switch, logged):
     with caplog.at_level(logging.INFO, logger="mrcnn_ohem"):
@@ -87,6 +89,7 @@ def test_without_any_ohem_option_the_run_is_the_baseline(folder):
     (["--ohem-top-k", "0"], "--ohem-top-k: OHEM_RPN_TOP_K must be None or an integer >= 1 .*; received 0"),
     (["--backbone", "tiny", "--ohem-roi-pool", "16"], r"--ohem-roi-pool: OHEM_ROI_POOL must be an integer >= 32 "
                                                       r"\(TRAIN_ROIS_PER_IMAGE\)"),
+    (["--ohem-roi-nms", "1.5"], r"--ohem-roi-nms: OHEM_ROI_NMS_THRESHOLD must be None or a number in \(0, 1\]"),
     (["--image-size", "100"], "--image-size must be a multiple of 64, at least 64; received 100"),
     (["--model", "imagenet", "--backbone", "resnet50"], "ImageNet weights: .* does not exist, and this package "
                                                          "never downloads"),

@@ -17,6 +17,12 @@ def test_roi_options_reach_the_config():
     assert (config.OHEM_ROI, config.OHEM_ROI_POOL, config.OHEM_ROI_TOP_K) == (True, 96, 24)
 
 
+def test_paper_ranking_and_nms_reach_the_config():
+    config = config_for("train", "--ohem-roi", "--ohem-roi-ranking", "class+box", "--ohem-roi-nms", "0.7")
+    assert (config.OHEM_ROI, config.OHEM_ROI_RANKING, config.OHEM_ROI_NMS_THRESHOLD) == (True, "class+box", 0.7)
+    assert config_for("train", "--ohem-roi").OHEM_ROI_RANKING == "class"
+
+
 def test_roi_pool_defaults_to_at_most_the_proposals():
     config = config_for("train", "--ohem-roi", "--ohem")
     assert config.NAME == "coco_ohem_roi" and config.OHEM_RPN is True

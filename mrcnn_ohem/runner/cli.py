@@ -162,8 +162,8 @@ def _add_training_options(sub: argparse.ArgumentParser) -> None:
 
 def _add_ohem_options(sub: argparse.ArgumentParser) -> None:
     group = sub.add_argument_group(
-        "OHEM", "off unless switched on; every --ohem-* option of the RPN implies --ohem, and --ohem-roi-pool / "
-                "--ohem-roi-top-k imply --ohem-roi")
+        "OHEM", "off unless switched on; every --ohem-* option of the RPN implies --ohem, and the --ohem-roi-* "
+                "options imply --ohem-roi")
     group.add_argument("--ohem", action=argparse.BooleanOptionalAction, default=None,
                        help="OHEM on the RPN objectness loss (via mrcnn_ohem.patch); default off")
     group.add_argument("--ohem-top-k", type=int, default=None, help="OHEM_RPN_TOP_K (default RPN anchors per image)")
@@ -187,6 +187,11 @@ def _add_ohem_options(sub: argparse.ArgumentParser) -> None:
                        help="OHEM_ROI_POOL, RoIs per image in the pool (default 512, at most POST_NMS_ROIS_TRAINING)")
     group.add_argument("--ohem-roi-top-k", type=int, default=None,
                        help="OHEM_ROI_TOP_K, hardest RoIs kept by the class loss (default TRAIN_ROIS_PER_IMAGE)")
+    group.add_argument("--ohem-roi-ranking", choices=("class", "class+box"), default=None,
+                       help="OHEM_ROI_RANKING: rank RoIs by the class loss (default) or, as the OHEM paper, by class + "
+                            "box loss with both losses on the kept RoIs")
+    group.add_argument("--ohem-roi-nms", type=float, default=None, metavar="IOU",
+                       help="OHEM_ROI_NMS_THRESHOLD: NMS among the RoIs by loss before the top-k (the paper: 0.7)")
 
 
 def main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,

@@ -50,6 +50,7 @@ RPN_KNOBS = {
     "ohem_min_negatives": "--ohem-min-negatives",
 }
 #: OHEM options of the RoI head: each implies ``--ohem-roi`` (refused with ``--no-ohem-roi``).
-ROI_KNOBS = {"ohem_roi_pool": "--ohem-roi-pool", "ohem_roi_top_k": "--ohem-roi-top-k"}
+ROI_KNOBS = {"ohem_roi_pool": "--ohem-roi-pool", "ohem_roi_top_k": "--ohem-roi-top-k",
+             "ohem_roi_ranking": "--ohem-roi-ranking", "ohem_roi_nms": "--ohem-roi-nms"}
 #: ``--mixed-precision`` values -> ``Config.MIXED_PRECISION``.
 MIXED_PRECISION_CHOICES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
