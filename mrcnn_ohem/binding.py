@@ -102,6 +102,9 @@ def config_anchors(config: Any) -> np.ndarray:
     ``COMPUTE_BACKBONE_SHAPE``), in the order the RPN outputs them: level by level, cell-major,
     ratios within a cell (Matterport's ``generate_pyramid_anchors``).
 
+    Args:
+        config: a Matterport-style config with a fixed-shape ``IMAGE_RESIZE_MODE``.
+
     Returns:
         [anchors, (y1, x1, y2, x2)] float32 in pixels.
 
@@ -170,6 +173,14 @@ def make_build_rpn_targets(config: Any) -> Callable[..., tuple[np.ndarray, np.nd
 
     Every setting is taken from ``config`` now; the ``config`` passed at call time (Matterport's
     data generator passes the model's) is accepted for the signature and not read again.
+
+    Args:
+        config: reads ``RPN_TRAIN_ANCHORS_PER_IMAGE``, ``RPN_BBOX_STD_DEV`` and
+            ``OHEM_RPN_NEGATIVE_POOL``.
+
+    Returns:
+        The function; it returns rpn_match [num_anchors] int32 and rpn_bbox
+        [RPN_TRAIN_ANCHORS_PER_IMAGE, 4] float32.
     """
     arguments = _target_arguments(config)
 
@@ -222,6 +233,9 @@ def make_mrcnn_class_loss_graph(config: Any) -> Callable[[Any, Any, Any], tf.Ten
     Args:
         config: a config with ``OHEM_ROI*`` settings and ``TRAIN_ROIS_PER_IMAGE``.
 
+    Returns:
+        The function; it returns the scalar float32 loss.
+
     Raises:
         ValueError: an ``OHEM_ROI*`` setting is invalid, or ``TRAIN_ROIS_PER_IMAGE`` is missing
             while ``OHEM_ROI_TOP_K`` is None.
@@ -259,6 +273,9 @@ def make_select_training_rois(config: Any) -> Callable[..., tf.Tensor] | None:
 
     Args:
         config: a config with ``OHEM_ROI*`` settings and ``TRAIN_ROIS_PER_IMAGE``.
+
+    Returns:
+        The function (it returns [batch, rois] int32 class ids), or None.
     """
     roi = ohem_roi_settings(config)
     if not roi.selects_for_box_loss:
@@ -275,7 +292,12 @@ def make_select_training_rois(config: Any) -> Callable[..., tf.Tensor] | None:
 
 
 def roi_target_arguments(config: Any) -> dict[str, Any]:
-    """The plain arguments of :func:`~mrcnn_ohem.roi.ohem_roi_targets` for ``config``."""
+    """The plain arguments of :func:`~mrcnn_ohem.roi.ohem_roi_targets` for ``config``.
+
+    Args:
+        config: a config with ``OHEM_ROI*`` settings and Matterport's ``TRAIN_ROIS_PER_IMAGE``,
+            ``ROI_POSITIVE_RATIO``, ``BBOX_STD_DEV``, ``MASK_SHAPE`` and ``USE_MINI_MASK``.
+    """
     roi = ohem_roi_settings(config)
     return {
         "train_rois_per_image": roi.train_rois_per_image,

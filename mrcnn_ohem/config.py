@@ -248,6 +248,15 @@ class OHEMConfigMixin:
     OHEM_RPN_MIN_NEGATIVES = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Initialise the base ``Config``, then validate every ``OHEM_*`` setting.
+
+        Args:
+            *args: passed on to the base config's ``__init__``.
+            **kwargs: passed on to the base config's ``__init__``.
+
+        Raises:
+            ValueError: an ``OHEM_*`` setting is invalid (named in the message).
+        """
         super().__init__(*args, **kwargs)
         validate_ohem_config(self)
 

@@ -93,6 +93,10 @@ class PatchHandle:
     Attributes:
         module: the patched module.
         originals: name -> the function that was there before (empty when nothing was patched).
+
+    Args:
+        module: the patched module.
+        originals: name -> the function that was there before.
     """
 
     def __init__(self, module: ModuleType, originals: dict[str, Callable]):

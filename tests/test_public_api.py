@@ -119,3 +119,55 @@ def test_docstring_check_finds_what_is_undocumented(docstring_check, tmp_path, m
         "undocumented_pkg.nodoc", "undocumented_pkg.nodoc.helper", "undocumented_pkg.part.Layer.call",
         "undocumented_pkg.part.Layer.size", "undocumented_pkg.part.Record", "undocumented_pkg.part.bare",
     ]
+
+
+def test_every_public_argument_is_documented_outside_the_pending_files(docstring_check):
+    gaps = [g for g in docstring_check.parameter_gaps() if g.path not in docstring_check.PENDING_FILES]
+    assert not gaps, "\n".join(f"{g.path}:{g.line}: {g.name}: {g.problem}" for g in gaps)
+
+
+def test_argument_check_finds_undocumented_arguments_and_shapes(docstring_check, tmp_path, monkeypatch):
+    package = tmp_path / "argument_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""Package."""\n')
+    (package / "part.py").write_text(textwrap.dedent('''\
+        """Part."""
+        import numpy as np
+
+
+        def complete(x: np.ndarray, k: int) -> np.ndarray:
+            """Documented.
+
+            Args:
+                x: [n, 4] boxes.
+                k: how many.
+
+            Returns:
+                [k, 4] boxes.
+            """
+            return x[:k]
+
+
+        def missing_arg(x, k):
+            """Half documented.
+
+            Args:
+                x: the input.
+            """
+            return x
+
+
+        def no_shape(x: np.ndarray) -> int:
+            """Shape missing.
+
+            Args:
+                x: the boxes.
+            """
+            return len(x)
+        '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gaps = {(g.name, g.problem.split(":")[0]) for g in docstring_check.parameter_gaps("argument_pkg")}
+    names = {name for name, _ in gaps}
+    assert names == {"missing_arg", "no_shape"}, gaps
+    problems = {g.name: g.problem for g in docstring_check.parameter_gaps("argument_pkg")}
+    assert "k" in problems["missing_arg"] and "shape" in problems["no_shape"]

@@ -36,10 +36,10 @@ def smooth_l1_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
 
     Args:
         y_true: [..., 4] float32 targets (any shape).
-        y_pred: same shape as ``y_true``.
+        y_pred: [..., 4], the same shape as ``y_true``.
 
     Returns:
-        Tensor of the same shape, the per-element loss.
+        [..., 4], the shape of ``y_true``: the per-element loss.
     """
     diff = tf.abs(tf.cast(y_true, tf.float32) - tf.cast(y_pred, tf.float32))
     small = tf.cast(diff < 1.0, tf.float32)

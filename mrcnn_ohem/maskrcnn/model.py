@@ -161,7 +161,20 @@ class MaskRCNN:
     def build(self, mode: str, config: Any):
         """Build the Keras model of ``mode`` ("training" or "inference") for ``config``: inputs,
         backbone and FPN, anchors, RPN and proposals, then the heads of that mode. Keras' global
-        dtype policy is set for ``config.MIXED_PRECISION`` while it runs (see :mod:`.precision`)."""
+        dtype policy is set for ``config.MIXED_PRECISION`` while it runs (see :mod:`.precision`).
+
+        Args:
+            mode: ``"training"`` or ``"inference"``.
+            config: the model's ``Config``; ``IMAGE_SHAPE`` height and width must be multiples of 64.
+
+        Returns:
+            The Keras model (training: a ``MaskRCNNTrainingModel`` whose outputs end with the
+            five losses; inference: detections [batch, DETECTION_MAX_INSTANCES, 6], class
+            probabilities, box deltas, masks, proposals and the RPN outputs).
+
+        Raises:
+            ValueError: ``IMAGE_SHAPE`` not divisible by 64.
+        """
         h, w = (int(v) for v in config.IMAGE_SHAPE[:2])
         if h % 64 or w % 64:
             raise ValueError(
@@ -310,6 +323,9 @@ class MaskRCNN:
     def get_anchors(self, image_shape: Sequence[int]) -> np.ndarray:
         """Anchors of an input of ``image_shape``, normalised, cached per shape.
 
+        Args:
+            image_shape: [height, width, channels] of the molded input.
+
         Returns:
             [num_anchors, (y1, x1, y2, x2)] float32 normalised; ``self.anchors`` keeps the
             last ones in pixels (as Matterport, for notebooks).
@@ -371,6 +387,9 @@ class MaskRCNN:
         (``~/.keras/models``, :func:`~.checkpoints.default_imagenet_path`). Both namings of Keras'
         ResNet files load by name (see :func:`~.weights.matterport_backbone_name`).
 
+        Args:
+            path: the ``.h5`` file; None looks in Keras' cache folder.
+
         Raises:
             FileNotFoundError: the file is not there; says which file and where it goes.
         """
@@ -378,7 +397,12 @@ class MaskRCNN:
 
     def set_log_dir(self, model_path: str | None = None) -> None:
         """Set ``log_dir``, ``checkpoint_path`` and ``epoch``; resume them from a checkpoint
-        path of the form ``.../<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch>.h5``."""
+        path of the form ``.../<name>YYYYmmddTHHMM/mask_rcnn_<name>_<epoch>.h5``.
+
+        Args:
+            model_path: a checkpoint to resume from (its run folder and epoch); None starts a
+                new run folder named after ``config.NAME`` and the current time, at epoch 0.
+        """
         start, self.epoch = weights.parse_checkpoint_path(model_path) if model_path else (None, 0)
         if start is not None:
             logger.info("Re-starting from epoch %d", self.epoch)
@@ -391,7 +415,15 @@ class MaskRCNN:
 
     def set_trainable(self, layer_regex: str, keras_model: Any = None, indent: int = 0,
                       verbose: int = 1) -> None:
-        """Make layers whose name fully matches ``layer_regex`` trainable, freeze the others."""
+        """Make layers whose name fully matches ``layer_regex`` trainable, freeze the others.
+
+        Args:
+            layer_regex: a regular expression over layer names (see ``LAYER_PRESETS``).
+            keras_model: the model to walk (None: ``self.keras_model``); nested models are
+                walked recursively.
+            indent: spaces before each printed line (nested models).
+            verbose: 0 quiet, > 0 prints each layer with weights and its state.
+        """
         if verbose > 0 and keras_model is None:
             log("Selecting layers to train")
         keras_model = keras_model or self.keras_model
@@ -416,6 +448,10 @@ class MaskRCNN:
 
         Compiling again with unchanged trainable layers keeps the traced training step, with
         the optimizer reset as a new SGD (see ``MaskRCNNTrainingModel.compile_sgd``).
+
+        Args:
+            learning_rate: SGD learning rate.
+            momentum: SGD momentum.
         """
         clip = self.config.GRADIENT_CLIP_NORM
         with self._scope():
@@ -510,6 +546,9 @@ class MaskRCNN:
     def mold_inputs(self, images: Sequence[np.ndarray]):
         """Resize, pad and normalise images for the network (see :func:`.inference.mold_inputs`).
 
+        Args:
+            images: N images [height, width, 3], any sizes.
+
         Returns:
             molded_images [N, h, w, 3] float32, image_metas [N, meta length],
             windows [N, (y1, x1, y2, x2)] the image inside the padding, in pixels.
@@ -520,12 +559,25 @@ class MaskRCNN:
                           original_image_shape: Sequence[int], image_shape: Sequence[int],
                           window: Sequence[int]):
         """One image's network output -> boxes [n, 4] int32, class IDs [n], scores [n] and
-        full-size masks [H, W, n] bool (see :func:`.inference.unmold_detections`)."""
+        full-size masks [H, W, n] bool (see :func:`.inference.unmold_detections`).
+
+        Args:
+            detections: [DETECTION_MAX_INSTANCES, (y1, x1, y2, x2, class_id, score)] normalised,
+                zero padded.
+            mrcnn_mask: [DETECTION_MAX_INSTANCES, mask_h, mask_w, num_classes] probabilities.
+            original_image_shape: [H, W, 3] of the image before resizing.
+            image_shape: [h, w, 3] of the molded image.
+            window: (y1, x1, y2, x2) of the image inside the molded one, in pixels.
+        """
         return inference.unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
                                            window)
 
     def detect(self, images: Sequence[np.ndarray], verbose: int = 0) -> list[dict]:
         """Detect instances in ``config.BATCH_SIZE`` images.
+
+        Args:
+            images: ``BATCH_SIZE`` images [height, width, 3] that resize to the same shape.
+            verbose: > 0 logs the inputs.
 
         Returns:
             One dict per image: ``rois`` [N, (y1, x1, y2, x2)], ``class_ids`` [N],
@@ -573,7 +625,17 @@ class MaskRCNN:
 
     def detect_molded(self, molded_images: np.ndarray, image_metas: np.ndarray,
                       verbose: int = 0) -> list[dict]:
-        """:meth:`detect` on images already molded (e.g. from ``load_image_gt``)."""
+        """:meth:`detect` on images already molded (e.g. from ``load_image_gt``).
+
+        Args:
+            molded_images: [BATCH_SIZE, h, w, 3] images as ``load_image_gt`` returns them (not
+                yet mean-subtracted: :func:`.inference` molds them).
+            image_metas: [BATCH_SIZE, meta length] their image metas.
+            verbose: > 0 logs the inputs.
+
+        Returns:
+            One dict per image as :meth:`detect` returns, in molded-image coordinates.
+        """
         if len(molded_images) != self.config.BATCH_SIZE:
             raise ValueError(
                 f"molded_images: expected config.BATCH_SIZE={self.config.BATCH_SIZE} images, "
@@ -587,7 +649,11 @@ class MaskRCNN:
     # ------------------------------------------------------------------ inspection
 
     def find_trainable_layer(self, layer: Any) -> Any:
-        """The layer holding the weights of ``layer`` (unwraps ``TimeDistributed``)."""
+        """The layer holding the weights of ``layer`` (unwraps ``TimeDistributed``).
+
+        Args:
+            layer: a Keras layer of the model.
+        """
         if isinstance(layer, KL.TimeDistributed):
             return self.find_trainable_layer(layer.layer)
         return layer
@@ -602,12 +668,15 @@ class MaskRCNN:
         """Evaluate named Keras tensors of the inference graph on ``images``.
 
         Args:
-            images: raw images, or molded images if ``image_metas`` is given.
+            images: ``BATCH_SIZE`` raw images [height, width, 3], or molded images
+                [BATCH_SIZE, h, w, 3] if ``image_metas`` is given.
             outputs: ``(name, keras_tensor)`` pairs, e.g.
                 ``[("proposals", model.keras_model.get_layer("ROI").output)]``.
+            image_metas: [BATCH_SIZE, meta length] of molded ``images``; None molds them here.
 
         Returns:
-            ``{name: array}`` in the given order (each is also printed with :func:`log`).
+            ``{name: array}`` in the given order, each array [BATCH_SIZE, ...] as the tensor's
+            shape (each is also printed with :func:`log`).
         """
         outputs = OrderedDict(outputs)
         probe = KM.Model(self.keras_model.inputs, list(outputs.values()))
