@@ -802,6 +802,13 @@ def test_code_digest_ignores_prose_and_sees_code():
     assert code_digest(base) != code_digest(changed)
     assert code_digest(base) != code_digest(logged)  # a new call is code, only its text is prose
     assert code_digest(logged) == code_digest(logged.replace("adding one to", "plus one:"))
+    # Type hints compute nothing: annotations and `from __future__ import annotations` are left out,
+    # while a declared field (a NamedTuple's or a dataclass's) still counts.
+    typed = "from __future__ import annotations\n" + base.replace("def f(x):", "def f(x: int) -> int:")
+    assert code_digest(typed) == code_digest(base)
+    fields = "class P(NamedTuple):\n    a: int\n    b: float = 0.0\n"
+    assert code_digest(fields) == code_digest(fields.replace("int", "np.ndarray"))
+    assert code_digest(fields) != code_digest(fields.replace("    b: float = 0.0\n", ""))
 
 
 def test_run_suite_resume_reads_back_finished_runs_of_the_same_spec(tmp_path, monkeypatch):

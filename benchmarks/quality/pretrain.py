@@ -84,11 +84,13 @@ MESSAGE_CALLS = frozenset({"debug", "info", "warning", "error", "exception", "wa
 
 
 def code_digest(source: str) -> str:
-    """SHA-256 of Python source without its prose: docstrings, comments and message texts.
+    """SHA-256 of Python source without its prose: docstrings, comments, message texts and types.
 
     The text of ``raise`` statements and of logging, warning and print calls is replaced by a
     placeholder, so that rewording an error keeps the digest while any change to what the code
-    computes changes it.
+    computes changes it. Type hints compute nothing either: ``from __future__`` imports are left
+    out, function annotations dropped, and a variable annotation (which may declare a
+    ``NamedTuple`` or dataclass field) becomes a placeholder, so the field still counts.
 
     Args:
         source: the text of a module or of a top-level function.
@@ -97,7 +99,16 @@ def code_digest(source: str) -> str:
         64 hex digits.
     """
     tree = ast.parse(source)
+    tree.body = [node for node in tree.body if not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
     for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+            arguments = node.args
+            for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                             *(a for a in (arguments.vararg, arguments.kwarg) if a is not None)]:
+                argument.annotation = None
+        elif isinstance(node, ast.AnnAssign):
+            node.annotation = ast.Constant("<annotation>")
         body = getattr(node, "body", None)
         if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
