@@ -68,7 +68,7 @@ setup(
         "console_scripts": [
             "mrcnn-ohem-coco = mrcnn_ohem.runner.commands:coco_main",
             "mrcnn-ohem-shapes = mrcnn_ohem.runner.commands:shapes_main",
-            "mrcnn-ohem-diagnose = mrcnn_ohem.diagnose:main",
+            "mrcnn-ohem-diagnose = mrcnn_ohem.diagnosis:main",
         ],
     },
     classifiers=[

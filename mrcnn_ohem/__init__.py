@@ -25,7 +25,7 @@ from ._version import __version__  # noqa: F401  (setup.py parses _version.py)
 #: bundled model never imports the OHEM code, nor the OHEM code the bundled model.
 _EXPORTS = {
     "OHEMConfig": "config",
-    "diagnose": "diagnose",
+    "diagnose": "diagnosis",
     "quiet_tensorflow": "_compat",
     "OHEMConfigMixin": "config",
     "OHEMSettings": "config",

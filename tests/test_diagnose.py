@@ -1,4 +1,4 @@
-"""Tests for mrcnn_ohem.diagnose: small fork-like model modules written here, and the shared
+"""Tests for mrcnn_ohem.diagnosis (mrcnn_ohem.diagnose): small fork-like model modules written here, and the shared
 Matterport TF2 fork (in subprocesses: it disables eager execution when it is imported)."""
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from mrcnn_ohem.diagnose import Environment, diagnose, find_breakages
+from mrcnn_ohem.diagnosis import Environment, diagnose, find_breakages
 
-#: The module itself (``mrcnn_ohem.diagnose`` is the function once the package has handed it out).
-diagnose_module = sys.modules["mrcnn_ohem.diagnose"]
+#: The module that defines ``mrcnn_ohem.diagnose``.
+diagnose_module = sys.modules["mrcnn_ohem.diagnosis"]
 
 REPO = Path(__file__).resolve().parents[1]
 FORK = REPO.parent / "shared" / "forks" / "mask_rcnn_tf2_14" / "mrcnn"
@@ -317,10 +317,12 @@ def test_a_path_is_imported_as_its_package_s_module_from_any_folder(tmp_path, mo
     assert report.module == "fork_pathform.model" and str(tmp_path / "myproject") in sys.path
 
 
-def test_the_module_is_a_plain_module_and_the_package_hands_out_the_function():
+@pytest.mark.parametrize("first", ["import mrcnn_ohem.diagnosis", "import mrcnn_ohem; mrcnn_ohem.diagnose"])
+def test_the_module_is_a_plain_module_and_the_package_hands_out_the_function(first):
     assert type(diagnose_module) is ModuleType and not callable(diagnose_module)
-    code = ("import mrcnn_ohem, sys; f = mrcnn_ohem.diagnose; import mrcnn_ohem.diagnose; "
-            "assert f.__module__ == 'mrcnn_ohem.diagnose' and mrcnn_ohem.diagnose is f; "
+    # In either order (importing the module first once left the module where the function belongs).
+    code = (f"import sys; {first}; from mrcnn_ohem import diagnose as f; import mrcnn_ohem; "
+            "assert callable(f) and f.__module__ == 'mrcnn_ohem.diagnosis' and mrcnn_ohem.diagnose is f; "
             "assert 'tensorflow' not in sys.modules; print('ok')")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr
@@ -354,7 +356,7 @@ def test_missing_distutils_is_reported_with_its_line_as_on_python_3_12(tmp_path)
             import distutils
         except ModuleNotFoundError as err:
             print("import:", err)
-        from mrcnn_ohem.diagnose import diagnose
+        from mrcnn_ohem.diagnosis import diagnose
         report = diagnose(sys.argv[1])
         print(report)
         print("ok:", report.ok)
@@ -389,7 +391,7 @@ def test_the_shared_fork_shows_each_new_breakage_on_its_lines(tmp_path):
     code = textwrap.dedent('''
         import json, sys
         import numpy as np
-        from mrcnn_ohem.diagnose import diagnose
+        from mrcnn_ohem.diagnosis import diagnose
         report = diagnose(sys.argv[1])
         import mrcnn.utils
         try:  # the fork's own minimize_mask on a bool mask, as load_image_gt calls it
@@ -438,7 +440,7 @@ def test_the_shared_fork_shows_each_new_breakage_on_its_lines(tmp_path):
 @needs_fork
 def test_the_documented_path_form_from_the_folder_above_the_project(tmp_path):
     shutil.copytree(FORK, tmp_path / "myproject" / "mrcnn")
-    done = subprocess.run([sys.executable, "-m", "mrcnn_ohem.diagnose", "myproject/mrcnn/model.py"],
+    done = subprocess.run([sys.executable, "-m", "mrcnn_ohem.diagnosis", "myproject/mrcnn/model.py"],
                           cwd=tmp_path, env=_child_env(), capture_output=True, text=True, timeout=600)
     out = done.stdout
     assert "No module named 'mrcnn'" not in out and "module mrcnn.model (myproject/mrcnn/model.py)" in out

@@ -44,7 +44,7 @@ def _not_sources(directory: str, names: list[str]) -> set[str]:
 CONSOLE_SCRIPTS = {
     "mrcnn-ohem-coco": "mrcnn_ohem.runner.commands:coco_main",
     "mrcnn-ohem-shapes": "mrcnn_ohem.runner.commands:shapes_main",
-    "mrcnn-ohem-diagnose": "mrcnn_ohem.diagnose:main",
+    "mrcnn-ohem-diagnose": "mrcnn_ohem.diagnosis:main",
 }
 LEFT_OUT = ("tests/", "samples/", "benchmarks/", "notebooks/", "docs/")
 
@@ -152,6 +152,6 @@ def test_wheel_console_scripts_print_their_help(wheel, dist_info, tmp_path):
                                 capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
         assert result.returncode == 0, f"{name} --help: {result.stderr}"
         assert result.stdout.startswith("usage: "), f"{name} --help printed: {result.stdout[:200]}"
-        if name != "mrcnn-ohem-diagnose":  # diagnose names itself `python -m mrcnn_ohem.diagnose`
+        if name != "mrcnn-ohem-diagnose":  # diagnose names itself `python -m mrcnn_ohem.diagnosis`
             assert result.stdout.startswith(f"usage: {name} "), result.stdout[:200]
         assert "train" in result.stdout or "MODULE" in result.stdout

@@ -22,8 +22,8 @@
    A breakage whose condition does not hold here (say ``np.bool`` under NumPy 2) is listed as
    one that would break elsewhere, and does not fail the check.
 
-Command line: ``python -m mrcnn_ohem.diagnose mrcnn.model`` or the path of the file, from any
-folder (``python -m mrcnn_ohem.diagnose Mask_RCNN/mrcnn/model.py`` imports it as
+Command line: ``python -m mrcnn_ohem.diagnosis mrcnn.model`` or the path of the file, from any
+folder (``python -m mrcnn_ohem.diagnosis Mask_RCNN/mrcnn/model.py`` imports it as
 ``mrcnn.model``, with ``Mask_RCNN`` on ``sys.path``). It prints the report; the exit code is 0
 when ``patch()`` can reach every module and no breakage applies here, else 1.
 """
@@ -537,7 +537,7 @@ def _patch_problems(module: ModuleType, *, roi: bool) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mrcnn_ohem.diagnose MODULE...``: print each report; 0 when all are fine.
+    """``python -m mrcnn_ohem.diagnosis MODULE...``: print each report; 0 when all are fine.
 
     Args:
         argv: the command-line arguments (``sys.argv[1:]`` when None): one or more dotted
@@ -548,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 when every module's report is fine, else 1.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m mrcnn_ohem.diagnose",
+        prog="python -m mrcnn_ohem.diagnosis",
         description="Check a Matterport-style model module (e.g. mrcnn.model of a fork) for "
                     "mrcnn_ohem.patch() and for the known breakages of TF2 forks on today's "
                     "TensorFlow, NumPy, scikit-image and Python.")
