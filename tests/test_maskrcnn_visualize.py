@@ -70,4 +70,27 @@ def test_draw_boxes_display_helpers_and_differences():
     ax = visualize.display_differences(image, boxes, class_ids, masks, boxes[:1], class_ids[:1],
                                        np.array([0.8]), masks[..., :1], ["BG", "a", "b"])
     assert [t.get_text() for t in ax.texts][-1] == "0.80 / 1.00"
-    assert visualize.plot_precision_recall(0.5, np.array([1, 0.5]), np.array([0.5, 1])).lines
+    ax = visualize.plot_precision_recall(0.5, np.array([1, 0.5]), np.array([0.5, 1]))
+    assert ax.lines and (ax.get_xlabel(), ax.get_ylabel()) == ("recall", "precision")
+
+
+def test_image_axes_are_hidden_by_default_and_labelled_in_pixels_on_request():
+    image, boxes, masks, class_ids = _scene()
+    names = ["BG", "a", "b"]
+    hidden = [visualize.display_instances(image, boxes, masks, class_ids, names, ax=plt.subplots(1)[1]),
+              visualize.draw_boxes(image, boxes=boxes, ax=plt.subplots(1)[1])]
+    assert [ax.axison for ax in hidden] == [False, False]  # Matterport's look
+    labelled = [
+        visualize.display_instances(image, boxes, masks, class_ids, names, ax=plt.subplots(1)[1],
+                                    axis_labels=True),
+        visualize.draw_boxes(image, refined_boxes=boxes, ax=plt.subplots(1)[1], axis_labels=True),
+        visualize.display_differences(image, boxes, class_ids, masks, boxes[:1], class_ids[:1],
+                                      np.array([0.8]), masks[..., :1], names, ax=plt.subplots(1)[1],
+                                      axis_labels=True),
+    ]
+    for ax in labelled:
+        assert ax.axison
+        assert (ax.get_xlabel(), ax.get_ylabel()) == visualize.PIXEL_AXIS_LABELS == ("x (pixels)", "y (pixels)")
+        # Ticks in image pixels: the 40 x 32 image spans its own pixel range (plus the margin).
+        left, right = ax.get_xlim()
+        assert left <= 0 and right >= 40

@@ -3,7 +3,9 @@
 matplotlib is imported inside the functions, so importing this module is cheap and works
 without a display. Functions that create their own figure call ``plt.show()`` as upstream
 does; pass ``ax`` to draw into an existing axis instead. Every function returns what it drew
-on, which makes it usable in scripts and tests.
+on, which makes it usable in scripts and tests. Image axes are hidden, as upstream hides them,
+unless ``axis_labels=True`` keeps them ticked in image pixels and labelled
+(:data:`PIXEL_AXIS_LABELS`).
 """
 from __future__ import annotations
 
@@ -16,14 +18,30 @@ import numpy as np
 
 from . import utils
 
-__all__ = ["random_colors", "apply_mask", "display_images", "display_instances",
+__all__ = ["PIXEL_AXIS_LABELS", "random_colors", "apply_mask", "display_images", "display_instances",
            "display_top_masks", "draw_boxes", "display_differences", "plot_precision_recall"]
 
 Color = Sequence[float]
+#: (x label, y label) of an image axis drawn with ``axis_labels=True``.
+PIXEL_AXIS_LABELS = ("x (pixels)", "y (pixels)")
+
+
+def _frame(ax: Any, axis_labels: bool) -> None:
+    """Label an image axis in pixels, or hide it as Matterport does."""
+    if axis_labels:
+        ax.set_xlabel(PIXEL_AXIS_LABELS[0])
+        ax.set_ylabel(PIXEL_AXIS_LABELS[1])
+    else:
+        ax.axis("off")
 
 
 def random_colors(N: int, bright: bool = True) -> list[tuple[float, float, float]]:
-    """``N`` distinct RGB colours in [0, 1] (evenly spaced hues), in random order."""
+    """``N`` distinct RGB colours in [0, 1] (evenly spaced hues), in random order.
+
+    Args:
+        N: how many colours.
+        bright: full brightness (HSV value 1.0), else 0.7.
+    """
     value = 1.0 if bright else 0.7
     colors = [colorsys.hsv_to_rgb(i / max(N, 1), 1.0, value) for i in range(N)]
     random.shuffle(colors)
@@ -32,9 +50,16 @@ def random_colors(N: int, bright: bool = True) -> list[tuple[float, float, float
 
 def apply_mask(image: np.ndarray, mask: np.ndarray, color: Color,
                alpha: float = 0.5) -> np.ndarray:
-    """Blend ``color`` (RGB in [0, 1]) into ``image`` [height, width, 3] where ``mask`` is set.
+    """Blend ``color`` (RGB in [0, 1]) into ``image`` where ``mask`` is set.
 
-    Changes ``image`` in place (as upstream) and returns it.
+    Args:
+        image: [height, width, 3] float or integer RGB in 0..255, changed in place (as upstream).
+        mask: [height, width]; non-zero entries are inside.
+        color: RGB in [0, 1].
+        alpha: weight of ``color`` inside the mask.
+
+    Returns:
+        ``image`` itself, [height, width, 3].
     """
     inside = np.asarray(mask).astype(bool)
     for c in range(3):
@@ -46,7 +71,16 @@ def apply_mask(image: np.ndarray, mask: np.ndarray, color: Color,
 def display_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
                    cols: int = 4, cmap: Any = None, norm: Any = None,
                    interpolation: Any = None) -> Any:
-    """Show images in a grid of ``cols`` columns; returns the figure."""
+    """Show images in a grid of ``cols`` columns; returns the figure.
+
+    Args:
+        images: each [height, width, 3] RGB or [height, width] (drawn with ``cmap``).
+        titles: one per image; None: no titles.
+        cols: images per row.
+        cmap: matplotlib colour map of single-channel images.
+        norm: matplotlib normalisation of single-channel images.
+        interpolation: matplotlib ``imshow`` interpolation.
+    """
     import matplotlib.pyplot as plt
 
     titles = list(titles) if titles is not None else [""] * len(images)
@@ -68,7 +102,7 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
                       figsize: tuple[int, int] = (16, 16), ax: Any = None,
                       show_mask: bool = True, show_bbox: bool = True,
                       colors: Sequence[Color] | None = None,
-                      captions: Sequence[str] | None = None) -> Any:
+                      captions: Sequence[str] | None = None, axis_labels: bool = False) -> Any:
     """Draw instances (boxes, masks, outlines and captions) over an image.
 
     Args:
@@ -78,7 +112,15 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
         class_ids: [instances] int.
         class_names: names indexed by class id.
         scores: optional [instances] confidences shown in the captions.
+        title: the axis title.
+        figsize: size of the figure created when ``ax`` is None.
+        ax: the axis to draw on; None creates a figure and shows it.
+        show_mask: fill the masks.
+        show_bbox: draw the boxes (dashed).
+        colors: one RGB colour in [0, 1] per instance; None: random distinct colours.
         captions: optional text per instance, replacing "name score".
+        axis_labels: keep the axes, ticked in image pixels and labelled
+            :data:`PIXEL_AXIS_LABELS`; False hides them, as Matterport does.
 
     Returns:
         The matplotlib axis drawn on.
@@ -102,7 +144,7 @@ def display_instances(image: np.ndarray, boxes: np.ndarray, masks: np.ndarray,
     height, width = image.shape[:2]
     ax.set_ylim(height + 10, -10)
     ax.set_xlim(-10, width + 10)
-    ax.axis("off")
+    _frame(ax, axis_labels)
     ax.set_title(title)
 
     canvas = image.astype(np.float32).copy()
@@ -141,8 +183,31 @@ def display_differences(image: np.ndarray, gt_box: np.ndarray, gt_class_id: np.n
                         pred_score: np.ndarray, pred_mask: np.ndarray,
                         class_names: Sequence[str], title: str = "", ax: Any = None,
                         show_mask: bool = True, show_box: bool = True,
-                        iou_threshold: float = 0.5, score_threshold: float = 0.5) -> Any:
-    """Ground truth (green) and predictions (red, captioned "score / IoU") on one image."""
+                        iou_threshold: float = 0.5, score_threshold: float = 0.5,
+                        axis_labels: bool = False) -> Any:
+    """Ground truth (green) and predictions (red, captioned "score / IoU") on one image.
+
+    Args:
+        image: [height, width, 3] RGB.
+        gt_box: [gt, (y1, x1, y2, x2)] ground-truth boxes in image pixels.
+        gt_class_id: [gt] int.
+        gt_mask: [height, width, gt].
+        pred_box: [pred, (y1, x1, y2, x2)] predicted boxes in image pixels.
+        pred_class_id: [pred] int.
+        pred_score: [pred] confidences.
+        pred_mask: [height, width, pred].
+        class_names: names indexed by class id.
+        title: the axis title (default: a legend of the colours and captions).
+        ax: the axis to draw on; None creates a figure and shows it.
+        show_mask: fill the masks.
+        show_box: draw the boxes.
+        iou_threshold: mask IoU at which a prediction matches a ground-truth instance of its class.
+        score_threshold: passed to :func:`~.metrics.compute_matches`.
+        axis_labels: as in :func:`display_instances`.
+
+    Returns:
+        The matplotlib axis drawn on.
+    """
     _, pred_match, overlaps = utils.compute_matches(
         gt_box, gt_class_id, gt_mask, pred_box, pred_class_id, pred_score, pred_mask,
         iou_threshold=iou_threshold, score_threshold=score_threshold)
@@ -159,12 +224,23 @@ def display_differences(image: np.ndarray, gt_box: np.ndarray, gt_class_id: np.n
         np.concatenate([gt_mask, pred_mask[..., order]], axis=-1),
         np.concatenate([gt_class_id, pred_class_id[order]]), class_names, ax=ax,
         show_bbox=show_box, show_mask=show_mask, colors=colors, captions=captions,
-        title=title or "Ground Truth and Detections\n GT=green, pred=red, captions: score/IoU")
+        axis_labels=axis_labels, title=title or "Ground Truth and Detections\n GT=green, pred=red, captions: score/IoU")
 
 
 def display_top_masks(image: np.ndarray, mask: np.ndarray, class_ids: np.ndarray,
                       class_names: Sequence[str], limit: int = 4) -> Any:
-    """Show the image and, for its ``limit`` largest classes, their instance masks."""
+    """Show the image and, for its ``limit`` largest classes, their instance masks.
+
+    Args:
+        image: [height, width, 3] RGB.
+        mask: [height, width, instances].
+        class_ids: [instances] int.
+        class_names: names indexed by class id.
+        limit: how many classes (by total mask area) get a panel.
+
+    Returns:
+        The figure (:func:`display_images`).
+    """
     class_ids = np.asarray(class_ids)
     classes = np.unique(class_ids)
     areas = [mask[:, :, class_ids == c].sum() for c in classes]
@@ -184,11 +260,23 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray | None = None,
                refined_boxes: np.ndarray | None = None, masks: np.ndarray | None = None,
                captions: Sequence[str] | None = None,
                visibilities: Sequence[int] | None = None, title: str = "",
-               ax: Any = None) -> Any:
+               ax: Any = None, axis_labels: bool = False) -> Any:
     """Draw boxes (dotted), their refinements (solid, joined at the top-left corners),
-    masks [N, height, width] and captions.
+    masks and captions.
 
-    ``visibilities`` per box: 0 grey and faint, 1 dotted (default), 2 solid.
+    Args:
+        image: [height, width, 3] RGB.
+        boxes: [N, (y1, x1, y2, x2)] in image pixels, drawn dotted.
+        refined_boxes: [N, (y1, x1, y2, x2)] drawn solid (joined to ``boxes`` when both are given).
+        masks: [N, height, width].
+        captions: one text per box, at its (refined) top-left corner.
+        visibilities: [N] per box: 0 grey and faint, 1 dotted (default), 2 solid.
+        title: the axis title.
+        ax: the axis to draw on; None creates a figure.
+        axis_labels: as in :func:`display_instances`.
+
+    Returns:
+        The matplotlib axis drawn on.
 
     Raises:
         ValueError: neither ``boxes`` nor ``refined_boxes`` is given.
@@ -205,7 +293,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray | None = None,
     margin = image.shape[0] // 10
     ax.set_ylim(image.shape[0] + margin, -margin)
     ax.set_xlim(-margin, image.shape[1] + margin)
-    ax.axis("off")
+    _frame(ax, axis_labels)
     ax.set_title(title)
 
     canvas = image.astype(np.float32).copy()
@@ -239,12 +327,20 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray | None = None,
 
 
 def plot_precision_recall(AP: float, precisions: np.ndarray, recalls: np.ndarray) -> Any:
-    """Plot the precision/recall curve from :func:`~.utils.compute_ap`; returns the axis."""
+    """Plot the precision/recall curve from :func:`~.utils.compute_ap`; returns the axis.
+
+    Args:
+        AP: the average precision, shown in the title.
+        precisions: [points] precision at each point of the curve.
+        recalls: [points] recall at each point of the curve.
+    """
     import matplotlib.pyplot as plt
 
     _, ax = plt.subplots(1)
     ax.set_title(f"Precision-Recall Curve. AP@50 = {AP:.3f}")
     ax.set_ylim(0, 1.1)
     ax.set_xlim(0, 1.1)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
     ax.plot(recalls, precisions)
     return ax
