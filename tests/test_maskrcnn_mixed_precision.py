@@ -291,27 +291,56 @@ def inference(policy, path, folder):
 
 
 def outputs(model, images):
-    """detect() results and the raw outputs by name, for the images two at a time."""
-    results, raw = [], []
+    """detect() results for the images two at a time, and the raw outputs by name of one predict()."""
+    results = []
     for start in range(0, len(images), 2):
-        pair = images[start:start + 2]
-        results += model.detect(pair)
-        molded, metas, _ = model.mold_inputs(pair)
-        anchors = model.get_anchors(molded[0].shape)
-        values = model.keras_model.predict(
-            [molded, metas, np.ascontiguousarray(np.broadcast_to(anchors, (2, *anchors.shape)))], verbose=0)
-        raw.append(dict(zip(model.keras_model.output_names, values)))
-    return results, {name: np.concatenate([r[name] for r in raw]) for name in raw[0]}
+        results += model.detect(images[start:start + 2])
+    molded, metas, _ = model.mold_inputs(images)
+    anchors = model.get_anchors(molded[0].shape)
+    values = model.keras_model.predict(
+        [molded, metas, np.ascontiguousarray(np.broadcast_to(anchors, (len(images), *anchors.shape)))],
+        batch_size=2, verbose=0)
+    return results, dict(zip(model.keras_model.output_names, values))
+
+
+@pytest.fixture(scope="module")
+def detection_images(dataset):
+    return [dataset.load_image(i) for i in range(_DETECTION_IMAGES)]
+
+
+@pytest.fixture(scope="module")
+def float32_model(tmp_path_factory, float32_weights):
+    """The float32 inference model with the trained weights, shared by the tests below."""
+    return inference(None, float32_weights, tmp_path_factory.mktemp("float32_model"))
+
+
+@pytest.fixture(scope="module")
+def float32_outputs(float32_model, detection_images):
+    """:func:`outputs` of the float32 model on the detection images: the reference of every policy."""
+    return outputs(float32_model, detection_images)
+
+
+@pytest.fixture(scope="module")
+def mixed_models(tmp_path_factory, float32_weights):
+    """policy -> a mixed inference model with the trained weights, each built on first use."""
+    folder = tmp_path_factory.mktemp("mixed_models")
+    built = {}
+
+    def get(policy):
+        if policy not in built:
+            built[policy] = inference(policy, float32_weights, folder)
+        return built[policy]
+
+    return get
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", POLICIES)
-def test_mixed_detections_match_float32_within_tolerance(tmp_path, dataset, float32_weights, policy):
-    images = [dataset.load_image(i) for i in range(_DETECTION_IMAGES)]
-    reference, reference_raw = outputs(inference(None, float32_weights, tmp_path), images)
-    mixed_model = inference(policy, float32_weights, tmp_path)
+def test_mixed_detections_match_float32_within_tolerance(detection_images, float32_outputs, mixed_models, policy):
+    reference, reference_raw = float32_outputs
+    mixed_model = mixed_models(policy)
     assert compute_dtypes(mixed_model.keras_model)["res2a_tiny"] == LOW[policy]
-    mixed, mixed_raw = outputs(mixed_model, images)
+    mixed, mixed_raw = outputs(mixed_model, detection_images)
     rpn_bound, score_bound = TOLERANCE[policy]
     # Anchors are the same in both models, so the RPN's probabilities compare one to one.
     assert np.abs(mixed_raw["rpn_class"] - reference_raw["rpn_class"]).max() <= rpn_bound
@@ -334,10 +363,11 @@ def test_mixed_detections_match_float32_within_tolerance(tmp_path, dataset, floa
 
 
 @pytest.mark.slow
-def test_mixed_model_weights_load_into_float32_model_unchanged(tmp_path, dataset, float32_weights):
-    images = [dataset.load_image(i) for i in range(2)]
-    original = inference(None, float32_weights, tmp_path)
-    mixed = inference("mixed_float16", float32_weights, tmp_path)
+def test_mixed_model_weights_load_into_float32_model_unchanged(tmp_path, detection_images, float32_model,
+                                                               mixed_models):
+    images = detection_images[:2]
+    original = float32_model
+    mixed = mixed_models("mixed_float16")
     assert compute_dtypes(mixed.keras_model)["res2a_tiny"] == "float16"
     assert {w.dtype.name for w in mixed.keras_model.weights} == {"float32"}
     path = tmp_path / "from_mixed.h5"
