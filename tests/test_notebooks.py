@@ -8,6 +8,12 @@ notebooks carry their outputs (``make notebooks`` executes and stores them, see
 sources in their metadata); they start with a ``parameters`` cell holding the smoke switch and
 use only the public API.
 
+Notebooks 02 and 03 start from the shapes detector shipped in ``benchmarks/checkpoints/``, so
+their outputs, stored and smoke-executed alike, must show a model that detects
+(:func:`detection_problems`): 03 names the checkpoint it loaded and finds most ground-truth
+objects of its validation images with the right class; 02 starts both runs from it and both
+fine-tuned models reach a bbox AP50 that random weights never do.
+
 The kernel is a kernel spec written at test time that runs *this* interpreter
 (``sys.executable``), found through ``JUPYTER_PATH``. So the test works in a freshly built venv
 (``pip install -e .[test]`` brings ipykernel, nbclient and nbformat) without any ``jupyter
@@ -32,8 +38,15 @@ EXPECTED = ("01_ohem_rpn_walkthrough.ipynb", "02_train_coco_subset.ipynb", "03_i
 KERNEL_NAME = "mrcnn-ohem-tests"
 CELL_TIMEOUT = 600  # seconds; a smoke-mode notebook takes well under 3 minutes in total
 MAX_EXECUTED_BYTES = 2_000_000  # executed notebooks embed PNG figures; the issue allows ~2 MB each
-# A private name of the package: ``mrcnn_ohem._compat``, ``from mrcnn_ohem.x import _y``, ``utils._z``.
-PRIVATE = re.compile(r"mrcnn_ohem(\.\w+)*\._\w+|from\s+mrcnn_ohem[\w.]*\s+import\s+[^\n]*\b_\w+")
+# A private name of the package: ``mrcnn_ohem._compat``, ``from mrcnn_ohem.x import _y``, ``utils._z``
+# (a dunder such as ``mrcnn_ohem.__file__`` is not private).
+PRIVATE = re.compile(r"mrcnn_ohem(\.\w+)*\.(?!__\w+__)_\w+|from\s+mrcnn_ohem[\w.]*\s+import\s+[^\n]*\b_\w+")
+#: Notebook 03: ground-truth objects found with their class at mask IoU >= 0.5, over its validation images.
+FOUND = re.compile(r"all (\d+) validation images: (\d+) of (\d+) ground-truth objects found")
+#: The least fraction of those objects the checkpoint finds (it found 0.95 of them when stored).
+MIN_FOUND = 0.8
+#: The least bbox AP50 of notebook 02's fine-tuned models on the synthetic shapes.
+MIN_AP50 = 0.5
 
 
 def _ids(path: Path) -> str:
@@ -50,6 +63,83 @@ def _tensorflow_noise(notebook) -> list[str]:
 
     return [line for cell in _code_cells(notebook) for o in cell.outputs if o.output_type == "stream"
             for line in "".join(o.text).splitlines() if _NOISE.search(line)]
+
+
+def _stream_text(notebook) -> str:
+    return "".join("".join(o.text) for cell in _code_cells(notebook) for o in cell.outputs
+                   if o.output_type == "stream")
+
+
+def _table(text: str) -> dict[str, dict[str, float]]:
+    """``{run: {metric: value}}`` from the last ``format_table`` in ``text`` (header ``metric  run ...``)."""
+    tables = re.findall(r"^metric +(.+)\n-+\n((?:.+\n?)+)", text, re.MULTILINE)
+    if not tables:
+        return {}
+    header, body = tables[-1]
+    runs = header.split()
+    rows = {}
+    for line in body.splitlines():
+        tokens = line.split()  # a label of one or more words, then one value per run
+        label, values = " ".join(tokens[:-len(runs)]), tokens[-len(runs):]
+        rows[label] = [None if v == "-" else float(v) for v in values]
+    return {run: {label: values[i] for label, values in rows.items()} for i, run in enumerate(runs)}
+
+
+def detection_problems(name: str, text: str) -> list[str]:
+    """What in a notebook's printed output says that its model does not detect (see the module docstring).
+
+    Args:
+        name: the notebook's file name; only 02 and 03 are checked.
+        text: its stream outputs, concatenated.
+    """
+    problems = []
+    if name.startswith("03"):
+        if not re.search(r"^weights: shapes_\w+\.h5 ", text, re.MULTILINE):
+            problems.append("03 does not report loading the shipped shapes_<key>.h5")
+        found = FOUND.search(text)
+        if found is None:
+            problems.append("03 does not report the ground-truth objects it found")
+        else:
+            images, hits, objects = map(int, found.groups())
+            if objects == 0 or hits < MIN_FOUND * objects:
+                problems.append(f"03 found {hits} of {objects} ground-truth objects on {images} images, "
+                                f"less than {MIN_FOUND:.0%}")
+    if name.startswith("02"):
+        if not re.search(r"^starting weights: shapes_\w+\.h5;", text, re.MULTILINE):
+            problems.append("02 does not start from the shipped shapes_<key>.h5")
+        table = _table(text)
+        for run in ("baseline", "OHEM"):
+            ap50 = table.get(run, {}).get("bbox AP50")
+            if ap50 is None or ap50 < MIN_AP50:
+                problems.append(f"02: {run} bbox AP50 {ap50}, expected at least {MIN_AP50}")
+    return problems
+
+
+def test_detection_problems_sees_a_model_that_does_not_detect():
+    # The check the stored and executed notebooks pass must be able to fail.
+    good03 = ("weights: shapes_b7557af30226.h5 (benchmarks/checkpoints/; ...)\n"
+              "all 8 validation images: 19 of 20 ground-truth objects found (their class, mask IoU >= 0.5)\n")
+    assert detection_problems("03_inspect_model.ipynb", good03) == []
+    random03 = good03.replace("19 of 20", "0 of 20")
+    assert detection_problems("03_inspect_model.ipynb", random03) == [
+        "03 found 0 of 20 ground-truth objects on 8 images, less than 80%"]
+    trained_here = good03.replace("weights: shapes_b7557af30226.h5", "weights: /tmp/x/mask_rcnn_inspect_0001.h5")
+    assert detection_problems("03_inspect_model.ipynb", trained_here) == [
+        "03 does not report loading the shipped shapes_<key>.h5"]
+    good02 = ("starting weights: shapes_b7557af30226.h5; images 128 x 128 px\n"
+              "metric          checkpoint  baseline      OHEM\n"
+              "------------------------------------------------\n"
+              "bbox AP           0.5000    0.5100    0.5200\n"
+              "bbox AP50         0.8000    0.8100    0.8200\n"
+              "num_detections  100.0000  101.0000        -\n")
+    assert _table(good02)["OHEM"] == {"bbox AP": 0.52, "bbox AP50": 0.82, "num_detections": None}
+    assert detection_problems("02_train_coco_subset.ipynb", good02) == []
+    random02 = good02.replace("starting weights: shapes_b7557af30226.h5", "starting weights: random (real COCO data)")
+    random02 = random02.replace("0.8100    0.8200", "0.0100    0.0000")
+    assert detection_problems("02_train_coco_subset.ipynb", random02) == [
+        "02 does not start from the shipped shapes_<key>.h5",
+        "02: baseline bbox AP50 0.01, expected at least 0.5", "02: OHEM bbox AP50 0.0, expected at least 0.5"]
+    assert detection_problems("01_ohem_rpn_walkthrough.ipynb", "") == []
 
 
 def test_every_expected_notebook_is_stored():
@@ -77,6 +167,7 @@ def test_stored_notebook_was_executed_from_its_current_cells(path):
     assert [o for cell in code for o in cell.outputs if o.output_type == "error"] == []
     assert _tensorflow_noise(notebook) == [], f"{path.name}: TensorFlow's start-up lines in the stored outputs"
     assert path.stat().st_size < store.MAX_BYTES
+    assert detection_problems(path.name, _stream_text(notebook)) == []
 
 
 def test_source_hash_sees_a_cell_edit_but_not_outputs():
@@ -111,6 +202,8 @@ def test_private_name_pattern_catches_private_imports():
     assert PRIVATE.search("mrcnn_ohem.datasets.coco_eval._run_cocoeval(gt)")
     assert not PRIVATE.search("from mrcnn_ohem.maskrcnn import utils, visualize")
     assert not PRIVATE.search("import mrcnn_ohem.maskrcnn.model as modellib")
+    assert not PRIVATE.search("Path(mrcnn_ohem.__file__).parents[1]")
+    assert PRIVATE.search("mrcnn_ohem.core.__private")
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +229,8 @@ def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
     # As a user runs it: no level of their own, so the first cell's quiet_tensorflow applies.
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
     monkeypatch.delenv("MRCNN_OHEM_QUIET_TF", raising=False)
+    for name in ("MRCNN_OHEM_WEIGHTS", "MRCNN_OHEM_COCO_DIR"):  # the defaults: the shipped checkpoint, synthetic data
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' tempfile work folders land here
     spec = KernelSpecManager().get_kernel_spec(KERNEL_NAME)
@@ -161,6 +256,7 @@ def test_notebook_runs_in_smoke_mode(path, kernel_path, tmp_path, monkeypatch):
     assert errors == []
     assert _tensorflow_noise(notebook) == []
     assert all(cell.execution_count is not None for cell in _code_cells(notebook))
+    assert detection_problems(path.name, _stream_text(notebook)) == []
     assert executed.stat().st_size < MAX_EXECUTED_BYTES
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before, "a notebook wrote into notebooks/"
     assert path.read_bytes() == stored, "the stored notebook was modified"
