@@ -78,9 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def demo_budget(args: argparse.Namespace) -> Any:
-    """The fine-tuning budget with the demo's steps and validation images (``--smoke``: quick, 64 px)."""
+    """The fine-tuning budget with the demo's steps and validation images (``--smoke``: quick, 64 px).
+
+    Neither probes the miner during training: the demo draws its figure from the trained models.
+    """
     if args.smoke:
-        return replace(QUICK, val_images=3)
+        return replace(QUICK, val_images=3, probes=0)
     return replace(FINETUNE, steps=args.steps, val_images=args.val_images, probes=0)
 
 
