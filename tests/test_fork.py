@@ -76,19 +76,47 @@ IMAGES = ("resized", "unresized")  # batch order
 TOL = {"rtol": 1e-6, "atol": 1e-6}
 
 
-def run_child(mode: str, settings: dict, out_dir: Path) -> tuple[dict, dict]:
-    """Run ``fork_child.py <mode>`` with the fork importable; returns its npz arrays and JSON facts."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings_path = out_dir / "settings.json"
-    settings_path.write_text(json.dumps(settings))
+def run_child(jobs: list[tuple[str, dict, Path]]) -> list[tuple[dict, dict]]:
+    """Run ``fork_child.py`` once with the fork importable, for each ``(mode, settings, out_dir)`` in
+    turn; returns each job's npz arrays and JSON facts."""
+    argv = []
+    for mode, settings, out_dir in jobs:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings_path = out_dir / "settings.json"
+        settings_path.write_text(json.dumps(settings))
+        argv += [mode, str(settings_path), str(out_dir)]
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
            "PYTHONPATH": os.pathsep.join([str(FORK), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(CHILD), mode, str(settings_path), str(out_dir)],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"fork_child.py {mode} failed:\n{done.stderr[-4000:]}"
-    with np.load(out_dir / "fork.npz") as arrays:
-        fork = dict(arrays)
-    return fork, json.loads((out_dir / "fork.json").read_text())
+    done = subprocess.run([sys.executable, str(CHILD), *argv], env=env, capture_output=True, text=True, timeout=600)
+    modes = " ".join(job[0] for job in jobs)
+    assert done.returncode == 0, f"fork_child.py {modes} failed:\n{done.stderr[-4000:]}"
+    results = []
+    for _, _, out_dir in jobs:
+        with np.load(out_dir / "fork.npz") as arrays:
+            results.append((dict(arrays), json.loads((out_dir / "fork.json").read_text())))
+    return results
+
+
+@pytest.fixture(scope="module")
+def fork_runs(tmp_path_factory):
+    """Both modes of ``fork_child.py`` in one child process (TensorFlow and the fork start once).
+
+    Returns:
+        ``{"images": [the two raw images], "forward_dir": folder of fork.h5, "forward": (arrays,
+        facts), "patch": (arrays, facts)}``.
+    """
+    forward_dir = tmp_path_factory.mktemp("fork_forward")
+    image = skimage.io.imread(COCO_IMAGE)
+    images = [image, np.ascontiguousarray(image[100:356, 200:456])]
+    paths = []
+    for name, array in zip(IMAGES, images):
+        np.save(forward_dir / f"{name}.npy", array)
+        paths.append(str(forward_dir / f"{name}.npy"))
+    forward, patch = run_child([
+        ("forward", {"config": FORWARD_CONFIG, "seed": 0, "images": paths}, forward_dir),
+        ("patch", {"config": PATCH_CONFIG, "seed": 1, "rectangles": RECTANGLES}, tmp_path_factory.mktemp("fork_patch")),
+    ])
+    return {"images": images, "forward_dir": forward_dir, "forward": forward, "patch": patch}
 
 
 def bundled_config(values: dict):
@@ -167,19 +195,13 @@ def test_border_criterion_predicts_crop_and_resize():
 # --- forward equivalence -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def forward(tmp_path_factory):
+def forward(fork_runs):
     """The fork's outputs (child process) and the bundled model's, on the same images and weights."""
     from mrcnn_ohem.maskrcnn import model as modellib
     from mrcnn_ohem.maskrcnn.weights import read_h5_weights
 
-    out = tmp_path_factory.mktemp("fork_forward")
-    image = skimage.io.imread(COCO_IMAGE)
-    images = [image, np.ascontiguousarray(image[100:356, 200:456])]
-    paths = []
-    for name, array in zip(IMAGES, images):
-        np.save(out / f"{name}.npy", array)
-        paths.append(str(out / f"{name}.npy"))
-    fork, facts = run_child("forward", {"config": FORWARD_CONFIG, "seed": 0, "images": paths}, out)
+    out, images = fork_runs["forward_dir"], fork_runs["images"]
+    fork, facts = fork_runs["forward"]
 
     model = modellib.MaskRCNN("inference", bundled_config(FORWARD_CONFIG), model_dir=str(out))
     model.load_weights(str(out / "fork.h5"), by_name=True)
@@ -287,9 +309,8 @@ RECTANGLES = [[[1, 30, 40, 110, 100], [2, 140, 150, 220, 240]], [[2, 60, 20, 200
 
 @needs_shared
 @pytest.mark.slow
-def test_patch_reaches_the_forks_generator_and_training_graph(tmp_path):
-    fork, facts = run_child("patch", {"config": PATCH_CONFIG, "seed": 1, "rectangles": RECTANGLES},
-                            tmp_path)
+def test_patch_reaches_the_forks_generator_and_training_graph(fork_runs):
+    fork, facts = fork_runs["patch"]
     match = fork["rpn_match"][..., 0]  # [batch, anchors]
     for b in range(match.shape[0]):
         real = fork["gt_class_ids"][b] != 0
