@@ -944,3 +944,16 @@ def test_run_suite_without_running_reads_back_only_what_is_there(tmp_path, monke
     found = runs_module.run_suite("shapes", ["baseline", "ohem"], [0, 1], *args[3:], report=lambda line: None,
                                   resume=True, run=False)
     assert [(r["variant"], r["seed"]) for r in found] == [("baseline", 0)]
+
+
+def test_no_two_benchmark_anchors_overlap_enough_for_nms07_to_act():
+    # RESULTS.md reads ohem_nms07 as identical to ohem at the benchmark's anchor layout (8 px
+    # anchors every 4 px at 128 px); this holds the fact it rests on.
+    from benchmarks.quality.finetune import FINETUNE
+    from mrcnn_ohem.binding import config_anchors
+    from mrcnn_ohem.core.boxes import compute_overlaps
+
+    anchors = config_anchors(variants.make_config("ohem_nms07", FINETUNE, 4, "training")).astype(np.float64)
+    overlaps = compute_overlaps(anchors, anchors)
+    np.fill_diagonal(overlaps, 0.0)
+    assert len(anchors) == 4092 and overlaps.max() == pytest.approx(0.5469, abs=1e-4)

@@ -67,3 +67,14 @@ def test_the_readme_quick_start_runs_as_written(tmp_path):
     assert values["ohem_rpn_kept_positives"] + values["ohem_rpn_kept_negatives"] == pytest.approx(64, abs=1e-3)
     assert values["ohem_rpn_kept_positives"] > 0 and values["ohem_rpn_threshold"] >= 0  # (printed to 3 places)
     assert "cuda" not in result.stderr.lower() and "cpu_feature_guard" not in result.stderr  # quiet by default
+
+
+def test_the_readme_is_a_users_document_without_a_run_log():
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) < 300
+    # Dated runs (times of day, commit hashes) belong in docs/measurements.md and benchmarks/RESULTS.md.
+    assert not re.findall(r"\b\d{1,2}:\d{2}(?::\d{2})? ?UTC\b", text)
+    hashes = [word for word in re.findall(r"\b[0-9a-f]{7,40}\b", text) if re.search(r"[a-f]", word)
+              and re.search(r"\d", word)]
+    assert not hashes, hashes
+    assert "docs/measurements.md" in text
