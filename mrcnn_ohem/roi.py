@@ -41,6 +41,7 @@ from mrcnn_ohem.core import selection
 from mrcnn_ohem.core.checks import check_int, check_number
 from mrcnn_ohem.core.thresholds import CROWD_IOU, ROI_POSITIVE_IOU
 from mrcnn_ohem.losses import _float_logits
+from mrcnn_ohem.maskrcnn.losses import smooth_l1_loss
 
 __all__ = ["ohem_mrcnn_class_loss", "ohem_roi_targets", "select_hard_rois", "PADDING_CLASS_ID"]
 
@@ -321,9 +322,8 @@ def _per_roi_box_losses(targets: tf.Tensor, target_bbox: Any, pred_bbox: Any) ->
         raise ValueError("target_bbox must have shape [batch, rois, 4]; "
                          f"received shape {target_bbox.shape.as_list()}")
     own = tf.gather(pred_bbox, tf.maximum(targets, 0), batch_dims=2)  # [batch, rois, 4]
-    diff = tf.abs(target_bbox - own)
-    smooth_l1 = tf.where(diff < 1.0, 0.5 * tf.square(diff), diff - 0.5)
-    return tf.where(targets > 0, tf.reduce_sum(smooth_l1, axis=2), 0.0)
+    # The element-wise loss of the box head itself, so the ranking scores what the box loss trains.
+    return tf.where(targets > 0, tf.reduce_sum(smooth_l1_loss(target_bbox, own), axis=2), 0.0)
 
 
 def select_hard_rois(
