@@ -2,7 +2,8 @@
 
 The block between ``<!-- coco-flow -->`` markers is run line by line with the installed
 ``mrcnn-ohem-coco`` console script, in a fresh folder, with ``path/to/coco`` replaced by the 159
-real COCO 2017 images in ``../shared/data/coco_mini``; nothing else is changed.
+real COCO 2017 images in ``../shared/data/coco_mini``; nothing else is changed. Each command's
+terminal output is checked for TensorFlow's C++ log lines and Python warnings (quiet by default).
 """
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COCO_MINI = REPO.parent / "shared" / "data" / "coco_mini"
+#: A line of TensorFlow's C++ logging, as TF 2.21 ("I0000 00:00:1796156317.867348   10399
+#: cudart_stub.cc:31] ...") or TF 2.16 ("2026-12-01 21:03:51.489516: I external/.../cudart_stub.cc:32]
+#: ...") writes it, or of its start-up notices.
+TF_CPP_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ \S+\.(cc|h):\d+\]|"
+                         r"^\d{4}-\d\d-\d\d [\d:.]+: [IWEF] \S+\.(cc|h):\d+\]|absl::InitializeLog|"
+                         r"rebuild TensorFlow with the appropriate compiler flags|TF-TRT Warning", re.M)
 
 
 def readme_block(marker: str) -> list[str]:
@@ -36,10 +43,21 @@ def test_the_readme_coco_flow_runs_as_written(tmp_path):
     commands = readme_block("coco-flow")
     assert [shlex.split(c)[:2] for c in commands] == [["mrcnn-ohem-coco", "train"], ["mrcnn-ohem-coco", "evaluate"],
                                                      ["mrcnn-ohem-coco", "predict"]]
+    # A user's shell: neither conftest's TF_CPP_MIN_LOG_LEVEL nor the library's own marker.
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MRCNN_OHEM_QUIET_TF")}
+    printed = []
     for command in commands:
         argv = [str(script), *shlex.split(command.replace("path/to/coco", str(COCO_MINI)))[1:]]
-        result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
         assert result.returncode == 0, f"{command}\n{result.stderr[-3000:]}"
+        output = result.stdout + result.stderr
+        # Quiet by default: no TensorFlow C++ log line and no Python warning reaches the terminal.
+        assert not TF_CPP_LINE.search(output), output[:3000]
+        assert not re.search(r"^\S+:\d+: \w+Warning: ", output, re.M), output[:3000]
+        printed.append(result.stdout)
+    # stdout holds the run summary, the metrics table, and where the predictions went.
+    assert printed[0].strip().startswith("coco_ohem: 2 steps"), printed[0]
+    assert "bbox AP50" in printed[1] and "metrics written to" in printed[1], printed[1]
     (run,) = (tmp_path / "logs").glob("coco_ohem*")
     assert json.loads((run / "run.json").read_text())["run_options"]["image_size"] == 128
     (metrics,) = run.glob("metrics_val2017_*_5img.json")
