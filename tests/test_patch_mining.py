@@ -120,7 +120,10 @@ def test_background_only_batch_has_zero_head_box_and_mask_losses(tmp_path):
 @pytest.mark.slow
 def test_training_reports_selection_stats_in_history(tmp_path):
     config = MiningTiny()
-    dataset = shapes(BACKGROUND, OBJECTS)  # every batch of 2 holds a background-only image
+    # Every batch of 2 holds a background-only image (three of the four are). Two batches, not
+    # one: a training or validation set of a single batch made Keras' data queue wait out its
+    # 5 s timeout at the end of every epoch (tf_keras OrderedEnqueuer.get).
+    dataset = shapes(BACKGROUND, OBJECTS, BACKGROUND, BACKGROUND)
     with mrcnn_ohem.patch(config, module=modellib):
         tf.random.set_seed(2)
         model = modellib.MaskRCNN("training", config, str(tmp_path))
