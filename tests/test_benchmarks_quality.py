@@ -453,11 +453,13 @@ class _Tracker:
 class _FakeKerasModel:
     """Weights as tf-keras lists them: the layers' weights, then every metric tracker's total and count."""
 
-    def __init__(self, value, trackers=7):
+    def __init__(self, value, trackers=7, reverse=False):
         import tensorflow as tf
 
         self.layer_variables = [tf.Variable(np.full((2, 3), value, "float32"), name="conv/kernel"),
                                 tf.Variable(np.full((3,), value, "float32"), name="conv/bias")]
+        if reverse:  # the layers created in another order
+            self.layer_variables.reverse()
         self.metrics = [_Tracker(tf) for _ in range(trackers)]
         self.weights = self.layer_variables + [v for m in self.metrics for v in m.variables]
 
@@ -478,6 +480,30 @@ def test_layer_weights_leave_out_metric_trackers():
     assert float(ohem.metrics[0].variables[0].numpy()) == 5.0  # trackers untouched
     with pytest.raises(ValueError):
         runs._set_layer_weights(ohem, runs._get_layer_weights(baseline)[:1])
+
+
+def test_layer_weights_are_set_by_name_in_any_creation_order():
+    from types import SimpleNamespace
+
+    from benchmarks.quality import runs
+
+    # roi_ohem_paper creates some head layers in another order than the baseline, with the same
+    # names and shapes: it starts from the baseline's weights, each by its name, under the same key.
+    baseline, paper = _FakeKerasModel(1.0), _FakeKerasModel(2.0, reverse=True)
+    baseline.layer_variables[1].assign([3.0, 3.0, 3.0])  # the bias apart from the kernel
+    runs._set_layer_weights(paper, runs._get_layer_weights(baseline))
+    by_name = {w.name: w.numpy() for w in paper.layer_variables}
+    assert (by_name["conv/kernel:0"] == 1.0).all() and (by_name["conv/bias:0"] == 3.0).all()
+    spec = {"dataset": "shapes", "seed": 0}
+
+    def key(keras_model):
+        return runs._seed_key(spec, variants.QUICK, SimpleNamespace(keras_model=keras_model,
+                                                                    config=SimpleNamespace(NUM_CLASSES=4)))
+
+    assert key(baseline) == key(paper) != runs._seed_key({**spec, "seed": 1}, variants.QUICK, SimpleNamespace(
+        keras_model=baseline, config=SimpleNamespace(NUM_CLASSES=4)))
+    with pytest.raises(ValueError, match="each weight of the model once"):  # a name twice
+        runs._set_layer_weights(paper, runs._get_layer_weights(baseline) + runs._get_layer_weights(baseline)[:1])
 
 
 def test_runs_in_one_process_share_traced_models_and_each_seeds_initial_weights(monkeypatch):

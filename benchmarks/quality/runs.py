@@ -307,7 +307,9 @@ def _model_key(spec: dict, budget: Budget, config: Any) -> str:
 
 
 def _seed_key(spec: dict, budget: Budget, model: Any) -> str:
-    signature = [(w.name, list(w.shape)) for w in layer_weights(model.keras_model)]
+    # Sorted by name: the RoI-OHEM variants create some head layers in another order, with the
+    # same names and shapes (their weights are set by name, see _set_layer_weights).
+    signature = sorted((w.name, list(w.shape)) for w in layer_weights(model.keras_model))
     return _shared_key(spec, budget, model.config.NUM_CLASSES, int(spec["seed"]), signature)
 
 
@@ -323,13 +325,26 @@ def layer_weights(keras_model: Any) -> list[Any]:
     return [w for w in keras_model.weights if w.ref() not in tracked]
 
 
-def _get_layer_weights(keras_model: Any) -> list[np.ndarray]:
-    return [w.numpy() for w in layer_weights(keras_model)]
+def _get_layer_weights(keras_model: Any) -> list[tuple[str, np.ndarray]]:
+    """``(name, value)`` of each of :func:`layer_weights`."""
+    return [(w.name, w.numpy()) for w in layer_weights(keras_model)]
 
 
-def _set_layer_weights(keras_model: Any, values: Sequence[np.ndarray]) -> None:
-    for weight, value in zip(layer_weights(keras_model), values, strict=True):
-        weight.assign(value)
+def _set_layer_weights(keras_model: Any, values: Sequence[tuple[str, np.ndarray]]) -> None:
+    """Assign ``values`` from :func:`_get_layer_weights` by weight name (the variants may create
+    layers in different orders).
+
+    Raises:
+        ValueError: the names differ from the model's.
+    """
+    by_name = dict(values)
+    weights = layer_weights(keras_model)
+    names = {w.name for w in weights}
+    if names != set(by_name) or len(names) != len(weights) or len(by_name) != len(values):
+        raise ValueError(f"values must name each weight of the model once; missing "
+                         f"{sorted(names - set(by_name))[:3]}, extra {sorted(set(by_name) - names)[:3]}.")
+    for weight in weights:
+        weight.assign(by_name[weight.name])
 
 
 def seed_initial_weights(specs: Sequence[dict], shared: dict[str, dict]) -> None:
