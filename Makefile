@@ -47,8 +47,10 @@ lint: $(STAMP)
 # single-threaded graph building, so two processes on two cores finish well before one, and a
 # third keeps both cores busy while the others wait on a subprocess: 1.96 cores used instead
 # of 1.85 (2026-12-02, existing venv, pytest 8 min 53 s with 3 workers).
+# --no-loadscope-reorder keeps the collection order, which tests/conftest.py starts with the longest
+# files (LONGEST_FIRST), so no long file is left to run alone at the end.
 TEST_WORKERS ?= 3
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: lint
 	$(PY) -m pytest -q $(PYTEST_PARALLEL)

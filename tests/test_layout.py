@@ -79,3 +79,11 @@ def test_the_package_s_modules_import_each_other_without_a_cycle():
     for name in sorted(modules):
         visit(name, [])
     assert len(done) == len(files) > 40
+
+
+def test_the_longest_first_list_names_test_files_that_exist():
+    from conftest import LONGEST_FIRST
+
+    missing = [name for name in LONGEST_FIRST if not (REPO / "tests" / name).is_file()]
+    assert not missing, f"tests/conftest.py LONGEST_FIRST names files that are gone: {missing}"
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
