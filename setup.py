@@ -20,7 +20,6 @@ TEST_REQUIRES = [
     "pytest>=7",
     "pytest-xdist>=3.5",  # make test runs the suite on 2 processes
     "ruff==0.17.6",
-    "hypothesis>=6",
     "matplotlib>=3.7",
     "nbclient>=0.9",
     "nbformat>=5.9",

@@ -28,8 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 # What a checkout holds beside the sources (run folders at the top, caches anywhere, the
 # generated API reference): never part of a build.
 TOP_LEVEL_OUTPUT = {".git", ".cache", "build", "dist", "logs", "data", "demo_output"}
-CACHES = shutil.ignore_patterns(".venv*", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache",
-                                ".hypothesis")
+CACHES = shutil.ignore_patterns(".venv*", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache")
 
 
 def _not_sources(directory: str, names: list[str]) -> set[str]:
