@@ -98,27 +98,9 @@ def test_bound_loss_reports_only_to_a_listener():
 # --- the bundled model: statistics in the History, background-only images ------------------------
 
 @pytest.mark.slow
-def test_background_only_batch_has_zero_head_box_and_mask_losses(tmp_path):
-    config = MiningTiny()
-    with mrcnn_ohem.patch(config, module=modellib):
-        tf.random.set_seed(0)
-        model = modellib.MaskRCNN("training", config, str(tmp_path))
-        generator = DataGenerator(shapes(BACKGROUND, BACKGROUND), config, shuffle=False)
-        inputs, _ = generator[0]
-        assert (inputs[2] == -1).all() or ((inputs[2] != 1).all() and (inputs[2] == -1).any())
-        assert not inputs[4].any()  # no GT class ids
-        outputs = dict(zip(model.keras_model.output_names, model.keras_model(inputs, training=True)))
-    for name in ("rpn_bbox_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"):
-        assert outputs[name].numpy() == 0.0, name
-    for name in ("rpn_class_loss", "mrcnn_class_loss"):  # (0.0 only if confidently right)
-        assert np.isfinite(outputs[name].numpy()) and outputs[name].numpy() >= 0, name
-    # The heads saw background RoIs (not only padding): rows of output_rois that are not zero.
-    real_rois = np.abs(outputs["output_rois"].numpy()).sum(axis=-1) > 0
-    assert real_rois.sum(axis=1).min() > 0
-
-
-@pytest.mark.slow
-def test_training_reports_selection_stats_in_history(tmp_path):
+def test_background_only_batch_has_zero_head_box_and_mask_losses_and_training_reports_stats(tmp_path):
+    """One patched model (a build and its traced steps are most of the time) for both checks: its
+    losses on a background-only batch, then the selection statistics in train()'s History."""
     config = MiningTiny()
     # Every batch of 2 holds a background-only image (three of the four are). Two batches, not
     # one: a training or validation set of a single batch made Keras' data queue wait out its
@@ -128,7 +110,23 @@ def test_training_reports_selection_stats_in_history(tmp_path):
         tf.random.set_seed(2)
         model = modellib.MaskRCNN("training", config, str(tmp_path))
         assert model.keras_model.auxiliary_names == SELECTION_METRICS
+        generator = DataGenerator(shapes(BACKGROUND, BACKGROUND), config, shuffle=False)
+        inputs, _ = generator[0]
+        assert (inputs[2] == -1).all() or ((inputs[2] != 1).all() and (inputs[2] == -1).any())
+        assert not inputs[4].any()  # no GT class ids
+        outputs = dict(zip(model.keras_model.output_names, model.keras_model(inputs, training=True)))
         history = model.train(dataset, dataset, 0.001, 2, "heads", verbose=0, seed=0)
+
+    # The background-only batch (random weights, before training).
+    for name in ("rpn_bbox_loss", "mrcnn_bbox_loss", "mrcnn_mask_loss"):
+        assert outputs[name].numpy() == 0.0, name
+    for name in ("rpn_class_loss", "mrcnn_class_loss"):  # (0.0 only if confidently right)
+        assert np.isfinite(outputs[name].numpy()) and outputs[name].numpy() >= 0, name
+    # The heads saw background RoIs (not only padding): rows of output_rois that are not zero.
+    real_rois = np.abs(outputs["output_rois"].numpy()).sum(axis=-1) > 0
+    assert real_rois.sum(axis=1).min() > 0
+
+    # The History of train().
     logs = history.history
     for name in (*SELECTION_METRICS, *(f"val_{n}" for n in SELECTION_METRICS)):
         assert name in logs and len(logs[name]) == 2 and np.all(np.isfinite(logs[name])), name
