@@ -2,8 +2,10 @@
 
 Fast tests: the class-head plan (81-row mapping, other mismatches, ``--exclude``) and
 ``find_last_run``. The slow test runs the ``mrcnn-ohem-coco`` entry point: fine-tune an
-81-class file on ``../shared/data/coco_mini`` with ``--classes``, then evaluate with ``--model
-last`` and no ``--ohem``. (``tests/test_readme.py`` runs the installed console script in
+81-class file on ``../shared/data/coco_mini`` with ``--classes``. Evaluating a run's checkpoint
+with the default ``--model last`` and no ``--ohem`` (the run's OHEM settings logged and recorded)
+is checked on the training run of ``tests/test_samples.py``, and evaluation on the real COCO
+images by the README flow. (``tests/test_readme.py`` runs the installed console script in
 subprocesses, as a user would, and checks that nothing but progress and results reaches the
 terminal.)
 """
@@ -94,7 +96,7 @@ def test_find_last_run_takes_the_newest_checkpoint_of_either_kind(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not COCO_MINI.is_dir(), reason="../shared/data/coco_mini is not there")
-def test_finetune_coco81_file_then_evaluate_last(tmp_path, caplog, capsys):
+def test_finetune_coco81_file_maps_the_class_rows(tmp_path, caplog, capsys):
     from mrcnn_ohem.maskrcnn import model as modellib
     from mrcnn_ohem.maskrcnn.weights import CLASS_HEADS
     from mrcnn_ohem.runner.commands import coco_main
@@ -119,16 +121,5 @@ def test_finetune_coco81_file_then_evaluate_last(tmp_path, caplog, capsys):
     with h5py.File(next(run.glob("mask_rcnn_coco_ohem_0001.h5")), "r") as f:
         assert f["mrcnn_class_logits"][f["mrcnn_class_logits"].attrs["weight_names"][0]].shape[-1] == 3
     assert json.loads((run / "run.json").read_text())["ohem"] is True
-    # stdout holds the run summary, then the metrics table only.
+    # stdout holds the run summary.
     assert capsys.readouterr().out.strip().startswith("coco_ohem: 1 steps")
-
-    caplog.clear()
-    assert coco_main(["evaluate", *common]) == 0  # --model last is evaluate's default; no --ohem
-    evaluating = next(r.getMessage() for r in caplog.records if f"Evaluating run {run.name} (OHEM " in r.getMessage())
-    assert "OHEM_RPN=True" in evaluating
-    (metrics_file,) = run.glob("metrics_val2017_mask_rcnn_coco_ohem_0001_2img.json")
-    metrics = json.loads(metrics_file.read_text())
-    assert metrics["name"] == "coco_ohem" and metrics["ohem"] is True
-    assert metrics["ohem_settings"]["OHEM_RPN_PER_IMAGE"] is True and metrics["num_images"] == 2
-    printed = capsys.readouterr().out
-    assert "bbox AP50" in printed and "metrics written to" in printed

@@ -132,7 +132,7 @@ def test_strict_stops_before_a_model_is_built(coco_script, tmp_path, caplog):
 
 
 @pytest.mark.slow
-def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_folder, tmp_path):
+def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_folder, tmp_path, caplog, capsys):
     import h5py
 
     import mrcnn_ohem.maskrcnn.model as modellib
@@ -141,6 +141,7 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
     logs = tmp_path / "logs"
     common = ["--dataset", str(tiny_folder), "--logs", str(logs), *TINY]
     assert coco_script.main(["train", *common, "--ohem", "--epochs", "1", "--steps-per-epoch", "2"]) == 0
+    assert capsys.readouterr().out.strip().startswith("coco_ohem: 2 steps")  # stdout: the run summary
     # The OHEM patch and the data generator were put back after training.
     assert (modellib.rpn_class_loss_graph, modellib.build_rpn_targets, modellib.DataGenerator) == originals
     (run,) = logs.glob("coco_ohem*")
@@ -153,10 +154,18 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
     assert all(math.isfinite(step["loss"]) and step["rpn_class_loss"] >= 0 for step in history["history"])
 
     # evaluate and predict take the model options from the run (no size or backbone flags), and
-    # metrics files are named by what was scored, so a smaller evaluation overwrites nothing.
+    # metrics files are named by what was scored, so a smaller evaluation overwrites nothing. The
+    # second evaluation loads the run by default (--model last) and gives the run's own options
+    # again, which is allowed; without --ohem (evaluate has no such flag) it logs the run's OHEM.
     data = ["--dataset", str(tiny_folder), "--logs", str(logs), "--no-progress"]
     assert coco_script.main(["evaluate", *data, "--model", "last"]) == 0
-    assert coco_script.main(["evaluate", *data, "--model", "last", "--limit", "2"]) == 0
+    caplog.set_level(logging.INFO)
+    capsys.readouterr()
+    assert coco_script.main(["evaluate", *data, "--limit", "2", *TINY, "--classes", "square", "circle,triangle"]) == 0
+    evaluating = next(r.getMessage() for r in caplog.records if f"Evaluating run {run.name} (OHEM " in r.getMessage())
+    assert "OHEM_RPN=True" in evaluating
+    printed = capsys.readouterr().out  # stdout: the metrics table and where it was written
+    assert "bbox AP50" in printed and "metrics written to" in printed
     files = sorted(p.name for p in run.glob("metrics_val2017_*.json"))
     assert files == ["metrics_val2017_mask_rcnn_coco_ohem_0001_2img.json",
                      "metrics_val2017_mask_rcnn_coco_ohem_0001_3img.json"]
@@ -169,6 +178,9 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
         for name in names:
             assert math.isfinite(metrics[kind][name]) and -1.0 <= metrics[kind][name] <= 1.0
     assert all(math.isfinite(v) for v in _finite_numbers(metrics))
+    smaller = json.loads((run / files[0]).read_text())
+    assert smaller["name"] == "coco_ohem" and smaller["ohem"] is True and smaller["num_images"] == 2
+    assert smaller["ohem_settings"]["OHEM_RPN_PER_IMAGE"] is True
 
     out = tmp_path / "predictions"
     images = sorted((tiny_folder / "val2017").iterdir())
@@ -187,29 +199,16 @@ def test_coco_sample_trains_two_ohem_steps_then_evaluates(coco_script, tiny_fold
 
 
 @pytest.mark.slow
-def test_damaged_records_are_skipped_and_counted_in_the_run_summary(coco_script, tmp_path, capsys):
+def test_interrupt_keeps_a_checkpoint_and_model_last_resumes_past_damaged_records(coco_script, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """Two baseline runs on the tiny training set with two damaged records added (issue 27): an
+    interrupted one, then its resumption. The damaged-records checks ride on these runs instead of
+    a third training of their own; the records are skipped when loaded, so every run meets them."""
     root = tmp_path / "data"
-    write_coco_folder(root, "train", 3, 64, 64, seed=0)
+    write_coco_folder(root, "train", 4, 64, 64, seed=0)  # tiny_folder's training images
     _damage(root, "train")
     logs = tmp_path / "logs"
-    # 3 steps visit each of the 3 images: before issue 27, image 1 failed in pycocotools (TypeError)
-    # and image 2 in load_image_gt (ValueError), ending the run.
-    argv = ["train", "--dataset", str(root), "--logs", str(logs), "--epochs", "1", "--steps-per-epoch", "3", *TINY]
-    assert coco_script.main(argv) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
-        "damaged records skipped: 1 image(s), 1 annotation(s)")
-    (run,) = logs.glob("coco_baseline*")
-    skipped = json.loads((run / "run.json").read_text())["skipped"]
-    assert skipped["counts"] == {"image": 1, "annotation": 1, "polygon": 0}
-    assert [(r["kind"], r["image_id"], r["annotation_id"]) for r in skipped["records"]] == [
-        ("annotation", 1, 10_001), ("image", 2, None)]
-    assert json.loads((run / "history.json").read_text())["skipped"] == skipped["counts"]
-
-
-@pytest.mark.slow
-def test_interrupt_keeps_a_checkpoint_and_model_last_resumes(coco_script, tiny_folder, tmp_path, monkeypatch):
-    logs = tmp_path / "logs"
-    common = ["--dataset", str(tiny_folder), "--logs", str(logs), *TINY, "--no-ohem"]
+    common = ["--dataset", str(root), "--logs", str(logs), *TINY, "--no-ohem"]
     class InterruptingRecorder(train_eval.StepRecorder):
         def on_train_batch_end(self, batch, logs=None):
             super().on_train_batch_end(batch, logs)
@@ -221,12 +220,25 @@ def test_interrupt_keeps_a_checkpoint_and_model_last_resumes(coco_script, tiny_f
     (run,) = logs.glob("coco_baseline*")
     assert [p.name for p in run.glob("*.h5")] == ["mask_rcnn_coco_baseline_0001.h5"]
     monkeypatch.undo()
+    capsys.readouterr()
+    # The resumed epoch's 3 steps visit each of the 3 readable images (image 1 without its 2-point
+    # polygon): before issue 27, image 1 failed in pycocotools (TypeError) and image 2 in
+    # load_image_gt (ValueError), ending the run.
     assert coco_script.main(["train", *common, "--model", "last", "--epochs", "2", "--steps-per-epoch", "3"]) == 0
     assert sorted(p.name for p in run.glob("*.h5")) == ["mask_rcnn_coco_baseline_0001.h5",
                                                          "mask_rcnn_coco_baseline_0002.h5"]
     history = json.loads((run / "history.json").read_text())
     # 2 steps of epoch 0 before the interrupt, then the 3 steps of epoch 1.
     assert history["steps"] == 3 and [step["epoch"] for step in history["history"]] == [0, 0, 1, 1, 1]
+
+    # The damaged records were skipped and counted: the run summary's last line, run.json, history.json.
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        "damaged records skipped: 1 image(s), 1 annotation(s)")
+    skipped = json.loads((run / "run.json").read_text())["skipped"]
+    assert skipped["counts"] == {"image": 1, "annotation": 1, "polygon": 0}
+    assert [(r["kind"], r["image_id"], r["annotation_id"]) for r in skipped["records"]] == [
+        ("annotation", 1, 10_001), ("image", 2, None)]
+    assert history["skipped"] == skipped["counts"]
 
 
 @pytest.mark.slow
