@@ -134,11 +134,13 @@ def comparison(runs: Sequence[dict]) -> tuple[str, dict[str, dict]]:
 ############################################################
 
 
-def figure_data(runs: Sequence[dict], budget: Any, val_dir: Path) -> dict[str, Any]:
+def figure_data(runs: Sequence[dict], budget: Any, val_dir: Path, model: Any = None) -> dict[str, Any]:
     """Detections of both arms (seed 0) and the anchors each sampler trains on, for one validation image.
 
     The image is the first with the most distractors. OHEM's pick uses the trained OHEM model's
-    RPN objectness (inference output ``rpn_class``) and the patched targets' labels.
+    RPN objectness (inference output ``rpn_class``) and the patched targets' labels. ``model``:
+    the inference ``MaskRCNN`` the runs were evaluated with (built and traced already; the
+    variants differ in losses, not in the inference graph), or None to build one here.
 
     Returns:
         ``{"image", "gt", "gt_class_ids", "distractors", "class_names", "detections": {variant:
@@ -150,7 +152,8 @@ def figure_data(runs: Sequence[dict], budget: Any, val_dir: Path) -> dict[str, A
     from mrcnn_ohem.datasets.coco import CocoDataset
     from mrcnn_ohem.maskrcnn import model as modellib
 
-    import_tf_keras().backend.clear_session()
+    if model is None:
+        import_tf_keras().backend.clear_session()
     dataset = CocoDataset()
     dataset.load_coco(str(val_dir), "val")
     dataset.prepare()
@@ -158,7 +161,8 @@ def figure_data(runs: Sequence[dict], budget: Any, val_dir: Path) -> dict[str, A
                    key=lambda i: (len(validation_scene(budget, dataset.image_info[i]["id"]).distractors), -i))
     config = make_config("ohem", budget, dataset.num_classes, "inference")
     seed0 = {r["variant"]: r for r in runs if r.get("status") == "ok" and r["seed"] == min(x["seed"] for x in runs)}
-    model = modellib.MaskRCNN("inference", config, model_dir=str(val_dir))
+    if model is None:
+        model = modellib.MaskRCNN("inference", config, model_dir=str(val_dir))
     image, _, class_ids, boxes, _ = modellib.load_image_gt(dataset, config, image_id)
     detections = {}
     for variant in VARIANTS:
@@ -366,11 +370,11 @@ def _run(argv: Sequence[str] | None) -> int:
     val_dir = output / "val"
     write_coco_folder(val_dir, "val", budget.val_images, budget.image_size, budget.image_size, budget.val_seed,
                       max_targets=budget.max_targets, max_distractors=budget.max_distractors)
+    shared: dict[str, dict] = {}  # the runs' models, kept for the figure
     try:
         with graph_optimizations_off(args.smoke):
             runs = run_suite("shapes", VARIANTS, range(args.seeds), budget, output / "runs", timeout=0,
-                             extra=extra, in_process=True,
-                             report=logger.info)
+                             extra=extra, in_process=True, report=logger.info, shared=shared)
     except KeyboardInterrupt:
         logger.warning("Interrupted.")
         return 130
@@ -386,7 +390,9 @@ def _run(argv: Sequence[str] | None) -> int:
     (output / "table.txt").write_text(text + "\n")
     if not args.no_plot:
         finished = {r["variant"] for r in runs if r.get("status") == "ok" and r["seed"] == 0}
-        data = figure_data(runs, budget, val_dir) if finished == set(VARIANTS) else None
+        inference = next(iter(shared.get("inference", {}).values()), None)
+        shared.clear()  # the training models are done with
+        data = figure_data(runs, budget, val_dir, inference) if finished == set(VARIANTS) else None
         plot(runs, diffs, data, output / "demo.png")
         print(f"\nplot: {output / 'demo.png'}")
     print(f"results: {output / 'results.json'}  (total {time.perf_counter() - started:.0f} s)")

@@ -538,7 +538,8 @@ def _same_spec(a: dict | None, b: dict) -> bool:
 
 def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: Budget, out: Path,
               timeout: float, extra: dict, in_process: bool = False,
-              report: Callable[[str], None] = print, resume: bool = False, run: bool = True) -> list[dict]:
+              report: Callable[[str], None] = print, resume: bool = False, run: bool = True,
+              shared: dict[str, dict] | None = None) -> list[dict]:
     """All (seed, variant) runs of one dataset, seed-major so load drift hits every variant.
 
     In process, the runs share their models (training models keyed by variant, dataset, budget
@@ -546,9 +547,17 @@ def run_suite(name: str, variants: Sequence[str], seeds: Sequence[int], budget: 
     no run depends on what an earlier call left behind. With ``resume``, a run whose folder in
     ``out`` already holds a finished result of the same spec is read back instead of run again,
     so a long design can be run in pieces; ``run=False`` (with ``resume``) only reads back, and
-    leaves out the runs that are not there.
+    leaves out the runs that are not there. ``shared``: an empty dict of the caller's, which
+    then holds those models after the call (``"training"``, ``"inference"``, ``"initial"``; the
+    demo draws its figure with the inference model the runs were evaluated with); None keeps
+    them inside the call.
     """
-    shared: dict[str, dict] = {"training": {}, "inference": {}, "initial": {}}
+    if shared is None:
+        shared = {}
+    if shared:
+        raise ValueError(f"shared must be an empty dict (a call shares nothing with earlier calls); received keys "
+                         f"{sorted(shared)}")
+    shared.update(training={}, inference={}, initial={})
     specs = []
     for seed in seeds:
         for variant in variants:
