@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference
-import tensorflow as tf
 from helpers import TinyModelConfig, random_shapes
 
 import mrcnn_ohem
@@ -54,14 +53,34 @@ def probe(model, names):
     return keras.Model(keras_model.inputs, tensors)
 
 
+def train_on_fixed_batch(model, inputs, steps, learning_rate):
+    model.set_trainable(modellib.LAYER_PRESETS["all"], verbose=0)
+    model.compile(learning_rate, 0.9)
+    history = []
+    for _ in range(steps):
+        history.append(model.keras_model.train_on_batch(inputs, return_dict=True))
+    return history
+
+
+def assert_lowered(history, name, window=5):
+    values = np.array([step[name] for step in history])
+    print(name, np.round(values, 4).tolist())
+    assert np.all(np.isfinite(values)), values
+    first, last = values[:window].mean(), values[-window:].mean()
+    assert last < 0.8 * first, values
+
+
 @pytest.mark.slow
-def test_patched_model_trains_on_roi_pools_and_restore(tmp_path, dataset):
+def test_patched_model_trains_on_roi_pools_lowers_the_ohem_class_loss_and_restore(tmp_path, dataset):
+    """One patched RoiTiny model (a build and its traced step are most of the time): what the heads
+    see and the OHEM class loss on a batch, then a short seeded run on that batch lowers the loss;
+    after restore(), a newly built model samples Matterport's TRAIN_ROIS_PER_IMAGE."""
     config = RoiTiny()
     plain = (modellib.DetectionTargetLayer, modellib.mrcnn_class_loss_graph, modellib.rpn_class_loss_graph)
     with mrcnn_ohem.patch(config, module=modellib) as handle:
         assert set(handle.originals) == {"DetectionTargetLayer", "mrcnn_class_loss_graph",
                                          "build_fpn_mask_graph", "mrcnn_mask_loss_graph"}
-        tf.random.set_seed(0)
+        keras.utils.set_random_seed(0)
         model = modellib.MaskRCNN("training", config, str(tmp_path))
         inputs = fixed_batch(dataset, config)
         targets, logits, loss, bbox_loss, mask_loss, masks = probe(model, [
@@ -78,6 +97,8 @@ def test_patched_model_trains_on_roi_pools_and_restore(tmp_path, dataset):
         assert loss.numpy() == pytest.approx(expected, rel=1e-4, abs=2e-6)
         assert np.isfinite(bbox_loss.numpy()) and np.isfinite(mask_loss.numpy())
     assert not handle.active
+    history = train_on_fixed_batch(model, inputs, steps=24, learning_rate=0.01)
+    assert_lowered(history, "mrcnn_class_loss")
     assert (modellib.DetectionTargetLayer, modellib.mrcnn_class_loss_graph, modellib.rpn_class_loss_graph) == plain
     model = modellib.MaskRCNN("training", config, str(tmp_path))
     assert probe(model, ["proposal_targets"])(fixed_batch(dataset, config))[0][0].shape == (2, 16, 4)
@@ -114,33 +135,16 @@ def test_mask_head_sees_the_pool_rows_that_hold_every_positive(tmp_path, dataset
     assert inference.keras_model.get_layer("mrcnn_mask").output.shape[1] == RoiInference.DETECTION_MAX_INSTANCES
 
 
-def train_on_fixed_batch(model, inputs, steps, learning_rate):
-    model.set_trainable(modellib.LAYER_PRESETS["all"], verbose=0)
-    model.compile(learning_rate, 0.9)
-    history = []
-    for _ in range(steps):
-        history.append(model.keras_model.train_on_batch(inputs, return_dict=True))
-    return history
-
-
-def assert_lowered(history, name, window=5):
-    values = np.array([step[name] for step in history])
-    print(name, np.round(values, 4).tolist())
-    assert np.all(np.isfinite(values)), values
-    first, last = values[:window].mean(), values[-window:].mean()
-    assert last < 0.8 * first, values
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("config_class,name", [(RoiTiny, "mrcnn_class_loss"), (FocalTiny, "rpn_class_loss")])
-def test_short_run_lowers_the_patched_loss(tmp_path, dataset, config_class, name):
-    config = config_class()
+def test_short_run_lowers_the_focal_rpn_loss(tmp_path, dataset):
+    # (The OHEM class loss's short run is in test_patched_model_trains_on_roi_pools_...)
+    config = FocalTiny()
     with mrcnn_ohem.patch(config, module=modellib):
         keras.utils.set_random_seed(0)
         model = modellib.MaskRCNN("training", config, str(tmp_path))
         inputs = fixed_batch(dataset, config)
     history = train_on_fixed_batch(model, inputs, steps=24, learning_rate=0.01)
-    assert_lowered(history, name)
+    assert_lowered(history, "rpn_class_loss")
 
 
 class RoiPaper(RoiGivenRois):
