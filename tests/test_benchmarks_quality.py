@@ -972,6 +972,35 @@ def test_run_suite_without_running_reads_back_only_what_is_there(tmp_path, monke
     assert [(r["variant"], r["seed"]) for r in found] == [("baseline", 0)]
 
 
+def test_run_suite_leaves_its_models_in_the_callers_empty_shared_dict(tmp_path, monkeypatch):
+    from benchmarks.quality import runs as runs_module
+
+    seen = []
+
+    def fake_seed_initial_weights(specs, shared):
+        shared["initial"]["seed"] = "weights"
+
+    def fake_run_one(spec, log_path, timeout, in_process, shared=None):
+        seen.append(shared)
+        shared["inference"].setdefault("budget", object())  # as _inference_model keeps the model it builds
+        return {"variant": spec["variant"], "seed": spec["seed"], "dataset": "shapes", "metrics": {}, "status": "ok",
+                "error": None}
+
+    monkeypatch.setattr(runs_module, "seed_initial_weights", fake_seed_initial_weights)
+    monkeypatch.setattr(runs_module, "run_one", fake_run_one)
+    args = ("shapes", ["baseline", "ohem"], [0], variants.QUICK, tmp_path, 10, {"val_dir": "v"})
+    kept: dict = {}
+    runs_module.run_suite(*args, in_process=True, report=lambda line: None, shared=kept)
+    assert len(seen) == 2 and all(s is kept for s in seen)  # every run shares the caller's dict
+    assert set(kept) == {"training", "inference", "initial"} and kept["initial"] == {"seed": "weights"}
+    assert list(kept["inference"]) == ["budget"]
+    with pytest.raises(ValueError, match="shared must be an empty dict"):  # nothing carries over from a call
+        runs_module.run_suite(*args, in_process=True, report=lambda line: None, shared=kept)
+    seen.clear()
+    runs_module.run_suite(*args, in_process=True, report=lambda line: None)  # None: a dict of the call's own
+    assert seen[0] is seen[1] and seen[0] is not kept and set(seen[0]) == {"training", "inference", "initial"}
+
+
 def test_no_two_benchmark_anchors_overlap_enough_for_nms07_to_act():
     # RESULTS.md reads ohem_nms07 as identical to ohem at the benchmark's anchor layout (8 px
     # anchors every 4 px at 128 px); this holds the fact it rests on.
