@@ -184,40 +184,34 @@ def test_training_model_inputs_outputs_and_patched_loss_at_build(tmp_path, confi
     assert calls
 
 
-@pytest.mark.slow
-def test_a_few_training_steps_lower_the_total_loss(tmp_path, config, dataset):
-    keras_seed(1)
-    model = modellib.MaskRCNN("training", config, str(tmp_path))
-    model.set_trainable(".*", verbose=0)
-    model.compile(0.01, 0.9)
-    inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0)[0]
-
-    def mean_loss():
-        return np.mean([model.keras_model.test_on_batch(inputs, return_dict=True)["loss"]
-                        for _ in range(3)])
-
-    before = mean_loss()
-    for _ in range(8):
-        model.keras_model.train_on_batch(inputs)
-    after = mean_loss()
-    assert np.isfinite(before) and after < 0.8 * before
-
-
 class _NoClipConfig(TinyModelConfig):
     GRADIENT_CLIP_NORM = 0  # no global clipping: the RPN's update depends on the RPN losses only
 
 
 @pytest.mark.slow
-def test_compiling_again_keeps_the_traced_step_and_starts_sgd_afresh(tmp_path, dataset):
+def test_a_few_steps_lower_the_loss_and_compiling_again_keeps_the_traced_step_and_starts_sgd_afresh(
+        tmp_path, dataset):
+    """One model (a build and a traced step are most of the time) for two checks: a few SGD steps
+    on a batch lower its total loss; compiling again keeps the traced step, with SGD reset."""
     config = _NoClipConfig()
     keras_seed(3)
     model = modellib.MaskRCNN("training", config, str(tmp_path))
     keras_model, rpn = model.keras_model, model.keras_model.get_layer("rpn_model")
     inputs, _ = DataGenerator(dataset, config, shuffle=False, seed=0)[0]
     model.set_trainable(".*", verbose=0)
-    model.compile(0.01, 0.9)
-    for _ in range(2):  # momentum and iteration are non-zero afterwards
+    # Without clipping, 0.01 (with the default GRADIENT_CLIP_NORM) makes the first steps diverge
+    # (measured: NaN after 4 steps at 0.01, 6 at 0.005); 0.001 lowers the loss about 3 times.
+    model.compile(0.001, 0.9)
+
+    def mean_loss():
+        return np.mean([keras_model.test_on_batch(inputs, return_dict=True)["loss"] for _ in range(3)])
+
+    loss_before = mean_loss()
+    for _ in range(8):  # momentum and iteration are non-zero afterwards
         keras_model.train_on_batch(inputs)
+    loss_after = mean_loss()
+    assert np.isfinite(loss_before) and loss_after < 0.8 * loss_before, (loss_before, loss_after)
+
     step, optimizer = keras_model.train_function, keras_model.optimizer
     start, rpn_start = keras_model.get_weights(), rpn.get_weights()
 
