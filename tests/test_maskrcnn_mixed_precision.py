@@ -146,10 +146,10 @@ def test_box_layers_compute_in_float32_under_a_users_global_mixed_policy():
 
 
 @pytest.mark.slow
-def test_policy_restored_after_build_and_float32_model_after_a_mixed_one(tmp_path):
+def test_policy_restored_after_build_and_float32_model_after_a_mixed_one(tmp_path, mixed_models):
     from mrcnn_ohem.maskrcnn import model as modellib
 
-    mixed = modellib.MaskRCNN("inference", tiny("mixed_bfloat16"), str(tmp_path))
+    mixed = mixed_models("mixed_bfloat16")  # built on first use, shared with the detection test
     assert keras.mixed_precision.global_policy().name == "float32"
     assert compute_dtypes(mixed.keras_model)["res2a_tiny"] == "bfloat16"
     plain = modellib.MaskRCNN("inference", tiny(None), str(tmp_path))
