@@ -325,10 +325,17 @@ def assert_detection_dicts(results, images, config):
         assert set(r["class_ids"].tolist()) <= set(range(1, config.NUM_CLASSES))
 
 
-@pytest.mark.slow
-def test_detect_structure_for_any_weights_and_zero_detections(tmp_path, config, dataset):
+@pytest.fixture(scope="module")
+def inference_model(tmp_path_factory, config):
+    """An inference model with seeded random weights. The detection test below steers its heads;
+    the weights round trip then loads every weight into it from a file (and checks them all)."""
     keras_seed(0)
-    model = modellib.MaskRCNN("inference", config, str(tmp_path))
+    return modellib.MaskRCNN("inference", config, str(tmp_path_factory.mktemp("inference")))
+
+
+@pytest.mark.slow
+def test_detect_structure_for_any_weights_and_zero_detections(inference_model, config, dataset):
+    model = inference_model
     images = [dataset.load_image(0), dataset.load_image(1)[:40, :56]]
     assert_detection_dicts(model.detect(images), images, config)  # random weights: any count
 
@@ -357,7 +364,7 @@ def test_detect_structure_for_any_weights_and_zero_detections(tmp_path, config, 
 
 
 @pytest.mark.slow
-def test_weights_round_trip_gives_the_same_outputs(tmp_path, trained, config, dataset):
+def test_weights_round_trip_gives_the_same_outputs(tmp_path, trained, inference_model, config, dataset):
     model, _, _ = trained
     images = [dataset.load_image(0), dataset.load_image(1)[:40, :56]]
 
@@ -369,11 +376,12 @@ def test_weights_round_trip_gives_the_same_outputs(tmp_path, trained, config, da
                         model.keras_model.get_layer(name).get_weights()):
             np.testing.assert_array_equal(a, b)
 
-    # Saved and reloaded weights (these trained ones) give a newly built model the same raw
-    # outputs and the same detections.
+    # Saved and reloaded weights (these trained ones) give another inference model the same raw
+    # outputs and the same detections. The other model is the module's (random weights, heads
+    # steered if the detection test ran): the load must replace every one of its weights.
     saved = str(tmp_path / "inference.h5")
     first.keras_model.save_weights(saved)
-    second = modellib.MaskRCNN("inference", config, str(tmp_path))
+    second = inference_model
     second.load_weights(saved, by_name=True)
     for a, b in zip(first.keras_model.weights, second.keras_model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.name)
