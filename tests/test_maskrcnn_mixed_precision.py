@@ -206,11 +206,12 @@ def test_mixed_model_trains_five_ohem_steps_with_finite_losses(tmp_path, dataset
 def test_float16_overflowing_step_is_skipped_and_clipping_sees_unscaled_gradients(tmp_path, dataset):
     from mrcnn_ohem.maskrcnn import model as modellib
 
-    # rpn_class_loss weighed 1e3 (a total loss of about 4e3): its gradients times the initial loss
+    # rpn_class_loss weighed 30 (a total loss of about 145): its gradients times the initial loss
     # scale 2**15 overflow float16's 65504, and so do they after the first halvings (measured: the
-    # steps at 2**15 down to 2**4 overflow, the one at 2**3 is applied). One model sees both: the
-    # overflowing steps, then the first applied one, whose scale is still well above 1.
-    heavy = dict(TinyModelConfig.LOSS_WEIGHTS, rpn_class_loss=1e3)
+    # steps at 2**15 down to 2**9 overflow, the one at 2**8 is applied; with the plain weights,
+    # 2**15 down to 2**11 overflow). One model sees both: the overflowing steps, then the first
+    # applied one, whose scale is still far above 1.
+    heavy = dict(TinyModelConfig.LOSS_WEIGHTS, rpn_class_loss=30.0)
     config = tiny("mixed_float16", LOSS_WEIGHTS=heavy, GRADIENT_CLIP_NORM=1.0)
     keras.utils.set_random_seed(0)
     model = modellib.MaskRCNN("training", config, str(tmp_path))
