@@ -72,9 +72,19 @@ def store(path: Path, smoke: bool, timeout: int = 3600) -> dict:
     # keeps TensorFlow's start-up lines out of the stored outputs unless the user set the level.
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mrcnn_ohem_nb_") as work:
-        client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name=KERNEL_NAME, allow_errors=False,
-                                         resources={"metadata": {"path": work}})
-        client.execute()
+        # The kernel inherits TMPDIR: the notebooks' own tempfile folders (tens of MB for 02 in full
+        # mode) go with the work folder instead of staying behind in the system's temp folder.
+        previous = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = work
+        try:
+            client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name=KERNEL_NAME, allow_errors=False,
+                                             resources={"metadata": {"path": work}})
+            client.execute()
+        finally:
+            if previous is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = previous
     info = {"source_sha256": source_hash(notebook), "mode": "smoke" if smoke else "full",
             "executed": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": round(time.perf_counter() - started), "package_sha256": package_hash()}
