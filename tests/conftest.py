@@ -4,6 +4,14 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One TensorFlow thread per process (set before TensorFlow starts its thread pools; the child
+# processes of the command-line, notebook, fork and multi-worker tests inherit it). `make test`
+# runs 3 pytest workers on 2 cores, and TensorFlow's default pools (a thread per core for the ops'
+# own work and as many for running ops side by side) spent CPU waiting for work the other
+# processes held: full suite, same checkout, back to back (2026-12-06, docs/measurements.md):
+# 307 s wall and 575 CPU s with the defaults, 280 s and 519 CPU s with one thread.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import pytest  # noqa: E402
 from helpers import SHAPE_SPECS, ShapesDataset, TinyConfig  # noqa: E402
@@ -14,11 +22,11 @@ from helpers import SHAPE_SPECS, ShapesDataset, TinyConfig  # noqa: E402
 #: the workers' gaps at the end, instead of one long file running alone after the rest. A file
 #: not listed runs after these, in the usual order: the list decides when tests run, not whether.
 LONGEST_FIRST = (
-    "test_maskrcnn_model.py", "test_benchmarks_quality.py", "test_samples.py", "test_notebooks.py",
-    "test_maskrcnn_mixed_precision.py", "test_readme.py", "test_patch_bundled_model_roi.py",
-    "test_benchmarks_gpu.py", "test_maskrcnn_distribute.py", "test_fork.py", "test_patch_mining.py",
-    "test_patch_bundled_model.py", "test_compat.py", "test_runner_finetune.py", "test_losses.py",
-    "test_patch_reach.py", "test_maskrcnn_weights.py", "test_diagnose.py", "test_roi.py", "test_patch.py",
+    "test_maskrcnn_model.py", "test_maskrcnn_mixed_precision.py", "test_notebooks.py", "test_readme.py",
+    "test_samples.py", "test_benchmarks_quality.py", "test_benchmarks_gpu.py", "test_patch_bundled_model_roi.py",
+    "test_maskrcnn_distribute.py", "test_fork.py", "test_compat.py", "test_patch_mining.py", "test_patch_reach.py",
+    "test_losses.py", "test_patch_bundled_model.py", "test_diagnose.py", "test_maskrcnn_weights.py",
+    "test_runner_finetune.py", "test_losses_mining.py", "test_roi.py", "test_patch.py",
 )
 
 
