@@ -51,14 +51,12 @@ def package_hash() -> str:
     return digest.hexdigest()
 
 
-def _kernel_folder() -> Path:
-    """A Jupyter data folder with a kernel spec running this interpreter."""
+def _write_kernel_spec(root: Path) -> None:
+    """Make ``root`` a Jupyter data folder with a kernel spec running this interpreter."""
     from ipykernel.kernelspec import write_kernel_spec
 
-    root = Path(tempfile.mkdtemp(prefix="mrcnn_ohem_jupyter_"))
     write_kernel_spec(path=root / "kernels" / KERNEL_NAME, overrides={
         "display_name": "mrcnn_ohem", "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]})
-    return root
 
 
 def store(path: Path, smoke: bool, timeout: int = 3600) -> dict:
@@ -101,12 +99,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="notebook file names (default: all)")
     parser.add_argument("--smoke", action="store_true", help="execute in smoke mode (MRCNN_OHEM_SMOKE=1)")
     args = parser.parse_args(argv)
-    os.environ["JUPYTER_PATH"] = str(_kernel_folder())
     paths = [NOTEBOOK_DIR / n for n in args.names] if args.names else sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-    for path in paths:
-        print(f"{path.name}: executing ({'smoke' if args.smoke else 'full'} mode) ...", flush=True)
-        info = store(path, args.smoke)
-        print(f"{path.name}: {info['seconds']} s, {info['bytes'] / 1e3:.0f} kB", flush=True)
+    previous = os.environ.get("JUPYTER_PATH")
+    # The kernel spec lives only as long as the run (it used to stay behind in the temp folder).
+    with tempfile.TemporaryDirectory(prefix="mrcnn_ohem_jupyter_") as root:
+        _write_kernel_spec(Path(root))
+        os.environ["JUPYTER_PATH"] = root
+        try:
+            for path in paths:
+                print(f"{path.name}: executing ({'smoke' if args.smoke else 'full'} mode) ...", flush=True)
+                info = store(path, args.smoke)
+                print(f"{path.name}: {info['seconds']} s, {info['bytes'] / 1e3:.0f} kB", flush=True)
+        finally:
+            if previous is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = previous
     return 0
 
 

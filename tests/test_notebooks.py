@@ -22,6 +22,7 @@ kernelspec install``, and a user's or the system's ``python3`` kernel can never 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import sys
 import time
@@ -178,6 +179,26 @@ def test_source_hash_sees_a_cell_edit_but_not_outputs():
     assert store.source_hash(notebook) == before
     notebook.cells[0].source = "x = 2"
     assert store.source_hash(notebook) != before
+
+
+def test_store_runs_each_notebook_with_its_own_kernel_spec_and_removes_it_after(monkeypatch, tmp_path):
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    store = _store_module()
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "users_own"))
+    seen = []
+
+    def fake_store(path, smoke):  # what store() would execute: the kernel it would start
+        spec = KernelSpecManager().get_kernel_spec(store.KERNEL_NAME)
+        seen.append((path.name, smoke, spec.argv[0], spec.resource_dir))
+        return {"seconds": 0, "bytes": 1000}
+
+    monkeypatch.setattr(store, "store", fake_store)
+    assert store.main(["--smoke", *EXPECTED[:2]]) == 0
+    assert [(name, smoke, argv0) for name, smoke, argv0, _ in seen] == [
+        (EXPECTED[0], True, sys.executable), (EXPECTED[1], True, sys.executable)]
+    assert not Path(seen[0][3]).exists()  # the kernel spec's folder went with the run
+    assert os.environ["JUPYTER_PATH"] == str(tmp_path / "users_own")  # the user's own path is back
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
