@@ -68,7 +68,8 @@ def make_detection_target_layer(config: Any, base: type) -> type:
             lambda image: ohem_roi_targets(*image, **arguments),
             (tf.cast(proposals, tf.float32), tf.cast(gt_class_ids, tf.int32), tf.cast(gt_boxes, tf.float32),
              gt_masks),
-            fn_output_signature=signature)
+            fn_output_signature=signature,
+            parallel_iterations=1)  # shuffles draw per image: see maskrcnn.layers.map_images(draws=)
         return [tf.stop_gradient(o) for o in outputs]
 
     def compute_output_shape(self, input_shape):

@@ -233,3 +233,42 @@ def test_detection_target_layer_gives_background_rois_to_an_image_without_gt_whe
     real = np.abs(rois.numpy()[0]).sum(axis=1) > 0
     assert real.sum() == 5 and not class_ids.numpy().any()
     assert not deltas.numpy().any() and not masks.numpy().any()
+
+
+# ---------------------------------------------------------------------- per-image random draws
+
+def _map_fn_loops(layer, inputs) -> list[int]:
+    """``parallel_iterations`` of each top-level While op (a ``tf.map_fn`` over the batch) that
+    ``layer`` adds to a traced graph."""
+    concrete = tf.function(lambda *args: layer(list(args))).get_concrete_function(*inputs)
+    return [op.get_attr("parallel_iterations") for op in concrete.graph.get_operations()
+            if op.type in ("While", "StatelessWhile")]
+
+
+def test_layers_that_draw_at_random_run_the_batch_image_by_image():
+    """The RoI samplers shuffle with one stateful op that every image shares; images side by
+    side (``tf.map_fn``'s default, 10) would reach it in the order the threads run them, so a
+    seeded run could differ from the next even with op determinism on (the demo's OHEM runs did,
+    docs/measurements.md). They run one image after the other; the other layers stay parallel."""
+    from helpers import TinyConfig
+
+    import mrcnn_ohem
+    from mrcnn_ohem.surgery import make_detection_target_layer
+
+    proposals, gt_ids, gt_boxes, masks = (np.repeat(a, 2, axis=0) for a in _target_inputs())  # 2 images
+    targets = [tf.constant(proposals), tf.constant(gt_ids), tf.constant(gt_boxes), tf.constant(masks)]
+    bundled = layers.DetectionTargetLayer(train_rois_per_image=6, mask_shape=(7, 7))
+    assert _map_fn_loops(bundled, targets) == [1]
+
+    class PoolConfig(mrcnn_ohem.OHEMConfigMixin, TinyConfig):
+        OHEM_ROI = True
+        OHEM_ROI_POOL = 20
+
+    pool_layer = make_detection_target_layer(PoolConfig(), layers.DetectionTargetLayer)(PoolConfig())
+    assert _map_fn_loops(pool_layer, targets) == [1]
+
+    anchors = tf.constant(np.repeat(random_boxes(40, np.random.default_rng(6))[None], 2, axis=0))
+    scores = tf.random.stateless_uniform([2, 40, 2], seed=[0, 1])
+    deltas = tf.random.stateless_normal([2, 40, 4], seed=[0, 2])
+    proposal_loops = _map_fn_loops(layers.ProposalLayer(8, 0.7, pre_nms_limit=40), [scores, deltas, anchors])
+    assert proposal_loops and all(n == 10 for n in proposal_loops)  # no random draws: images side by side

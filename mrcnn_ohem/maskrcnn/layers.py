@@ -177,7 +177,7 @@ def parse_image_meta_graph(meta: tf.Tensor) -> dict[str, tf.Tensor]:
 
 
 def map_images(
-    fn: Callable[..., Any], inputs: Sequence[tf.Tensor], signature: Any
+    fn: Callable[..., Any], inputs: Sequence[tf.Tensor], signature: Any, draws: bool = False
 ) -> Any:
     """Run ``fn`` on each image of a batch and stack the results (``tf.map_fn``).
 
@@ -185,12 +185,19 @@ def map_images(
         fn: takes one slice of each tensor in ``inputs``, returns tensors of fixed shapes.
         inputs: tensors [batch, ...] sharing the leading batch axis.
         signature: ``tf.TensorSpec`` (or a tuple of them) of one image's result.
+        draws: ``fn`` draws random numbers from stateful ops (``tf.random.shuffle``). The
+            images then run one after the other, image 0 first: every image shares each such
+            op and its random stream, and with images running side by side (``tf.map_fn``'s
+            default) the order in which they reach it, and so which image gets which draws,
+            follows the thread scheduling, which neither a seed nor TensorFlow's op determinism
+            fixes. (Matterport's ``batch_slice`` unrolls the batch into one op per image.)
 
     Returns:
         A tensor [batch, ...] per ``signature`` entry: ``fn``'s results stacked along a new
         leading batch axis (a tuple when ``signature`` is one).
     """
-    return tf.map_fn(lambda args: fn(*args), tuple(inputs), fn_output_signature=signature)
+    return tf.map_fn(lambda args: fn(*args), tuple(inputs), fn_output_signature=signature,
+                     parallel_iterations=1 if draws else None)
 
 
 def _config_value(config: Any, name: str, value: Any) -> Any:
@@ -543,7 +550,7 @@ class DetectionTargetLayer(KL.Layer):
         proposals, class_ids, boxes, masks = inputs
         outputs = map_images(one_image, [tf.cast(proposals, tf.float32),
                                          tf.cast(class_ids, tf.int32),
-                                         tf.cast(boxes, tf.float32), masks], signature)
+                                         tf.cast(boxes, tf.float32), masks], signature, draws=True)
         return [tf.stop_gradient(o) for o in outputs]
 
     def compute_output_shape(self, input_shape):
