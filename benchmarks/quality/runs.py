@@ -263,8 +263,11 @@ def _training_model(spec: dict, budget: Budget, config: Any, shared: dict[str, d
     thing: the graph's random RoI sampling (``tf.random.shuffle`` in the detection-target layer)
     keeps the op seeds drawn when the variant's first seed traced it, and its random stream goes
     on from the variant's earlier runs (re-seeding TensorFlow would drop the shared kernels). An
-    in-process run is reproducible for the same command, not equal to that seed run alone; the
-    subprocess mode (default of the full benchmark) runs each in a fresh process. Call inside
+    in-process run repeats for the same command, not equal to that seed run alone: bit for bit
+    with ``tf.config.experimental.enable_op_determinism()``, otherwise up to the summation order
+    of multi-threaded CPU kernels (measured: the 6th digit of a loss after 2 steps, which longer
+    runs amplify). The subprocess mode (default of the full benchmark) runs each in a fresh
+    process. Call inside
     the variant's :class:`Installed` (the graph takes its loss from the module).
     """
     from mrcnn_ohem.maskrcnn import model as modellib
