@@ -17,12 +17,13 @@ Stored notebooks must stay under :data:`MAX_BYTES`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent
@@ -51,6 +52,20 @@ def package_hash() -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    """Set the environment variable ``name`` to ``value`` inside the block; its previous state after."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def _write_kernel_spec(root: Path) -> None:
     """Make ``root`` a Jupyter data folder with a kernel spec running this interpreter."""
     from ipykernel.kernelspec import write_kernel_spec
@@ -69,20 +84,12 @@ def store(path: Path, smoke: bool, timeout: int = 3600) -> dict:
     # TF_CPP_MIN_LOG_LEVEL stays unset: the notebooks' first cell calls quiet_tensorflow, which
     # keeps TensorFlow's start-up lines out of the stored outputs unless the user set the level.
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="mrcnn_ohem_nb_") as work:
-        # The kernel inherits TMPDIR: the notebooks' own tempfile folders (tens of MB for 02 in full
-        # mode) go with the work folder instead of staying behind in the system's temp folder.
-        previous = os.environ.get("TMPDIR")
-        os.environ["TMPDIR"] = work
-        try:
-            client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name=KERNEL_NAME, allow_errors=False,
-                                             resources={"metadata": {"path": work}})
-            client.execute()
-        finally:
-            if previous is None:
-                os.environ.pop("TMPDIR", None)
-            else:
-                os.environ["TMPDIR"] = previous
+    # The kernel inherits TMPDIR: the notebooks' own tempfile folders (tens of MB for 02 in full
+    # mode) go with the work folder instead of staying behind in the system's temp folder.
+    with tempfile.TemporaryDirectory(prefix="mrcnn_ohem_nb_") as work, _environ("TMPDIR", work):
+        client = nbclient.NotebookClient(notebook, timeout=timeout, kernel_name=KERNEL_NAME, allow_errors=False,
+                                         resources={"metadata": {"path": work}})
+        client.execute()
     info = {"source_sha256": source_hash(notebook), "mode": "smoke" if smoke else "full",
             "executed": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "seconds": round(time.perf_counter() - started), "package_sha256": package_hash()}
@@ -100,21 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="execute in smoke mode (MRCNN_OHEM_SMOKE=1)")
     args = parser.parse_args(argv)
     paths = [NOTEBOOK_DIR / n for n in args.names] if args.names else sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-    previous = os.environ.get("JUPYTER_PATH")
-    # The kernel spec lives only as long as the run (it used to stay behind in the temp folder).
-    with tempfile.TemporaryDirectory(prefix="mrcnn_ohem_jupyter_") as root:
+    # The kernel spec lives only as long as the run.
+    with tempfile.TemporaryDirectory(prefix="mrcnn_ohem_jupyter_") as root, _environ("JUPYTER_PATH", root):
         _write_kernel_spec(Path(root))
-        os.environ["JUPYTER_PATH"] = root
-        try:
-            for path in paths:
-                print(f"{path.name}: executing ({'smoke' if args.smoke else 'full'} mode) ...", flush=True)
-                info = store(path, args.smoke)
-                print(f"{path.name}: {info['seconds']} s, {info['bytes'] / 1e3:.0f} kB", flush=True)
-        finally:
-            if previous is None:
-                os.environ.pop("JUPYTER_PATH", None)
-            else:
-                os.environ["JUPYTER_PATH"] = previous
+        for path in paths:
+            print(f"{path.name}: executing ({'smoke' if args.smoke else 'full'} mode) ...", flush=True)
+            info = store(path, args.smoke)
+            print(f"{path.name}: {info['seconds']} s, {info['bytes'] / 1e3:.0f} kB", flush=True)
     return 0
 
 
