@@ -290,3 +290,25 @@ def graph_optimizations_off(off: bool = True) -> Iterator[None]:
         yield
     finally:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": previous})
+
+
+@contextlib.contextmanager
+def op_determinism() -> Iterator[None]:
+    """TensorFlow's op determinism on inside the block (``tf.config.experimental.enable_op_determinism``).
+
+    With it, seeded training repeats bit for bit in a new process: without it, CPU kernels that
+    add up in an order set by their threads leave the 6th digit of a loss to chance after two
+    steps, and longer runs amplify it (the demo: docs/measurements.md). The previous setting is
+    restored on exit, so a caller that runs the block inside a larger program (the test suite
+    runs the demo's ``main``) leaves the rest as it was.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # the switch back has no public name
+
+    was_on = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()

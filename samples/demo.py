@@ -5,8 +5,9 @@ first). Steps:
 
 1. find the checkpoint of :mod:`benchmarks.quality.pretrain` for this code (the plain model
    trained on the synthetic shapes until it detects; shipped in ``benchmarks/checkpoints/``).
-   When the code or settings changed since it was made, its key matches no file and the demo
-   stops with the command that rebuilds it (about 20 minutes on 2 cores, more than the demo's
+   When the model code changed since it was made, the demo starts from the checkpoint earlier
+   code made with the same settings, seeds and TensorFlow, and says so; when none matches, it
+   stops with the command that rebuilds it (about 45 minutes on 2 cores, more than the demo's
    budget);
 2. write validation shapes among look-alike distractors (:mod:`mrcnn_ohem.datasets.shapes`) as a
    COCO folder in ``demo_output/``;
@@ -14,7 +15,8 @@ first). Steps:
    checkpoint, on the seed's own training images in the seed's order (the same for both arms),
    at the fine-tuning regime's budget of :mod:`benchmarks.quality.finetune` cut to
    :data:`DEMO_STEPS` steps and :data:`DEMO_VAL_IMAGES` validation images; score both with
-   COCOeval (bbox AP/AP50, segm AP, RPN AR@100);
+   COCOeval (bbox AP/AP50, segm AP, RPN AR@100). TensorFlow's op determinism is on while they
+   train, so the same command prints the same numbers on the same machine and TensorFlow;
 4. print per-seed rows, mean ± std, the paired difference (OHEM minus baseline) with its 95%
    Student t-interval, the paired SD and the difference these seeds could detect at 80% power;
 5. save ``demo_output/demo.png``: ground truth and both arms' detections on one validation
@@ -39,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from mrcnn_ohem._compat import quiet_tensorflow
+from mrcnn_ohem._compat import op_determinism, quiet_tensorflow
 
 quiet_tensorflow()  # before TensorFlow is imported; -v or your own TF_CPP_MIN_LOG_LEVEL shows its C++ log lines
 
@@ -359,7 +361,7 @@ def _run(argv: Sequence[str] | None) -> int:
         logger.warning("no pretrained checkpoint for key %s: the smoke run starts from random weights", key)
     elif checkpoint is None:
         print(f"No pretrained checkpoint for this code and these settings (key {key}; the shipped one was made by "
-              f"other code). Rebuild it first (about 20 minutes on 2 cores), then run the demo again:\n\n"
+              f"other code). Rebuild it first (about 45 minutes on 2 cores), then run the demo again:\n\n"
               f"    {sys.executable} -m benchmarks.quality.pretrain\n", file=sys.stderr)
         return 2
     logger.info("fine-tuning both arms from %s", checkpoint)
@@ -372,7 +374,7 @@ def _run(argv: Sequence[str] | None) -> int:
                       max_targets=budget.max_targets, max_distractors=budget.max_distractors)
     shared: dict[str, dict] = {}  # the runs' models, kept for the figure
     try:
-        with graph_optimizations_off(args.smoke):
+        with graph_optimizations_off(args.smoke), op_determinism():
             runs = run_suite("shapes", VARIANTS, range(args.seeds), budget, output / "runs", timeout=0,
                              extra=extra, in_process=True, report=logger.info, shared=shared)
     except KeyboardInterrupt:

@@ -167,3 +167,20 @@ def test_keras_flavour_of_the_shared_fork_follows_tf_use_legacy_keras():
     """The fork does 'import tensorflow.keras as keras': Keras 3 unless TF_USE_LEGACY_KERAS=1."""
     assert _fork_child(None) == "keras3"
     assert _fork_child("1") == "tf_keras"
+
+
+def test_op_determinism_is_on_inside_the_block_and_as_before_after():
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()
+    with pytest.raises(RuntimeError, match="inside"), _compat.op_determinism():
+        assert tf_config.is_op_determinism_enabled()
+        raise RuntimeError("inside")
+    assert not tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()  # a caller that had it on keeps it on
+    try:
+        with _compat.op_determinism():
+            assert tf_config.is_op_determinism_enabled()
+        assert tf_config.is_op_determinism_enabled()
+    finally:
+        tf_config.disable_op_determinism()

@@ -275,17 +275,11 @@ def float32_weights(tmp_path_factory):
     process (checked against the child process this fixture used to start; oneDNN off, as the
     suite runs), without the child's TensorFlow start.
     """
-    import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config  # the switch back has no public name
+    from mrcnn_ohem._compat import op_determinism
 
     path = tmp_path_factory.mktemp("mixed_weights") / "float32.h5"
-    was_deterministic = tf_config.is_op_determinism_enabled()
-    tf.config.experimental.enable_op_determinism()
-    try:
+    with op_determinism():
         train_float32(str(path))
-    finally:
-        if not was_deterministic:
-            tf_config.disable_op_determinism()
     return path
 
 
