@@ -75,6 +75,9 @@ TF_NOISE = (
     r"cuda_(dnn|fft|blas)\.cc.*Unable to register cu(DNN|FFT|BLAS) factory",
     r"computation_placer\.cc.*computation placer already registered",
     r"TF-TRT Warning: Could not find TensorRT",
+    # An ERROR line per tf.data pipeline once op determinism is on (op_determinism): TensorFlow's
+    # deterministic rewrite of ParallelMapDatasetV2 keeps an attribute MapDataset does not define.
+    r"node_def_util\.cc.*NodeDef mentions attribute use_unbounded_threadpool",
 )
 _QUIET_MARK = "MRCNN_OHEM_QUIET_TF"
 _NOISE = re.compile("|".join(f"(?:{pattern})" for pattern in TF_NOISE))
@@ -300,15 +303,20 @@ def op_determinism() -> Iterator[None]:
     add up in an order set by their threads leave the 6th digit of a loss to chance after two
     steps, and longer runs amplify it (the demo: docs/measurements.md). The previous setting is
     restored on exit, so a caller that runs the block inside a larger program (the test suite
-    runs the demo's ``main``) leaves the rest as it was.
+    runs the demo's ``main``) leaves the rest as it was. When :func:`quiet_tensorflow` set the log
+    level, the block's stderr goes through :func:`filter_stderr_fd`: with determinism on,
+    TensorFlow writes an ERROR line of :data:`TF_NOISE` for every tf.data pipeline it rewrites.
     """
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config  # the switch back has no public name
 
+    quiet = os.environ.get(_QUIET_MARK) is not None and os.environ.get(_QUIET_MARK) == os.environ.get(
+        "TF_CPP_MIN_LOG_LEVEL")
     was_on = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
     try:
-        yield
+        with filter_stderr_fd() if quiet else contextlib.nullcontext():
+            yield
     finally:
         if not was_on:
             tf_config.disable_op_determinism()

@@ -7,7 +7,7 @@ first). Steps:
    trained on the synthetic shapes until it detects; shipped in ``benchmarks/checkpoints/``).
    When the model code changed since it was made, the demo starts from the checkpoint earlier
    code made with the same settings, seeds and TensorFlow, and says so; when none matches, it
-   stops with the command that rebuilds it (about 45 minutes on 2 cores, more than the demo's
+   stops with the command that rebuilds it (25 to 50 minutes on 2 cores, more than the demo's
    budget);
 2. write validation shapes among look-alike distractors (:mod:`mrcnn_ohem.datasets.shapes`) as a
    COCO folder in ``demo_output/``;
@@ -361,7 +361,7 @@ def _run(argv: Sequence[str] | None) -> int:
         logger.warning("no pretrained checkpoint for key %s: the smoke run starts from random weights", key)
     elif checkpoint is None:
         print(f"No pretrained checkpoint for this code and these settings (key {key}; the shipped one was made by "
-              f"other code). Rebuild it first (about 45 minutes on 2 cores), then run the demo again:\n\n"
+              f"other code). Rebuild it first (25 to 50 minutes on 2 cores), then run the demo again:\n\n"
               f"    {sys.executable} -m benchmarks.quality.pretrain\n", file=sys.stderr)
         return 2
     logger.info("fine-tuning both arms from %s", checkpoint)

@@ -184,3 +184,18 @@ def test_op_determinism_is_on_inside_the_block_and_as_before_after():
         assert tf_config.is_op_determinism_enabled()
     finally:
         tf_config.disable_op_determinism()
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_op_determinism_drops_its_tf_data_line_when_quiet_tensorflow_set_the_level(monkeypatch, capfd, ours):
+    line = (b"E0000 00:00:1796585078.614625   28469 node_def_util.cc:682] NodeDef mentions attribute "
+            b"use_unbounded_threadpool which is not in the op definition: Op<name=MapDataset; ...>\n")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    if ours:
+        monkeypatch.setenv(_compat._QUIET_MARK, "2")
+    else:  # the user's own level: every line stays
+        monkeypatch.delenv(_compat._QUIET_MARK, raising=False)
+    with _compat.op_determinism():
+        os.write(2, line + b"something real\n")
+    err = capfd.readouterr().err
+    assert "something real" in err and ("use_unbounded_threadpool" in err) is not ours
