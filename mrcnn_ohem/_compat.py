@@ -122,6 +122,12 @@ def filter_stderr_fd(patterns: Sequence[str] = TF_NOISE) -> Iterator[None]:
         os.close(saved)
 
 
+def _level_is_ours() -> bool:
+    """Whether ``TF_CPP_MIN_LOG_LEVEL`` is the one :func:`quiet_tensorflow` set, not the user's."""
+    mark = os.environ.get(_QUIET_MARK)
+    return mark is not None and mark == os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+
+
 def quiet_tensorflow(verbose: bool | None = None) -> None:
     """Keep TensorFlow's C++ INFO/WARNING lines and start-up noise out of the terminal.
 
@@ -138,8 +144,7 @@ def quiet_tensorflow(verbose: bool | None = None) -> None:
     """
     if verbose is None:
         verbose = any(arg in ("-v", "--verbose") for arg in sys.argv[1:])
-    ours = os.environ.get(_QUIET_MARK) == os.environ.get("TF_CPP_MIN_LOG_LEVEL", "")
-    if verbose or ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not ours):
+    if verbose or ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not _level_is_ours()):
         return
     # The mark tells our own subprocesses (benchmarks, notebooks) that the level is ours, not
     # the user's, so they filter their start-up lines too.
@@ -310,8 +315,7 @@ def op_determinism() -> Iterator[None]:
     import tensorflow as tf
     from tensorflow.python.framework import config as tf_config  # the switch back has no public name
 
-    quiet = os.environ.get(_QUIET_MARK) is not None and os.environ.get(_QUIET_MARK) == os.environ.get(
-        "TF_CPP_MIN_LOG_LEVEL")
+    quiet = _level_is_ours()
     was_on = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
     try:
